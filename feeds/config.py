@@ -1,0 +1,187 @@
+"""YAML config file -> frozen :class:`Config`, layered over the defaults.
+
+Every key is optional; with no file at all the defaults make a working build. Relative
+paths in the file are resolved against the file's folder, so a config works from any
+current directory. Command-line flags are applied over the result by the CLI
+(:func:`dataclasses.replace`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feeds.errors import ConfigError
+from feeds.model import Topic
+from feeds.normalise import clean_url, slugify
+
+DEFAULT_BASE_URL = "http://localhost:8000/"  # where `feeds serve` listens by default
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a build needs to know besides the records. Keys match the YAML file."""
+
+    title: str = "feeds"
+    description: str = "The best stories per topic, ranked by quality and recency."
+    base_url: str = DEFAULT_BASE_URL
+    language: str = "en"
+    items_per_feed: int = 50
+    half_life_hours: float = 48.0
+    max_items_per_provider: int | None = None
+    max_age_days: float | None = None
+    max_record_bytes: int = 1_048_576
+    seeds: Path = Path("seeds")
+    out: Path = Path("out")
+    topics: tuple[Topic, ...] = ()
+    source: Path | None = None  # the file this came from, for messages
+
+    @property
+    def half_life(self) -> timedelta:
+        return timedelta(hours=self.half_life_hours)
+
+    @property
+    def max_age(self) -> timedelta | None:
+        return timedelta(days=self.max_age_days) if self.max_age_days is not None else None
+
+
+_KEYS = {f.name for f in fields(Config)} - {"source"}
+_LANGUAGE = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*")
+
+
+def load_config(path: Path | None) -> Config:
+    """Read ``path`` (YAML) over the defaults; ``None`` gives the defaults.
+
+    Raises ConfigError naming the file and the key for anything it cannot use, including
+    unknown keys, which are almost always typos.
+    """
+    if path is None:
+        return Config()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(path, f"cannot read: {e.strerror or e}") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(path, f"not valid YAML: {_first_line(e)}") from e
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, "expected a mapping of keys at the top level")
+    unknown = sorted(set(map(str, raw)) - _KEYS)
+    if unknown:
+        raise ConfigError(path, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
+    return Config(source=path, **{key: _parse(key, value, path) for key, value in raw.items()})
+
+
+def _parse(key: str, value: Any, path: Path) -> Any:
+    here = path.parent
+
+    def fail(reason: str) -> ConfigError:
+        return ConfigError(path, f"{key}: {reason}")
+
+    match key:
+        case "title" | "description":
+            if not isinstance(value, str) or not value.strip():
+                raise fail("expected non-empty text")
+            return value.strip()
+        case "base_url":
+            url = clean_url(value)
+            if url is None:
+                raise fail("expected an absolute http(s) URL, such as https://example.com/feeds/")
+            return url if url.endswith("/") else url + "/"
+        case "language":
+            if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
+                raise fail("expected a language tag such as en or en-GB")
+            return value
+        case "items_per_feed" | "max_record_bytes":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail("expected a whole number of at least 1")
+            return value
+        case "max_items_per_provider":
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail("expected a whole number of at least 1, or null for no cap")
+            return value
+        case "half_life_hours" | "max_age_days":
+            if value is None and key == "max_age_days":
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise fail("expected a number greater than 0")
+            return float(value)
+        case "seeds" | "out":
+            if not isinstance(value, str) or not value:
+                raise fail("expected a folder path")
+            return here / Path(value).expanduser()
+        case "topics":
+            return tuple(_topic_definitions(value, here, fail))
+    raise fail("unknown key")  # pragma: no cover - _KEYS guards this
+
+
+def _topic_definitions(value: Any, here: Path, fail: Any) -> list[Topic]:
+    """``topics:`` is a folder or file of definitions (Smartable's ``topics/*.yaml``), or a
+    list of definitions and paths."""
+    entries = value if isinstance(value, list) else [value]
+    topics: list[Topic] = []
+    for entry in entries:
+        if isinstance(entry, Mapping):
+            topics.append(topic_from_definition(entry, fail))
+        elif isinstance(entry, str):
+            topics.extend(_topics_from_path(here / Path(entry).expanduser(), fail))
+        else:
+            raise fail("expected a folder, a file or a list of topic definitions")
+    slugs = [t.slug for t in topics]
+    dupes = sorted({s for s in slugs if slugs.count(s) > 1})
+    if dupes:
+        raise fail(f"topic {dupes[0]!r} is defined more than once")
+    return topics
+
+
+def _topics_from_path(path: Path, fail: Any) -> list[Topic]:
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+    topics: list[Topic] = []
+    for file in files:
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise fail(f"cannot read {file}: {e.strerror or e}") from e
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise fail(f"{file}: not valid YAML: {_first_line(e)}") from e
+        for entry in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(entry, Mapping):
+                raise fail(f"{file}: expected a topic definition (a mapping)")
+            topics.append(topic_from_definition(entry, lambda r, f=file: fail(f"{f}: {r}")))
+    return topics
+
+
+def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
+    """One definition in Smartable's taxonomy format; extra keys (hashtags, services) are
+    ignored."""
+    name, ident = raw.get("name"), raw.get("_id")
+    if not isinstance(name, str) or not name.strip():
+        raise fail(f"topic definition {ident or raw!r} has no name")
+    name = name.strip()
+    slug = slugify(ident if isinstance(ident, str) and ident.strip() else name)
+    aliases = tuple(
+        a.strip() for a in (ident, raw.get("shortname")) if isinstance(a, str) and a.strip()
+    )
+    parent = raw.get("parent")
+    keywords = raw.get("keywords") or ()
+    return Topic(
+        slug=slug,
+        name=name,
+        parent=parent.strip() if isinstance(parent, str) and parent.strip() else None,
+        description=str(raw.get("description") or "").strip(),
+        keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
+        aliases=aliases,
+    )
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -1,0 +1,52 @@
+"""The few errors and warnings feeds raises on purpose. Each carries its culprit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FeedsError(Exception):
+    """Base for every error feeds raises on purpose."""
+
+
+class ConfigError(FeedsError):
+    """The configuration file cannot be used."""
+
+    def __init__(self, path: Path | None, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path, self.reason = path, reason
+
+
+class InvalidRecord(FeedsError):  # noqa: N818 - reads as "raise InvalidRecord(reason)"
+    """A record cannot become an Article. Raised by pure code that knows no file name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RecordError(FeedsError):
+    """A record file was skipped: ``seeds/x.md: missing title``."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class RecordNotice:
+    """A record was kept, but a field of it was cleaned or dropped."""
+
+    __slots__ = ("path", "reason")
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"RecordNotice({str(self)!r})"
+
+
+class FeedsWarning(UserWarning):
+    """Warnings feeds itself issues; the test suite turns them into errors."""

@@ -1,0 +1,136 @@
+"""Record files -> raw dicts -> Articles, one result per file, never stopping on a bad one.
+
+A record is a file whose YAML front matter sits between two ``---`` lines, as in
+Smartable's news archive (and Hugo and Jekyll content). Whatever is wrong with a file
+becomes a :class:`~feeds.errors.RecordError` naming the file and the reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feeds.errors import InvalidRecord, RecordError, RecordNotice
+from feeds.model import Article
+from feeds.normalise import to_article
+
+log = logging.getLogger(__name__)
+
+RECORD_SUFFIXES = (".md", ".markdown")
+
+# libyaml's loader is about ten times faster than the pure-Python one and yields the same
+# values; fall back when PyYAML was built without it.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What became of one record file: an Article (maybe with notes) or an error."""
+
+    path: Path
+    article: Article | None = None
+    error: RecordError | None = None
+    notes: tuple[RecordNotice, ...] = ()
+
+
+def iter_record_paths(folder: Path) -> list[Path]:
+    """Every record file below ``folder``, sorted, so every run reads them in one order.
+
+    Hidden files and folders (``.git``, editor swap files) are not records.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(
+            Path(root, f) for f in files if f.endswith(RECORD_SUFFIXES) and not f.startswith(".")
+        )
+    return sorted(found)
+
+
+def read_front_matter(path: Path, max_bytes: int) -> Any:
+    """The parsed YAML front matter of ``path``. Raises RecordError with the reason."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise RecordError(path, f"cannot read: {e.strerror or e}") from e
+    if len(data) > max_bytes:
+        raise RecordError(path, f"larger than max_record_bytes ({max_bytes} bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RecordError(path, f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}") from e
+    return parse_front_matter(path, text.removeprefix("\ufeff"))
+
+
+def parse_front_matter(path: Path, text: str) -> Any:
+    if not text.strip():
+        raise RecordError(path, "empty file")
+    lines = text.splitlines(keepends=True)
+    if lines[0].rstrip() != "---":
+        raise RecordError(path, "no front matter: the first line must be '---'")
+    for end, line in enumerate(lines[1:], start=1):
+        if line.rstrip() in ("---", "..."):
+            break
+    else:
+        raise RecordError(path, "no front matter: no closing '---' line")
+    try:
+        raw = yaml.load("".join(lines[1:end]), Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2
+        raise RecordError(path, f"malformed YAML: {where}{e.problem or e}") from e
+    except yaml.YAMLError as e:
+        raise RecordError(path, f"malformed YAML: {e}") from e
+    except RecursionError as e:
+        raise RecordError(path, "malformed YAML: nested too deeply") from e
+    if _has_shared_nodes(raw):
+        raise RecordError(path, "YAML aliases to lists or mappings are not allowed (alias bomb)")
+    return raw
+
+
+def _has_shared_nodes(value: Any) -> bool:
+    """True when one list or dict is reachable twice: the mark of a YAML alias.
+
+    An alias bomb ("billion laughs") is small when parsed, because aliases share one
+    object, and explodes when walked or serialised. Real records use no aliases at all.
+    The walk visits each object once, so it stays cheap even on a bomb.
+    """
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict | list):
+            if id(node) in seen:
+                return True
+            seen.add(id(node))
+            stack.extend(node.values() if isinstance(node, dict) else node)
+    return False
+
+
+def load_record(path: Path, max_bytes: int) -> Loaded:
+    """Read and clean one record file; never raises for anything the file contains."""
+    try:
+        article, notes = to_article(read_front_matter(path, max_bytes))
+    except RecordError as e:
+        return Loaded(path, error=e)
+    except InvalidRecord as e:
+        return Loaded(path, error=RecordError(path, e.reason))
+    except Exception as e:  # a bug of ours must cost one record, not the run
+        log.debug("unexpected error in %s", path, exc_info=True)
+        return Loaded(path, error=RecordError(path, f"internal error: {type(e).__name__}: {e}"))
+    return Loaded(path, article=article, notes=tuple(RecordNotice(path, n) for n in notes))
+
+
+def iter_records(folder: Path, max_bytes: int) -> Iterator[Loaded]:
+    """One :class:`Loaded` per record file below ``folder``, in path order."""
+    for path in iter_record_paths(folder):
+        yield load_record(path, max_bytes)

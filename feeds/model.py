@@ -1,0 +1,125 @@
+"""The immutable values every stage passes along.
+
+Everything here is plain data: no I/O, no clock. Datetimes are always aware and in UTC,
+sequences are tuples, and a changed copy is made with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+
+
+class Kind(str, Enum):
+    ARTICLE = "article"
+    VIDEO = "video"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """The outlet that published an article (``provider{name,domain}`` in a record)."""
+
+    name: str
+    domain: str | None = None
+
+    @property
+    def url(self) -> str | None:
+        return f"https://{self.domain}/" if self.domain else None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    url: str
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def mime_type(self) -> str:
+        """Best guess from the URL; most records' images are JPEGs served without a suffix."""
+        guessed, _ = mimetypes.guess_type(self.url.split("?", 1)[0])
+        return guessed if guessed and guessed.startswith("image/") else "image/jpeg"
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """One entry of a record's ``related`` list: other coverage of the same story."""
+
+    id: str
+    title: str
+    url: str
+    provider: Provider | None = None
+    published: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One news record, cleaned.
+
+    ``id`` is derived from the canonical URL only, so it is the same on every rebuild and
+    machine and two records of one story (amp or tracking variants) share it. ``url`` is the
+    link a reader follows. All text is plain text, never HTML: renderers escape it.
+    """
+
+    id: str
+    title: str
+    url: str
+    published: datetime
+    excerpt: str = ""
+    kind: Kind = Kind.ARTICLE
+    quality: float = 0.0
+    heat: float = 0.0
+    provider: Provider | None = None
+    image: Image | None = None
+    embed_url: str | None = None
+    topics: tuple[str, ...] = ()
+    related: tuple[Coverage, ...] = ()
+
+    @property
+    def is_video(self) -> bool:
+        return self.kind is Kind.VIDEO
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A topic in Smartable's taxonomy format (``_id``, ``name``, ``parent``, ...).
+
+    ``slug`` is lowercase ASCII with hyphens and is the topic's folder name under
+    ``out/topics/``; ``parent`` is the parent topic's slug.
+    """
+
+    slug: str
+    name: str
+    parent: str | None = None
+    description: str = ""
+    keywords: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    """A feed item: the best-ranked record of a story and the other records that cover it."""
+
+    lead: Article
+    also: tuple[Article, ...] = ()
+
+    @property
+    def coverage(self) -> tuple[Coverage, ...]:
+        """Other coverage: folded records first, then the lead's own ``related`` entries.
+
+        One entry per outlet, never the lead's own outlet, in a stable order.
+        """
+        lead_outlet = self.lead.provider.name.casefold() if self.lead.provider else None
+        seen: set[str] = {lead_outlet} if lead_outlet else set()
+        found: list[Coverage] = []
+        candidates = [
+            Coverage(a.id, a.title, a.url, a.provider, a.published) for a in self.also
+        ] + list(self.lead.related)
+        for c in candidates:
+            outlet = c.provider.name.casefold() if c.provider else None
+            if outlet is None or outlet in seen:
+                continue
+            seen.add(outlet)
+            found.append(c)
+        return tuple(found)

@@ -1,0 +1,407 @@
+"""Raw record dict -> :class:`~feeds.model.Article`. Pure: no files, no clock.
+
+Records come from Smartable's news archive and vary: some carry ``webUrl``, some only
+``originalUrl`` or amp variants; dates are YAML timestamps or strings; text may hold HTML,
+entities or control characters. Each field is cleaned by one small function from the table
+:data:`FIELD_CLEANERS`. A record without a usable title, date or URL raises
+:class:`~feeds.errors.InvalidRecord`; a bad optional field is dropped and noted, so no good
+record is lost for a bad thumbnail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, time
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import nh3
+
+from feeds.errors import InvalidRecord
+from feeds.model import Article, Coverage, Image, Kind, Provider
+
+# The link a reader follows: the publisher's page first, amp copies only as a fallback.
+# (sourceUrl/ampUrl/cdnAmpUrl are the field names of Smartable's older archives.)
+URL_FIELDS = ("webUrl", "originalUrl", "sourceUrl", "ampWebUrl", "ampUrl", "cdnAmpWebUrl", "cdnAmpUrl")
+MAX_URL_LENGTH = 2048
+
+# Query parameters that only track the click; they never change what a page shows.
+TRACKING_PARAMS = frozenset(
+    {"fbclid", "gclid", "dclid", "msclkid", "yclid", "igshid", "mc_cid", "mc_eid", "ocid",
+     "ncid", "cmpid", "smid", "spm", "ref", "ref_src", "__twitter_impression", "_hsenc", "_hsmi"}
+)
+AMP_PARAMS = frozenset({"amp", "_amp", "outputtype", "usqp"})
+
+# C0/C1 controls and the XML-illegal noncharacters; tab and newline are folded as spaces.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+_SPACE = re.compile(r"\s+")
+_PATHLIKE = re.compile(r"[/\\]|\.\.")
+_LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
+
+
+class Notes(list[str]):
+    """What cleaning changed or dropped, one reason per entry."""
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def clean_text(value: object, field: str, notes: Notes) -> str | None:
+    """Plain text from a record field: tags and control characters out, entities decoded,
+    white space folded. ``None`` (and a note) when the value is not text at all."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        notes.append(f"{field}: expected text, got {type(value).__name__}; ignored")
+        return None
+    text = value
+    if _CONTROL.search(text):
+        text = _CONTROL.sub("", text)
+        notes.append(f"{field}: control characters removed")
+    if _LOOKS_LIKE_MARKUP.search(text):
+        # Ammonia drops every tag and the content of script/style; what is left is
+        # escaped HTML text, which we turn back into plain text.
+        stripped = html.unescape(nh3.clean(text, tags=set()))
+        if "<" in text and stripped != html.unescape(text):
+            notes.append(f"{field}: HTML removed")
+        text = _CONTROL.sub("", stripped)
+    return _SPACE.sub(" ", text).strip()
+
+
+# ----------------------------------------------------------------------------- URLs
+
+
+def clean_url(value: object) -> str | None:
+    """An absolute http(s) URL with tracking parameters removed, or ``None``.
+
+    ``javascript:``, ``data:``, relative and malformed URLs are refused: a feed reader
+    would follow them.
+    """
+    if not isinstance(value, str):
+        return None
+    candidate = value.strip()
+    if not candidate or len(candidate) > MAX_URL_LENGTH or _CONTROL.search(candidate):
+        return None
+    if any(c.isspace() for c in candidate):
+        return None
+    try:
+        parts = urlsplit(candidate)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(query), parts.fragment)
+    )
+
+
+def _is_tracking(param: str) -> bool:
+    name = param.lower()
+    return name.startswith("utm_") or name in TRACKING_PARAMS
+
+
+def story_key(url: str) -> str:
+    """The identity of the page behind ``url``: amp, tracking, scheme and ``www.`` folded.
+
+    ``https://www-forbes-com.cdn.ampproject.org/c/s/www.forbes.com/x/amp/`` and
+    ``http://forbes.com/x?utm_source=t`` both give ``forbes.com/x``.
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    path = parts.path
+    if host.endswith(".cdn.ampproject.org"):
+        # Google's amp cache: /c/s/<host>/<path> (s = https) or /c/<host>/<path>.
+        inner = re.sub(r"^/[cvi]/(s/)?", "", path)
+        host, _, rest = inner.partition("/")
+        path = "/" + rest
+    for prefix in ("www.", "amp.", "m."):
+        if host.startswith(prefix):
+            host = host[len(prefix):]
+    path = re.sub(r"/amp/?$|\.amp(?=\.html?$)", "", path).rstrip("/")
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not _is_tracking(k) and k.lower() not in AMP_PARAMS
+    )
+    return host + path + ("?" + urlencode(query) if query else "")
+
+
+def article_id(url: str) -> str:
+    """A stable id for the page behind ``url``: the same on every rebuild and machine."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, story_key(url)))
+
+
+def pick_url(raw: Mapping[str, Any], notes: Notes, field_prefix: str = "") -> str | None:
+    """The first usable link among :data:`URL_FIELDS`; notes every unusable one given."""
+    for field in URL_FIELDS:
+        value = raw.get(field)
+        if value in (None, ""):
+            continue
+        url = clean_url(value)
+        if url:
+            return url
+        notes.append(f"{field_prefix}{field}: not an absolute http(s) URL; ignored")
+    return None
+
+
+# ---------------------------------------------------------------------------- dates
+
+
+def clean_datetime(value: object) -> datetime | None:
+    """An aware UTC datetime from a YAML timestamp, a date or an ISO-8601 string.
+
+    A datetime without a zone is taken as UTC, as Smartable writes all its times in UTC.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time(0), tzinfo=UTC)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def clean_number(value: object, field: str, notes: Notes) -> float:
+    """A finite number, or 0 with a note. Negative quality counts as none at all, which keeps
+    the ranking's promise that the newer of two equal records wins."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        notes.append(f"{field}: expected a number, got {type(value).__name__}; using 0")
+        return 0.0
+    number = float(value)
+    if not math.isfinite(number):
+        notes.append(f"{field}: {value!r} is not a finite number; using 0")
+        return 0.0
+    return max(number, 0.0)
+
+
+def clean_dimension(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) and 0 < value < 100_000 else None
+
+
+# ------------------------------------------------------------------- nested objects
+
+
+def clean_provider(value: object, notes: Notes) -> Provider | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        notes.append(f"provider: expected a mapping, got {type(value).__name__}; ignored")
+        return None
+    domain = clean_domain(value.get("domain"))
+    name = clean_text(value.get("name"), "provider.name", notes) or domain
+    return Provider(name=name, domain=domain) if name else None
+
+
+def clean_domain(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    domain = value.strip().lower()
+    return domain if re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)+", domain) else None
+
+
+def clean_images(value: object, notes: Notes) -> Image | None:
+    """The first image with a usable URL; width and height only when they are sane."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        notes.append(f"images: expected a list, got {type(value).__name__}; ignored")
+        return None
+    for entry in value:
+        if not isinstance(entry, Mapping):
+            continue
+        url = clean_url(entry.get("url"))
+        if url is None:
+            notes.append("images: an image URL is not an absolute http(s) URL; skipped")
+            continue
+        return Image(url, clean_dimension(entry.get("width")), clean_dimension(entry.get("height")))
+    return None
+
+
+def clean_kind(value: object, notes: Notes) -> Kind:
+    if value is None:
+        return Kind.ARTICLE
+    if isinstance(value, str) and value.strip().lower() in Kind._value2member_map_:
+        return Kind(value.strip().lower())
+    notes.append(f"type: unknown type {value!r}; treated as article")
+    return Kind.ARTICLE
+
+
+class _IframeSrc(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.src: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "iframe" and self.src is None:
+            self.src = dict(attrs).get("src")
+
+
+def clean_embed(value: object) -> str | None:
+    """The https ``src`` of a video's ``featuredContent`` iframe. The iframe itself is never
+    output: feed readers and mail clients strip or block it."""
+    if not isinstance(value, str) or "<iframe" not in value.lower():
+        return None
+    parser = _IframeSrc()
+    parser.feed(value)
+    url = clean_url(parser.src)
+    return url if url and url.startswith("https://") else None
+
+
+def clean_topics(value: object, notes: Notes) -> tuple[str, ...]:
+    """Topic names as given (display form), cleaned and without repeats."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        notes.append(f"topics: expected a list, got {type(value).__name__}; ignored")
+        return ()
+    names: list[str] = []
+    for item in value:
+        name = clean_text(item, "topics", notes) if item is not None else None
+        if not name:
+            continue
+        if _PATHLIKE.search(name) or not re.search(r"\w", name):
+            notes.append(f"topics: {_shorten(name)} is not a usable topic name; dropped")
+            continue
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def clean_related(value: object, own_id: str, notes: Notes) -> tuple[Coverage, ...]:
+    """Other coverage of the story. Entries without a title or usable URL are dropped."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        notes.append(f"related: expected a list, got {type(value).__name__}; ignored")
+        return ()
+    found: dict[str, Coverage] = {}
+    dropped = 0
+    for entry in value:
+        scratch = Notes()  # a bad related entry is worth one note in all, not one per field
+        if not isinstance(entry, Mapping):
+            dropped += 1
+            continue
+        title = clean_text(entry.get("title"), "related.title", scratch)
+        url = pick_url(entry, scratch)
+        if not title or not url:
+            dropped += 1
+            continue
+        cid = article_id(url)
+        if cid != own_id and cid not in found:
+            found[cid] = Coverage(
+                id=cid,
+                title=title,
+                url=url,
+                provider=clean_provider(entry.get("provider"), scratch),
+                published=clean_datetime(entry.get("publishedDateTime")),
+            )
+    if dropped:
+        notes.append(f"related: {dropped} entr{'y' if dropped == 1 else 'ies'} without a title or usable URL dropped")
+    return tuple(found.values())
+
+
+# -------------------------------------------------------------------------- records
+
+Cleaner = Callable[[Mapping[str, Any], Notes], Any]
+
+# One small function per Article field (after pelican's METADATA_PROCESSORS). Required
+# fields (title, url, published) are checked in to_article, where a failure skips the record.
+FIELD_CLEANERS: dict[str, Cleaner] = {
+    "title": lambda raw, notes: clean_text(raw.get("title"), "title", notes),
+    "url": pick_url,
+    "published": lambda raw, notes: clean_datetime(raw.get("publishedDateTime")),
+    "excerpt": lambda raw, notes: clean_text(raw.get("excerpt"), "excerpt", notes) or "",
+    "kind": lambda raw, notes: clean_kind(raw.get("type"), notes),
+    "quality": lambda raw, notes: clean_number(raw.get("quality"), "quality", notes),
+    "heat": lambda raw, notes: clean_number(raw.get("heat"), "heat", notes),
+    "provider": lambda raw, notes: clean_provider(raw.get("provider"), notes),
+    "image": lambda raw, notes: clean_images(raw.get("images"), notes),
+    "embed_url": lambda raw, notes: clean_embed(raw.get("featuredContent")),
+    "topics": lambda raw, notes: clean_topics(raw.get("topics"), notes),
+}
+
+
+def to_article(raw: object) -> tuple[Article, tuple[str, ...]]:
+    """Clean one record. Returns the Article and notes on what was cleaned or dropped.
+
+    Raises InvalidRecord when the record has no usable title, publication date or URL.
+    ``published: false`` is ignored: most real records say it (all five seeds do), and in
+    Smartable's archive it does not mean draft. ``secured`` is opaque and never read.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidRecord(f"front matter is a {type(raw).__name__}, not a mapping of fields")
+    notes = Notes()
+    fields = {name: clean(raw, notes) for name, clean in FIELD_CLEANERS.items()}
+    if not fields["title"]:
+        raise InvalidRecord(_missing("title", raw))
+    if fields["published"] is None:
+        if raw.get("publishedDateTime") in (None, ""):
+            raise InvalidRecord("missing publishedDateTime")
+        raise InvalidRecord(f"publishedDateTime: not a date: {_shorten(raw.get('publishedDateTime'))}")
+    if fields["url"] is None:
+        raise InvalidRecord("no usable URL: webUrl/originalUrl missing or not absolute http(s)")
+    if fields["image"] is None and fields["kind"] is Kind.VIDEO and fields["embed_url"]:
+        fields["image"] = youtube_thumbnail(fields["embed_url"])
+    fields["id"] = article_id(fields["url"])
+    related = clean_related(raw.get("related"), fields["id"], notes)
+    return Article(**fields, related=related), tuple(notes)
+
+
+def youtube_thumbnail(embed_url: str) -> Image | None:
+    """YouTube serves a thumbnail for every video id; use it when a video record has none."""
+    match = re.match(r"https://(?:www\.)?youtube(?:-nocookie)?\.com/embed/([\w-]{6,20})", embed_url)
+    return Image(f"https://i.ytimg.com/vi/{match.group(1)}/hqdefault.jpg", 480, 360) if match else None
+
+
+def _missing(field: str, raw: Mapping[str, Any]) -> str:
+    value = raw.get(field)
+    if value in (None, ""):
+        return f"missing {field}"
+    if not isinstance(value, str):
+        return f"{field}: expected text, got {type(value).__name__}"
+    return f"{field}: empty after removing markup and control characters"
+
+
+def _shorten(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slugify(name: str) -> str:
+    """Lowercase ASCII words joined by hyphens: ``"AWS AI"`` -> ``aws-ai``.
+
+    The result only ever holds ``[a-z0-9-]`` and is never empty, so no topic name can
+    address a folder outside ``out/topics``. A name with no ASCII letters or digits
+    (``"人工知能"``) gets ``topic-`` and a short hash of the name.
+    """
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:80].strip("-")
+    return slug or "topic-" + hashlib.sha256(name.encode()).hexdigest()[:8]

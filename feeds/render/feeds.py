@@ -1,0 +1,237 @@
+"""Stories -> RSS 2.0, Atom 1.0, JSON Feed 1.1 and OPML 2.0 bytes. Pure: no files, no clock.
+
+RSS and Atom go through feedgen 1.0, around three of its traps:
+
+- Atom entry links lose ``rel`` and ``type`` (python-feedgen #135, #143): a loop variable
+  shadows the link dict. :class:`_Entry` puts the attributes back.
+- ``updated``/``lastBuildDate`` default to the current time: we always set them, from the
+  newest item, so the same input gives byte-identical files.
+- ``add_entry`` prepends by default: we append, so the feed keeps the ranking's order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from html import escape
+from xml.etree import ElementTree as ET
+
+from feedgen.entry import FeedEntry
+from feedgen.feed import FeedGenerator
+
+import feeds
+from feeds.model import Article, Story
+
+FORMATS = {  # file name -> media type; a public contract, as subscribers' URLs depend on it
+    "rss.xml": "application/rss+xml",
+    "atom.xml": "application/atom+xml",
+    "feed.json": "application/feed+json",
+}
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
+
+
+@dataclass(frozen=True)
+class FeedDoc:
+    """One topic's feed, ready to render in any format."""
+
+    slug: str
+    name: str
+    title: str
+    description: str
+    base_url: str  # absolute, ends with "/"
+    language: str
+    stories: tuple[Story, ...]
+    updated: datetime  # the newest item's date, never the clock
+
+    @property
+    def home_url(self) -> str:
+        return f"{self.base_url}#topic-{self.slug}"
+
+    def url(self, filename: str) -> str:
+        return f"{self.base_url}topics/{self.slug}/{filename}"
+
+
+# --------------------------------------------------------------------------- content
+
+
+def summary_html(story: Story) -> str:
+    """The item's description as safe HTML: every piece of record text is escaped, every
+    URL was checked to be http(s) when the record was loaded."""
+    lead = story.lead
+    parts: list[str] = []
+    if lead.is_video:
+        source = f" from {escape(lead.provider.name)}" if lead.provider else ""
+        parts.append(f"<p>▶ Video{source}</p>")
+    if lead.excerpt:
+        parts.append(f"<p>{escape(lead.excerpt)}</p>")
+    if story.coverage:
+        links = ", ".join(
+            f'<a href="{escape(c.url)}">{escape(c.provider.name if c.provider else c.title)}</a>'
+            for c in story.coverage
+        )
+        parts.append(f"<p>Also covered by {links}.</p>")
+    return "\n".join(parts) or f"<p>{escape(lead.title)}</p>"
+
+
+def _author(article: Article) -> dict[str, str] | None:
+    if article.provider is None:
+        return None
+    author = {"name": article.provider.name}
+    if article.provider.url:
+        author["uri"] = article.provider.url
+    return author
+
+
+# ------------------------------------------------------------------------- feedgen
+
+
+class _Entry(FeedEntry):  # type: ignore[misc]
+    """FeedEntry whose Atom links keep ``rel``/``type``/``length`` (python-feedgen #135)."""
+
+    def atom_entry(self, extensions: bool = True) -> ET.Element:
+        entry = super().atom_entry(extensions)
+        for element, spec in zip(entry.findall("link"), self.link(), strict=True):
+            for attr in ("rel", "type", "hreflang", "title", "length"):
+                if spec.get(attr):
+                    element.set(attr, spec[attr])
+        return entry
+
+
+def _generator(doc: FeedDoc, fmt: str) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.load_extension("media", atom=True, rss=True)
+    fg.load_extension("dc", atom=False, rss=True)
+    fg.id(doc.url("atom.xml"))
+    fg.title(doc.title)
+    fg.subtitle(doc.description)  # RSS <description> as well
+    self_name = "atom.xml" if fmt == "atom" else "rss.xml"
+    fg.link(href=doc.url(self_name), rel="self", type=FORMATS[self_name])
+    fg.link(href=doc.home_url, rel="alternate", type="text/html")  # last: RSS <link> takes it
+    fg.language(doc.language)
+    fg.updated(doc.updated)
+    fg.lastBuildDate(doc.updated)
+    fg.generator("feeds", version=feeds.__version__)
+    fg.ttl(15)
+    fg.author({"name": doc.title})  # Atom needs an author; entries name their outlet
+    for story in doc.stories:
+        _add_entry(fg, story, fmt)
+    return fg
+
+
+def _add_entry(fg: FeedGenerator, story: Story, fmt: str) -> None:
+    lead = story.lead
+    fe = fg.add_entry(_Entry(), order="append")
+    fe.id(f"urn:uuid:{lead.id}")
+    fe.guid(f"urn:uuid:{lead.id}", permalink=False)
+    fe.title(lead.title)
+    fe.link(href=lead.url, rel="alternate", type="text/html")
+    fe.published(lead.published)
+    fe.updated(lead.published)
+    if fmt == "atom":
+        fe.summary(summary_html(story), type="html")
+    else:
+        fe.description(summary_html(story))
+    author = _author(lead)
+    if author:
+        if fmt == "atom":
+            fe.author(author)
+        else:
+            fe.dc.dc_creator(author["name"])
+    for name in lead.topics:
+        fe.category(term=name)
+    image = lead.image
+    if image is None:
+        return
+    if fmt == "atom":
+        # Atom has no image element; an enclosure link is what readers pick up.
+        fe.link(href=image.url, rel="enclosure", type=image.mime_type, title=lead.title)
+    else:
+        size = {k: str(v) for k, v in (("width", image.width), ("height", image.height)) if v}
+        fe.media.content(url=image.url, medium="image", type=image.mime_type, group=None, **size)
+        fe.media.thumbnail(url=image.url, group=None, **size)
+
+
+def render_rss(doc: FeedDoc) -> bytes:
+    """RSS 2.0 with Media RSS images and an ``atom:link rel="self"``."""
+    return bytes(_generator(doc, "rss").rss_str(pretty=True))
+
+
+def render_atom(doc: FeedDoc) -> bytes:
+    """Atom 1.0 (RFC 4287) with image enclosure links."""
+    return bytes(_generator(doc, "atom").atom_str(pretty=True))
+
+
+# ------------------------------------------------------------------------ JSON Feed
+
+
+def render_json(doc: FeedDoc) -> bytes:
+    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written with the standard library."""
+    feed: dict[str, object] = {
+        "version": JSON_FEED_VERSION,
+        "title": doc.title,
+        "home_page_url": doc.home_url,
+        "feed_url": doc.url("feed.json"),
+        "description": doc.description,
+        "language": doc.language,
+        "items": [_json_item(story) for story in doc.stories],
+    }
+    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def _json_item(story: Story) -> dict[str, object]:
+    lead = story.lead
+    item: dict[str, object] = {
+        "id": f"urn:uuid:{lead.id}",
+        "url": lead.url,
+        "title": lead.title,
+        "content_html": summary_html(story),
+        "date_published": _rfc3339(lead.published),
+    }
+    if lead.excerpt:
+        item["summary"] = lead.excerpt
+    if lead.image:
+        item["image"] = lead.image.url
+    author = _author(lead)
+    if author:
+        item["authors"] = [{"name": author["name"], **({"url": author["uri"]} if "uri" in author else {})}]
+    if lead.topics:
+        item["tags"] = list(lead.topics)
+    return item
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+# ----------------------------------------------------------------------------- OPML
+
+
+def render_opml(docs: Sequence[FeedDoc], *, title: str, updated: datetime) -> bytes:
+    """OPML 2.0 subscription list: one outline per topic, so an import subscribes once per
+    topic. ``xmlUrl`` is the RSS feed (every reader takes it); ``atomUrl`` and ``jsonUrl``
+    name the other formats of the same feed."""
+    opml = ET.Element("opml", version="2.0")
+    head = ET.SubElement(opml, "head")
+    ET.SubElement(head, "title").text = title
+    ET.SubElement(head, "dateModified").text = format_datetime(updated, usegmt=True)
+    body = ET.SubElement(opml, "body")
+    for doc in docs:
+        ET.SubElement(
+            body,
+            "outline",
+            type="rss",
+            version="RSS2",
+            text=doc.name,
+            title=doc.title,
+            description=doc.description,
+            language=doc.language,
+            xmlUrl=doc.url("rss.xml"),
+            htmlUrl=doc.home_url,
+            atomUrl=doc.url("atom.xml"),
+            jsonUrl=doc.url("feed.json"),
+        )
+    ET.indent(opml)
+    return ET.tostring(opml, encoding="utf-8", xml_declaration=True) + b"\n"

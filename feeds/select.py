@@ -1,0 +1,115 @@
+"""Dedupe, score and rank articles into the stories of one feed. Pure: ``now`` is an argument.
+
+The ranking: an article's score is its quality halved every ``half_life`` of age,
+
+    score = quality * 0.5 ** (age / half_life)
+
+Because every article decays by the same factor as the clock moves, the order of two
+published articles never changes with time. So we sort on an equivalent key that does not
+mention ``now`` at all (:func:`rank_key`); that makes ranks exact (no underflow for old
+articles) and feeds free of flapping: as the clock advances with no new records, an item
+that has left a feed never comes back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from feeds.model import Article, Story
+
+
+def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
+    """Quality decayed by age: halves every ``half_life``. An article from the future has
+    age 0."""
+    age = max(now - article.published, timedelta(0))
+    return article.quality * 0.5 ** (age / half_life)
+
+
+def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, str]:
+    """Sort key, best first: ``(-strength, -published, id)``.
+
+    ``strength = log2(quality) + published / half_life`` orders articles exactly as
+    :func:`score` does at any ``now`` after both were published. Ties go to the newer
+    article, then to the smaller id, so every run and machine agrees.
+    """
+    published = article.published.timestamp()
+    strength = (
+        math.log2(article.quality) + published / half_life.total_seconds()
+        if article.quality > 0
+        else -math.inf
+    )
+    return (-strength, -published, article.id)
+
+
+def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[Article]:
+    """One Article per id: records of the same page (amp or tracking variants of one URL)
+    become the best-ranked of them, carrying the topics and related coverage of all."""
+    groups: dict[str, list[Article]] = {}
+    for article in articles:
+        groups.setdefault(article.id, []).append(article)
+    merged: list[Article] = []
+    for group in groups.values():
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        group.sort(key=lambda a: rank_key(a, half_life))
+        topics = tuple(dict.fromkeys(t for a in group for t in a.topics))
+        related = tuple({c.id: c for a in reversed(group) for c in a.related}.values())
+        merged.append(replace(group[0], topics=topics, related=related))
+    return merged
+
+
+def select(
+    articles: Sequence[Article],
+    *,
+    now: datetime,
+    half_life: timedelta,
+    limit: int,
+    max_per_provider: int | None = None,
+    max_age: timedelta | None = None,
+) -> tuple[Story, ...]:
+    """The best ``limit`` stories published by ``now``, best first.
+
+    Guarantees: at most ``limit`` stories; no article id appears twice; records that name
+    each other in ``related`` are one story, led by the best-ranked of them; with
+    ``max_per_provider``, no outlet leads more than that many stories.
+    """
+    eligible = [
+        a for a in articles
+        if a.published <= now and (max_age is None or now - a.published <= max_age)
+    ]
+    eligible.sort(key=lambda a: rank_key(a, half_life))
+
+    leads: list[Article] = []
+    folded: list[list[Article]] = []
+    story_of: dict[str, int] = {}  # article id (led, folded or named as related) -> story
+    per_provider: dict[str, int] = {}
+    placed: set[str] = set()
+    for article in eligible:
+        if article.id in placed:
+            continue
+        # Same story if a lead names this article as related, or this article names a lead.
+        index = story_of.get(article.id)
+        if index is None:
+            index = next((story_of[c.id] for c in article.related if c.id in story_of), None)
+        if index is not None:
+            folded[index].append(article)
+            placed.add(article.id)
+            continue
+        if len(leads) >= limit:
+            continue  # full: later articles may still fold into a story, never lead one
+        outlet = article.provider.name.casefold() if article.provider else ""
+        if max_per_provider is not None and per_provider.get(outlet, 0) >= max_per_provider:
+            continue
+        per_provider[outlet] = per_provider.get(outlet, 0) + 1
+        index = len(leads)
+        leads.append(article)
+        folded.append([])
+        placed.add(article.id)
+        story_of[article.id] = index
+        for coverage in article.related:
+            story_of.setdefault(coverage.id, index)
+    return tuple(Story(lead, tuple(also)) for lead, also in zip(leads, folded, strict=True))

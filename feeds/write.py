@@ -1,0 +1,63 @@
+"""The only module that writes into ``out/``: atomically, only inside it, only on change."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from feeds.errors import FeedsError
+
+
+class OutputError(FeedsError):
+    """A file could not be written, or its path would leave the output folder."""
+
+
+def resolve_inside(root: Path, relative: str) -> Path:
+    """``root/relative``, refusing anything that would land outside ``root``: absolute
+    paths, ``..`` and symlinks that point elsewhere."""
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or not rel.parts or any(p in ("..", "") for p in rel.parts):
+        raise OutputError(f"{relative!r}: not a path inside the output folder")
+    base = root.resolve()
+    target = (base / rel).resolve()
+    if not target.is_relative_to(base):
+        raise OutputError(f"{relative!r}: resolves to {target}, outside {base}")
+    return target
+
+
+def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
+    """Replace ``root/relative`` with ``data`` atomically; True if the file changed.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk and renamed
+    over the target, so a reader sees the old file or the new one, never half of one. An
+    unchanged file is left alone: its mtime (and a server's Last-Modified) stays put.
+    """
+    target = resolve_inside(root, relative)
+    try:
+        if target.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise OutputError(f"{target}: cannot read: {e.strerror or e}") from e
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; feeds are public files
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
+        raise
+    return True
