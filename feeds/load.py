@@ -18,7 +18,7 @@ import yaml
 
 from feeds.errors import InvalidRecord, RecordError, RecordNotice
 from feeds.model import Article
-from feeds.normalise import to_article
+from feeds.normalise import CONTROL_CHARACTERS, to_article
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,9 @@ def iter_record_paths(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_front_matter(path: Path, max_bytes: int) -> Any:
-    """The parsed YAML front matter of ``path``. Raises RecordError with the reason."""
+def read_front_matter(path: Path, max_bytes: int) -> tuple[Any, tuple[str, ...]]:
+    """The parsed YAML front matter of ``path`` and notes on what was cleaned.
+    Raises RecordError with the reason."""
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)
@@ -71,7 +72,13 @@ def read_front_matter(path: Path, max_bytes: int) -> Any:
     return parse_front_matter(path, text.removeprefix("\ufeff"))
 
 
-def parse_front_matter(path: Path, text: str) -> Any:
+def parse_front_matter(path: Path, text: str) -> tuple[Any, tuple[str, ...]]:
+    """The YAML between the ``---`` lines, and notes on what had to be cleaned first."""
+    notes: tuple[str, ...] = ()
+    if CONTROL_CHARACTERS.search(text):
+        # The YAML reader refuses them outright; they are noise, not reason to lose a record.
+        text = CONTROL_CHARACTERS.sub("", text)
+        notes = ("control characters removed from the file",)
     if not text.strip():
         raise RecordError(path, "empty file")
     lines = text.splitlines(keepends=True)
@@ -94,7 +101,7 @@ def parse_front_matter(path: Path, text: str) -> Any:
         raise RecordError(path, "malformed YAML: nested too deeply") from e
     if _has_shared_nodes(raw):
         raise RecordError(path, "YAML aliases to lists or mappings are not allowed (alias bomb)")
-    return raw
+    return raw, notes
 
 
 def _has_shared_nodes(value: Any) -> bool:
@@ -119,7 +126,8 @@ def _has_shared_nodes(value: Any) -> bool:
 def load_record(path: Path, max_bytes: int) -> Loaded:
     """Read and clean one record file; never raises for anything the file contains."""
     try:
-        article, notes = to_article(read_front_matter(path, max_bytes))
+        raw, file_notes = read_front_matter(path, max_bytes)
+        article, notes = to_article(raw)
     except RecordError as e:
         return Loaded(path, error=e)
     except InvalidRecord as e:
@@ -127,7 +135,9 @@ def load_record(path: Path, max_bytes: int) -> Loaded:
     except Exception as e:  # a bug of ours must cost one record, not the run
         log.debug("unexpected error in %s", path, exc_info=True)
         return Loaded(path, error=RecordError(path, f"internal error: {type(e).__name__}: {e}"))
-    return Loaded(path, article=article, notes=tuple(RecordNotice(path, n) for n in notes))
+    return Loaded(
+        path, article=article, notes=tuple(RecordNotice(path, n) for n in file_notes + notes)
+    )
 
 
 def iter_records(folder: Path, max_bytes: int) -> Iterator[Loaded]:

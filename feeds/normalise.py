@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, time
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import nh3
 
@@ -39,8 +39,9 @@ TRACKING_PARAMS = frozenset(
 )
 AMP_PARAMS = frozenset({"amp", "_amp", "outputtype", "usqp"})
 
-# C0/C1 controls and the XML-illegal noncharacters; tab and newline are folded as spaces.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+# C0/C1 controls (not tab, CR, LF or NEL) and XML-illegal noncharacters: they break XML
+# feeds and the MJML renderer, and carry no meaning in news text.
+CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 _SPACE = re.compile(r"\s+")
 _PATHLIKE = re.compile(r"[/\\]|\.\.")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
@@ -62,8 +63,8 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         notes.append(f"{field}: expected text, got {type(value).__name__}; ignored")
         return None
     text = value
-    if _CONTROL.search(text):
-        text = _CONTROL.sub("", text)
+    if CONTROL_CHARACTERS.search(text):
+        text = CONTROL_CHARACTERS.sub("", text)
         notes.append(f"{field}: control characters removed")
     if _LOOKS_LIKE_MARKUP.search(text):
         # Ammonia drops every tag and the content of script/style; what is left is
@@ -71,7 +72,7 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         stripped = html.unescape(nh3.clean(text, tags=set()))
         if "<" in text and stripped != html.unescape(text):
             notes.append(f"{field}: HTML removed")
-        text = _CONTROL.sub("", stripped)
+        text = CONTROL_CHARACTERS.sub("", stripped)
     return _SPACE.sub(" ", text).strip()
 
 
@@ -87,7 +88,7 @@ def clean_url(value: object) -> str | None:
     if not isinstance(value, str):
         return None
     candidate = value.strip()
-    if not candidate or len(candidate) > MAX_URL_LENGTH or _CONTROL.search(candidate):
+    if not candidate or len(candidate) > MAX_URL_LENGTH or CONTROL_CHARACTERS.search(candidate):
         return None
     if any(c.isspace() for c in candidate):
         return None
@@ -98,10 +99,29 @@ def clean_url(value: object) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
-    return urlunsplit(
-        (parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(query), parts.fragment)
+    netloc = parts.netloc.lower()
+    if not netloc.isascii():
+        try:  # an internationalised domain name goes out in its ASCII (punycode) form
+            netloc = netloc.replace(parts.hostname, parts.hostname.encode("idna").decode("ascii"))
+        except UnicodeError:
+            return None
+    # Drop tracking pairs without re-encoding the rest: signed image URLs must stay byte-exact.
+    query = "&".join(
+        pair for pair in parts.query.split("&") if pair and not _is_tracking(unquote(pair.split("=")[0]))
     )
+    return urlunsplit((
+        parts.scheme.lower(),
+        netloc,
+        _encode(parts.path) or "/",
+        _encode(query),
+        _encode(parts.fragment),
+    ))
+
+
+def _encode(component: str) -> str:
+    """Percent-encode what RFC 3986 does not allow (non-ASCII, quotes, angle brackets,
+    ``|``, ``^``...), leaving existing escapes and reserved characters as they are."""
+    return quote(component, safe="/?:@!$&'()*+,;=-._~%")
 
 
 def _is_tracking(param: str) -> bool:

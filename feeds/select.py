@@ -28,12 +28,13 @@ def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
     return article.quality * 0.5 ** (age / half_life)
 
 
-def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, str]:
-    """Sort key, best first: ``(-strength, -published, id)``.
+def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, float, str]:
+    """Sort key, best first: ``(-strength, -quality, -published, id)``.
 
     ``strength = log2(quality) + published / half_life`` orders articles exactly as
-    :func:`score` does at any ``now`` after both were published. Ties go to the newer
-    article, then to the smaller id, so every run and machine agrees.
+    :func:`score` does at any ``now`` after both were published. Where float rounding
+    makes two strengths equal, the higher quality wins, then the newer article, then the
+    smaller id, so every run and machine agrees.
     """
     published = article.published.timestamp()
     strength = (
@@ -41,7 +42,7 @@ def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, str]
         if article.quality > 0
         else -math.inf
     )
-    return (-strength, -published, article.id)
+    return (-strength, -article.quality, -published, article.id)
 
 
 def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[Article]:

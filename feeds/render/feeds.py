@@ -147,7 +147,7 @@ def _add_entry(fg: FeedGenerator, story: Story, fmt: str) -> None:
         return
     if fmt == "atom":
         # Atom has no image element; an enclosure link is what readers pick up.
-        fe.link(href=image.url, rel="enclosure", type=image.mime_type, title=lead.title)
+        fe.link(href=image.url, rel="enclosure", type=image.mime_type)
     else:
         size = {k: str(v) for k, v in (("width", image.width), ("height", image.height)) if v}
         fe.media.content(url=image.url, medium="image", type=image.mime_type, group=None, **size)

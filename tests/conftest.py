@@ -1,0 +1,57 @@
+"""Shared helpers: write real record files, find the real corpus, run the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from feeds.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+CORPUS = ROOT.parent / "shared" / "corpus" / "power-apps"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    """A minimal valid record in Smartable's shape; keyword arguments override or add
+    fields, and a value of None removes the field."""
+    base: dict[str, Any] = {
+        "category": "news",
+        "title": "A story",
+        "excerpt": "What happened.",
+        "publishedDateTime": "2020-06-17T12:00:00Z",
+        "webUrl": "https://example.com/a-story",
+        "type": "article",
+        "quality": 50,
+        "heat": 50,
+        "published": False,
+        "provider": {"name": "Example", "domain": "example.com"},
+        "topics": ["AI"],
+        "images": [{"url": "https://example.com/a.jpg", "width": 800, "height": 450}],
+        "secured": "opaque-secret-value",
+    }
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def write_record(path: Path, **fields: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    front = yaml.safe_dump(record(**fields), sort_keys=False, allow_unicode=True)
+    path.write_text(f"---\n{front}---\n", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not (CORPUS / "articles").is_dir():
+        pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
+    return CORPUS

@@ -1,0 +1,266 @@
+"""End to end: run the real CLI on real records and parse everything it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import feedparser
+import pytest
+import yaml
+from lxml import etree, html
+
+from feeds import api
+from feeds.config import Config, load_config
+from feeds.load import iter_records
+from feeds.select import merge_duplicates
+from feeds.taxonomy import build_taxonomy
+from tests.conftest import SEEDS, run_cli, write_record
+
+SEEDS_NOW = "2020-06-18T00:00:00Z"
+CORPUS_NOW = "2021-06-03T00:00:00Z"
+
+
+def build(seeds: Path, out: Path, *extra: str, now: str = SEEDS_NOW) -> str:
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", now, *extra)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def expected_docs(seeds: Path, now: str, config: Config | None = None) -> list[api.FeedDoc]:
+    """What the library says each feed should hold, to compare with what parsers read back."""
+    config = config or Config()
+    articles = [r.article for r in iter_records(seeds, config.max_record_bytes) if r.article]
+    merged = merge_duplicates(articles, config.half_life)
+    moment = datetime.fromisoformat(now)
+    return api.plan_feeds(config, build_taxonomy(config.topics, merged), merged, moment)
+
+
+def assert_feeds_parse_back_intact(out: Path, docs: list[api.FeedDoc]) -> None:
+    for doc in docs:
+        folder = out / "topics" / doc.slug
+        want = [(s.lead.title, s.lead.url, f"urn:uuid:{s.lead.id}", s.lead.published) for s in doc.stories]
+        for name in ("rss.xml", "atom.xml"):
+            data = (folder / name).read_bytes()
+            etree.fromstring(data)  # well-formed XML, or lxml raises
+            parsed = feedparser.parse(data)
+            assert not parsed.bozo, (folder / name, parsed.get("bozo_exception"))
+            assert parsed.feed.title == doc.title
+            got = [(e.title, e.link, e.id, datetime(*e.published_parsed[:6], tzinfo=UTC)) for e in parsed.entries]
+            assert got == want, folder / name
+        feed = json.loads((folder / "feed.json").read_bytes())
+        assert [(i["title"], i["url"], i["id"], datetime.fromisoformat(i["date_published"]))
+                for i in feed["items"]] == want
+
+
+def test_seeds_build_writes_the_public_layout(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stdout = build(SEEDS, out)
+    topics = {"all", "ai", "ai-ethics", "ai-in-healthcare", "computer-vision", "microsoft-ai"}
+    assert {p.name for p in (out / "topics").iterdir()} == topics
+    for slug in topics:
+        assert sorted(p.name for p in (out / "topics" / slug).iterdir()) == ["atom.xml", "feed.json", "rss.xml"]
+    assert (out / "feeds.opml").is_file() and (out / "index.html").is_file()
+    assert "Read 5 records: 5 articles, 0 skipped" in stdout
+    assert "5 topics (+ all). Wrote 20 files" in stdout
+    assert_feeds_parse_back_intact(out, expected_docs(SEEDS, SEEDS_NOW))
+
+
+def test_seeds_ai_feed_folds_related_coverage_into_stories(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    feed = feedparser.parse((tmp_path / "out/topics/ai/rss.xml").read_bytes())
+    providers = [e.get("author") for e in feed.entries]
+    assert providers == ["BBC", "Forbes", "Mic"]  # MSPoweruser and Washington Post folded in
+    mic = feed.entries[2]
+    assert "Also covered by" in mic.summary and "mspoweruser.com" in mic.summary
+    forbes = feed.entries[1]
+    assert "statnews.com" in forbes.summary and "venturebeat.com" in forbes.summary
+
+
+def test_every_item_carries_image_author_and_categories(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    folder = tmp_path / "out/topics/ai"
+    rss = feedparser.parse((folder / "rss.xml").read_bytes())
+    atom = feedparser.parse((folder / "atom.xml").read_bytes())
+    feed = json.loads((folder / "feed.json").read_bytes())
+    for r, a, j in zip(rss.entries, atom.entries, feed["items"], strict=True):
+        assert r.media_content[0]["url"] == j["image"] and r.media_content[0]["medium"] == "image"
+        enclosure = [link for link in a.links if link.rel == "enclosure"]
+        assert enclosure and enclosure[0].href == j["image"] and enclosure[0].type.startswith("image/")
+        assert a.author == r.author == j["authors"][0]["name"]
+        assert [t.term for t in r.tags] == [t.term for t in a.tags] == j["tags"]
+        assert r.summary and a.summary and j["content_html"]
+
+
+def test_video_items_show_their_thumbnail_never_an_iframe(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert b"iframe" not in path.read_bytes().lower(), path
+    bbc = json.loads((tmp_path / "out/topics/ai/feed.json").read_bytes())["items"][0]
+    assert bbc["image"] == "https://i.ytimg.com/vi/Xq3m8cWT0yE/maxresdefault.jpg"
+    assert "Video from BBC" in bbc["content_html"]
+
+
+def test_secured_is_never_output(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    secrets = [yaml.safe_load(p.read_text().split("---")[1])["secured"] for p in SEEDS.glob("*.md")]
+    blob = b"".join(snapshot(tmp_path / "out").values())
+    assert secrets and not any(s.encode() in blob or s.split(";")[0][:24].encode() in blob for s in secrets)
+
+
+def test_two_builds_give_identical_bytes(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "one")
+    build(SEEDS, tmp_path / "two")
+    assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+def test_a_later_clock_with_no_new_records_changes_nothing(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "one", now="2020-06-18T00:00:00Z")
+    build(SEEDS, tmp_path / "two", now="2020-07-18T00:00:00Z")
+    assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(SEEDS, out)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    stdout = build(SEEDS, out)
+    assert "Wrote 0 files" in stdout and "20 unchanged" in stdout
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_new_record_rewrites_only_the_feeds_it_belongs_to(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    out = tmp_path / "out"
+    build(seeds, out)
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
+                 webUrl="https://example.com/laundry", quality=500)
+    stdout = build(seeds, out)
+    changed = {str(p.relative_to(out)) for p, stat in before.items()
+               if (p.stat().st_ino, p.stat().st_mtime_ns) != stat}
+    assert changed == {f"topics/{slug}/{name}" for slug in ("all", "ai-in-healthcare")
+                       for name in ("rss.xml", "atom.xml", "feed.json")} | {"index.html"}
+    assert "Wrote 7 files" in stdout
+    feed = feedparser.parse((out / "topics/ai-in-healthcare/atom.xml").read_bytes())
+    assert feed.entries[0].title == "Robots learn to fold laundry"
+
+
+def test_no_file_lands_outside_out(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    for i, topic in enumerate(["../../escape", "/etc/passwd", "..", "all", "AWS AI", "Ünïcode Tópic", "人工知能"]):
+        write_record(seeds / f"{i}.md", title=f"T{i}", topics=[topic], webUrl=f"https://example.com/{i}")
+    out = tmp_path / "deep" / "out"
+    build(seeds, out)
+    everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
+    outside = {p for p in everything if not str(p).startswith(("deep/out/", "seeds/"))}
+    assert outside == set()
+    slugs = {p.name for p in (out / "topics").iterdir()}
+    assert {"aws-ai", "unicode-topic", "topic-all", "all"} <= slugs
+    assert any(s.startswith("topic-") and s != "topic-all" for s in slugs)  # 人工知能
+    assert not {"escape", "etc-passwd"} & slugs
+
+
+def test_out_through_a_symlink_is_written_inside_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real-out"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    build(SEEDS, tmp_path / "link")
+    assert (real / "topics/ai/rss.xml").is_file()
+
+
+def test_opml_lists_every_topic_feed(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    opml = etree.parse(str(tmp_path / "out/feeds.opml")).getroot()
+    assert opml.get("version") == "2.0"
+    outlines = opml.findall("body/outline")
+    assert [o.get("text") for o in outlines][0] == "All topics"
+    slugs = sorted(p.name for p in (tmp_path / "out/topics").iterdir())
+    assert sorted(o.get("xmlUrl").split("/")[-2] for o in outlines) == slugs
+    for o in outlines:
+        assert o.get("type") == "rss" and o.get("xmlUrl").endswith("/rss.xml")
+        assert o.get("atomUrl").endswith("/atom.xml") and o.get("jsonUrl").endswith("/feed.json")
+
+
+def test_index_page_links_and_autodiscovers_every_feed(tmp_path: Path) -> None:
+    build(SEEDS, tmp_path / "out")
+    page = html.fromstring((tmp_path / "out/index.html").read_bytes())
+    alternates = page.xpath('//link[@rel="alternate"]')
+    slugs = [p.name for p in (tmp_path / "out/topics").iterdir()]
+    assert len(alternates) == 3 * len(slugs)
+    assert {a.get("type") for a in alternates} == {
+        "application/rss+xml", "application/atom+xml", "application/feed+json"}
+    hrefs = {a.get("href") for a in page.xpath("//a")}
+    for slug in slugs:
+        for name in ("rss.xml", "atom.xml", "feed.json"):
+            assert f"http://localhost:8000/topics/{slug}/{name}" in hrefs
+
+
+def test_config_sets_title_base_url_language_and_limit(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        "title: Daily AI\nbase_url: https://news.example.org/ai\nlanguage: en-GB\nitems_per_feed: 2\n"
+        "max_items_per_provider: 1\n", encoding="utf-8")
+    build(SEEDS, tmp_path / "out", "--config", str(config))
+    rss = feedparser.parse((tmp_path / "out/topics/ai/rss.xml").read_bytes())
+    assert rss.feed.title == "Daily AI: AI" and rss.feed.language == "en-GB"
+    assert len(rss.entries) == 2
+    self_links = [link.href for link in rss.feed.links if link.rel == "self"]
+    assert self_links == ["https://news.example.org/ai/topics/ai/rss.xml"]
+    assert_feeds_parse_back_intact(tmp_path / "out", expected_docs(SEEDS, SEEDS_NOW, load_config(config)))
+
+
+def test_corpus_build_writes_valid_feeds_for_every_topic(tmp_path: Path, corpus: Path) -> None:
+    out = tmp_path / "out"
+    stdout = build(corpus / "articles", out, now=CORPUS_NOW)
+    assert "Read 192 records: 191 articles, 0 skipped, 1 duplicates folded." in stdout
+    found = {p.name for p in (out / "topics").iterdir()}
+    assert found == {"all", "power-apps", "portals", "teams-integration", "model-driven-apps",
+                     "canvas-apps", "ai-builder", "common-data-service"}
+    assert_feeds_parse_back_intact(out, expected_docs(corpus / "articles", CORPUS_NOW))
+
+
+def test_corpus_topic_definitions_nest_sub_topics_into_their_parent(tmp_path: Path, corpus: Path) -> None:
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"topics: {corpus / 'topics'}\nitems_per_feed: 500\n", encoding="utf-8")
+    out = tmp_path / "out"
+    build(corpus / "articles", out, "--config", str(config), now=CORPUS_NOW)
+    parent = {e.id for e in feedparser.parse((out / "topics/power-apps/atom.xml").read_bytes()).entries}
+    for child in ("portals", "canvas-apps", "ai-builder", "teams-integration"):
+        ids = {e.id for e in feedparser.parse((out / f"topics/{child}/atom.xml").read_bytes()).entries}
+        assert ids and ids <= parent, child
+    assert_feeds_parse_back_intact(out, expected_docs(corpus / "articles", CORPUS_NOW, load_config(config)))
+
+
+def test_now_excludes_articles_published_later(tmp_path: Path, corpus: Path) -> None:
+    build(corpus / "articles", tmp_path / "out", now="2020-10-01T00:00:00Z")
+    feed = json.loads((tmp_path / "out/topics/all/feed.json").read_bytes())
+    assert feed["items"]
+    assert all(i["date_published"] < "2020-10-01" for i in feed["items"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seeds", "/nonexistent/records"], "no such folder of records"),
+    (["--now", "yesterday"], "is not an ISO-8601 date"),
+])
+def test_bad_arguments_get_a_clear_error(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("build", "--out", str(tmp_path / "out"), *args)
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_python_dash_m_runs_the_same_command(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(SEEDS), "--out",
+                           str(tmp_path / "out"), "--now", SEEDS_NOW], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out/topics/all/rss.xml").is_file()
