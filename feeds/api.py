@@ -73,7 +73,8 @@ def build(
     docs = plan_feeds(config, taxonomy, merged, now)
     files = render_site(config, docs)
 
-    written, unchanged = [], []
+    written: list[str] = []
+    unchanged: list[str] = []
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
     return BuildReport(

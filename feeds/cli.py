@@ -19,19 +19,17 @@ from feeds.errors import FeedsError
 PROGRESS_AFTER = 500  # records; smaller runs finish before a bar is worth drawing
 
 
-class IsoDateTime(click.ParamType):
-    """An ISO-8601 moment, such as 2020-06-18T00:00:00Z; without a zone it is UTC."""
-
-    name = "ISO-8601"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not an ISO-8601 date or time, such as 2020-06-18T00:00:00Z", param, ctx)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+def parse_moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO-8601 moment, such as 2020-06-18T00:00:00Z, as aware UTC; without a zone, UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO-8601 date or time, such as 2020-06-18T00:00:00Z"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def utc_now() -> datetime:
@@ -54,7 +52,7 @@ def cli(log_level: str) -> None:
               help="Folder to write feeds into.  [default: out, or the config's out]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file.")
-@click.option("--now", type=IsoDateTime(), help="Rank as if it were this moment (default: the clock).")
+@click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any record was skipped.")
 def build(seeds: Path | None, out: Path | None, config_path: Path | None,
           now: datetime | None, strict: bool) -> None:
@@ -103,13 +101,17 @@ def print_report(report: api.BuildReport, out: Path, elapsed: float) -> None:
     for note in report.notes:
         click.echo(f"note    {note}", err=True)
     click.echo(
-        f"Read {report.records} records: {report.articles} articles"
+        f"Read {_plural(report.records, 'record')}: {_plural(report.articles, 'article')}"
         f", {len(report.skipped)} skipped, {report.duplicates} duplicates folded."
     )
     click.echo(
-        f"{len(report.topics)} topics (+ all). Wrote {len(report.written)} files"
+        f"{_plural(len(report.topics), 'topic')} (+ all). Wrote {_plural(len(report.written), 'file')}"
         f" to {out}/, {len(report.unchanged)} unchanged, in {elapsed:.2f} s."
     )
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ class ConfigError(FeedsError):
         self.path, self.reason = path, reason
 
 
-class InvalidRecord(FeedsError):  # noqa: N818 - reads as "raise InvalidRecord(reason)"
+class InvalidRecord(FeedsError):
     """A record cannot become an Article. Raised by pure code that knows no file name."""
 
     def __init__(self, reason: str) -> None:

@@ -84,13 +84,11 @@ def parse_front_matter(path: Path, text: str) -> tuple[Any, tuple[str, ...]]:
     lines = text.splitlines(keepends=True)
     if lines[0].rstrip() != "---":
         raise RecordError(path, "no front matter: the first line must be '---'")
-    for end, line in enumerate(lines[1:], start=1):
-        if line.rstrip() in ("---", "..."):
-            break
-    else:
+    end = next((i for i, line in enumerate(lines) if i and line.rstrip() in ("---", "...")), None)
+    if end is None:
         raise RecordError(path, "no front matter: no closing '---' line")
     try:
-        raw = yaml.load("".join(lines[1:end]), Loader=_Loader)  # noqa: S506 - a safe loader
+        raw = yaml.load("".join(lines[1:end]), Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2

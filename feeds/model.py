@@ -9,10 +9,10 @@ from __future__ import annotations
 import mimetypes
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     ARTICLE = "article"
     VIDEO = "video"
 

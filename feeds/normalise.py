@@ -43,6 +43,7 @@ AMP_PARAMS = frozenset({"amp", "_amp", "outputtype", "usqp"})
 # feeds and the MJML renderer, and carry no meaning in news text.
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 _SPACE = re.compile(r"\s+")
+_ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
 _PATHLIKE = re.compile(r"[/\\]|\.\.")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 
@@ -87,7 +88,9 @@ def clean_url(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    candidate = value.strip()
+    # WordPress writes image URLs HTML-escaped ("?resize=620%2C497&#038;ssl=1"); "#" would
+    # otherwise start a fragment and cut the query.
+    candidate = _ESCAPED_AMPERSAND.sub("&", value.strip())
     if not candidate or len(candidate) > MAX_URL_LENGTH or CONTROL_CHARACTERS.search(candidate):
         return None
     if any(c.isspace() for c in candidate):

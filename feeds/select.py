@@ -25,7 +25,8 @@ def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
     """Quality decayed by age: halves every ``half_life``. An article from the future has
     age 0."""
     age = max(now - article.published, timedelta(0))
-    return article.quality * 0.5 ** (age / half_life)
+    decay: float = 0.5 ** (age / half_life)
+    return article.quality * decay
 
 
 def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, float, str]:

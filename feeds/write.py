@@ -38,8 +38,8 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
     try:
         if target.read_bytes() == data:
             return False
-    except FileNotFoundError:
-        pass
+    except (FileNotFoundError, IsADirectoryError):
+        pass  # nothing to compare with; a folder in the way fails at the rename below
     except OSError as e:
         raise OutputError(f"{target}: cannot read: {e.strerror or e}") from e
     try:

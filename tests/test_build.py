@@ -183,7 +183,7 @@ def test_opml_lists_every_topic_feed(tmp_path: Path) -> None:
     opml = etree.parse(str(tmp_path / "out/feeds.opml")).getroot()
     assert opml.get("version") == "2.0"
     outlines = opml.findall("body/outline")
-    assert [o.get("text") for o in outlines][0] == "All topics"
+    assert next(o.get("text") for o in outlines) == "All topics"
     slugs = sorted(p.name for p in (tmp_path / "out/topics").iterdir())
     assert sorted(o.get("xmlUrl").split("/")[-2] for o in outlines) == slugs
     for o in outlines:

@@ -113,7 +113,7 @@ def test_atom_follows_rfc_4287_and_the_validators_rules(out: Path) -> None:
                 assert RFC3339.match(entry.findtext(f"{ATOM}{stamp}"))
             assert entry.find(f"{ATOM}author/{ATOM}name") is not None or feed_author is not None
             entry_links = entry.findall(f"{ATOM}link")
-            assert [link.get("rel") for link in entry_links][0] == "alternate"
+            assert next(link.get("rel") for link in entry_links) == "alternate"
             for link in entry_links:
                 assert link.get("rel") in ("alternate", "enclosure") and link.get("type")
                 assert URL.match(link.get("href")), link.get("href")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -74,7 +75,7 @@ def test_leads_are_in_score_order(articles, now) -> None:
     stories = select(merge_duplicates(articles, HALF_LIFE), now=now, half_life=HALF_LIFE, limit=100)
     scores = [score(s.lead, now=now, half_life=HALF_LIFE) for s in stories]
     # The key is exact where scores are not: allow float rounding, never a real inversion.
-    assert all(a >= b * (1 - 1e-9) for a, b in zip(scores, scores[1:], strict=False))
+    assert all(a >= b * (1 - 1e-9) for a, b in itertools.pairwise(scores))
 
 
 @given(st.floats(1, 500), st.floats(1, 500), st.floats(0, 24 * 365), moments)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 from html import escape
+from typing import Any
 from xml.etree import ElementTree as ET
 
 from feedgen.entry import FeedEntry
@@ -91,7 +92,7 @@ def _author(article: Article) -> dict[str, str] | None:
 class _Entry(FeedEntry):  # type: ignore[misc]
     """FeedEntry whose Atom links keep ``rel``/``type``/``length`` (python-feedgen #135)."""
 
-    def atom_entry(self, extensions: bool = True) -> ET.Element:
+    def atom_entry(self, extensions: bool = True) -> Any:  # an lxml element
         entry = super().atom_entry(extensions)
         for element, spec in zip(entry.findall("link"), self.link(), strict=True):
             for attr in ("rel", "type", "hreflang", "title", "length"):
@@ -234,4 +235,4 @@ def render_opml(docs: Sequence[FeedDoc], *, title: str, updated: datetime) -> by
             jsonUrl=doc.url("feed.json"),
         )
     ET.indent(opml)
-    return ET.tostring(opml, encoding="utf-8", xml_declaration=True) + b"\n"
+    return bytes(ET.tostring(opml, encoding="utf-8", xml_declaration=True)) + b"\n"

@@ -1,0 +1,112 @@
+"""The config file: defaults, layering, relative paths and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from feeds.config import Config, load_config
+from feeds.errors import ConfigError
+from tests.conftest import SEEDS, run_cli, write_record
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "conf" / "feeds.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_file_means_defaults() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert config.base_url == "http://localhost:8000/" and config.items_per_feed == 50
+
+
+def test_file_overrides_defaults_and_resolves_paths_against_itself(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "title: AI Daily\nbase_url: https://example.org/news\n"
+                                         "seeds: ../records\nout: public\nhalf_life_hours: 12\n"))
+    assert config.title == "AI Daily"
+    assert config.base_url == "https://example.org/news/"
+    assert config.seeds == tmp_path / "conf" / "../records"
+    assert config.out == tmp_path / "conf" / "public"
+    assert config.half_life.total_seconds() == 12 * 3600
+    assert config.language == "en"  # untouched keys keep their defaults
+
+
+def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "")).items_per_feed == Config().items_per_feed
+
+
+@pytest.mark.parametrize("text, message", [
+    ("titel: typo\n", "unknown key 'titel'; known keys:"),
+    ("base_url: ftp://example.org/\n", "base_url: expected an absolute http(s) URL"),
+    ("base_url: /relative/\n", "base_url: expected an absolute http(s) URL"),
+    ("items_per_feed: 0\n", "items_per_feed: expected a whole number of at least 1"),
+    ("items_per_feed: ten\n", "items_per_feed: expected a whole number of at least 1"),
+    ("half_life_hours: -3\n", "half_life_hours: expected a number greater than 0"),
+    ("language: english please\n", "language: expected a language tag"),
+    ("max_items_per_provider: true\n", "max_items_per_provider: expected a whole number"),
+    ("- a list\n", "expected a mapping of keys at the top level"),
+    ("title: [unclosed\n", "not valid YAML"),
+    ("topics:\n  - shortname: no name\n", "topics: topic definition"),
+    ("topics:\n  - {name: AI}\n  - {name: ai}\n", "topic 'ai' is defined more than once"),
+    ("topics: missing-folder\n", "topics: cannot read"),
+])
+def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_cli_reports_a_bad_config_without_a_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "items_per_feed: many\n")
+    result = run_cli("build", "--config", str(path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path}: items_per_feed:")
+    assert "Traceback" not in result.output
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("build", "--config", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 1 and "cannot read" in result.output
+
+
+def test_inline_topic_definitions_nest_and_answer_to_aliases(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Chips", topics=["ML hardware"], webUrl="https://example.com/chips")
+    write_record(seeds / "b.md", title="Ethics", topics=["AI Ethics"], webUrl="https://example.com/ethics")
+    config = write(tmp_path, """
+topics:
+  - _id: artificial-intelligence
+    name: Artificial Intelligence
+    description: Everything AI.
+  - _id: ai-hardware
+    name: AI Hardware
+    shortname: ML hardware
+    parent: Artificial Intelligence
+  - _id: ai-ethics
+    name: AI Ethics
+    parent: artificial-intelligence
+""")
+    out = tmp_path / "out"
+    result = run_cli("build", "--config", str(config), "--seeds", str(seeds), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    parent = feedparser.parse((out / "topics/artificial-intelligence/rss.xml").read_bytes())
+    assert parent.feed.description == "Everything AI."
+    assert {e.title for e in parent.entries} == {"Chips", "Ethics"}
+    assert [e.title for e in feedparser.parse((out / "topics/ai-hardware/rss.xml").read_bytes()).entries] == ["Chips"]
+    assert not (out / "topics/ml-hardware").exists()
+
+
+def test_flags_win_over_the_file(tmp_path: Path) -> None:
+    config = write(tmp_path, f"seeds: {SEEDS}\nout: from-file\n")
+    result = run_cli("build", "--config", str(config), "--out", str(tmp_path / "from-flag"),
+                     "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-flag/topics/ai/rss.xml").is_file()
+    assert not (tmp_path / "conf/from-file").exists()

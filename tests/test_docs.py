@@ -1,0 +1,49 @@
+"""The README is part of the product: its commands, options and config keys stay true."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+
+import click
+
+from feeds.cli import cli
+from feeds.config import Config
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def shell_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)\n```", README, flags=re.S)
+
+
+def test_readme_opens_with_build_then_test_commands() -> None:
+    build, test = shell_blocks()[:2]
+    assert "pip install -e ." in build and build.endswith("feeds build")
+    assert "pip install -e '.[test]'" in test and test.endswith("pytest")
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = shell_blocks()[1]
+    ci_command = next(line for line in ci.splitlines() if "pytest" in line)
+    assert ci_command.replace("pip install -q ", "pip install ") == test_command
+
+
+def test_every_command_and_option_is_documented() -> None:
+    group = cli
+    assert isinstance(group, click.Group)
+    for name, command in group.commands.items():
+        assert command.help, name
+        assert f"feeds {name}" in README, name
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, (name, param.name)
+                assert param.opts[0] in README, (name, param.opts[0])
+
+
+def test_every_config_key_is_documented() -> None:
+    for field in fields(Config):
+        if field.name != "source":
+            assert f"| `{field.name}` |" in README, field.name

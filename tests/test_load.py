@@ -1,0 +1,126 @@
+"""Loading the real records: every one of the corpus and the seeds becomes an Article."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from feeds.load import iter_record_paths, iter_records, load_record
+from feeds.model import Kind
+from feeds.normalise import article_id, clean_url, slugify, story_key
+from tests.conftest import SEEDS, write_record
+
+
+@pytest.fixture
+def real_records(corpus: Path) -> list[Path]:
+    return iter_record_paths(corpus / "articles") + iter_record_paths(SEEDS)
+
+
+def test_every_real_record_loads_cleanly(real_records: list[Path]) -> None:
+    assert len(real_records) == 192 + 5
+    for path in real_records:
+        result = load_record(path, 1_048_576)
+        assert result.error is None, result.error
+        assert result.notes == (), result.notes
+
+
+def test_real_records_keep_what_the_yaml_says(real_records: list[Path]) -> None:
+    for path in real_records:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8").split("---\n")[1])
+        article = load_record(path, 1_048_576).article
+        assert article is not None
+        assert article.title == " ".join(raw["title"].split())
+        assert article.published == raw["publishedDateTime"].astimezone(UTC)
+        assert article.published.tzinfo is UTC
+        assert article.url == (raw.get("webUrl") or raw["originalUrl"])  # publisher's page first
+        assert article.quality == raw["quality"]
+        assert article.provider is not None and article.provider.name == raw["provider"]["name"]
+        assert article.topics == tuple(raw["topics"])
+        assert article.kind is Kind(raw["type"])
+        if raw.get("images"):
+            first = raw["images"][0]
+            assert article.image is not None
+            assert article.image.url == first["url"].replace("&#038;", "&")  # WordPress escapes
+            assert (article.image.width, article.image.height) == (first["width"], first["height"])
+        assert article.id == article_id(article.url)
+
+
+def test_real_videos_carry_a_thumbnail_and_their_embed(corpus: Path) -> None:
+    videos = [r.article for r in iter_records(corpus / "articles", 1_048_576)
+              if r.article and r.article.is_video]
+    assert len(videos) == 12
+    for video in videos:
+        assert video.image is not None
+        assert video.embed_url is not None and video.embed_url.startswith("https://www.youtube.com/embed/")
+
+
+def test_amp_urls_are_only_a_fallback_and_fold_into_one_identity(tmp_path: Path) -> None:
+    amp_only = write_record(tmp_path / "a.md", webUrl=None,
+                            ampWebUrl="https://www.forbes.com/sites/x/2020/06/17/story/amp/")
+    cdn_only = write_record(tmp_path / "b.md", webUrl=None,
+                            cdnAmpWebUrl="https://www-forbes-com.cdn.ampproject.org/c/s/www.forbes.com/sites/x/2020/06/17/story/amp/")
+    web = write_record(tmp_path / "c.md", webUrl="https://www.forbes.com/sites/x/2020/06/17/story/?utm_source=twitter",
+                       ampWebUrl="https://www.forbes.com/sites/x/2020/06/17/story/amp/")
+    a, b, c = (load_record(p, 10_000).article for p in (amp_only, cdn_only, web))
+    assert a and b and c
+    assert c.url == "https://www.forbes.com/sites/x/2020/06/17/story/"
+    assert a.url.endswith("/amp/")
+    assert a.id == b.id == c.id
+
+
+def test_a_video_without_images_gets_its_youtube_thumbnail(tmp_path: Path) -> None:
+    path = write_record(tmp_path / "v.md", type="video", images=None,
+                        featuredContent='<iframe src="https://www.youtube.com/embed/WJk-Y8LQlfE"></iframe>')
+    article = load_record(path, 10_000).article
+    assert article and article.image and article.image.url == "https://i.ytimg.com/vi/WJk-Y8LQlfE/hqdefault.jpg"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2020-06-17T12:00:00Z", datetime(2020, 6, 17, 12, tzinfo=UTC)),
+    ("2020-06-17T14:00:00+02:00", datetime(2020, 6, 17, 12, tzinfo=UTC)),
+    ("2020-06-17 12:00:00", datetime(2020, 6, 17, 12, tzinfo=UTC)),
+    ("2020-06-17", datetime(2020, 6, 17, tzinfo=UTC)),
+])
+def test_dates_become_aware_utc(tmp_path: Path, value: str, expected: datetime) -> None:
+    path = tmp_path / "d.md"
+    path.write_text(f"---\ntitle: T\npublishedDateTime: {value}\nwebUrl: https://example.com/d\n---\n")
+    article = load_record(path, 10_000).article
+    assert article is not None and article.published == expected and article.published.tzinfo is UTC
+
+
+@pytest.mark.parametrize("name, slug", [
+    ("AWS AI", "aws-ai"), ("Power Apps", "power-apps"), ("AI in Healthcare", "ai-in-healthcare"),
+    ("Ünïcode Tópic", "unicode-topic"), ("C++ / C#", "c-c"), ("  --AI--  ", "ai"),
+])
+def test_slugs_are_lowercase_ascii_with_hyphens(name: str, slug: str) -> None:
+    assert slugify(name) == slug
+
+
+def test_story_key_folds_variants_of_one_page() -> None:
+    variants = [
+        "https://www.example.com/news/story",
+        "http://example.com/news/story/",
+        "https://example.com/news/story?utm_source=feed&utm_medium=rss",
+        "https://amp.example.com/news/story/amp/",
+        "https://www-example-com.cdn.ampproject.org/c/s/www.example.com/news/story/amp/",
+        "https://example.com/news/story?amp=1#comments",
+    ]
+    assert {story_key(clean_url(v) or "") for v in variants} == {"example.com/news/story"}
+    assert story_key("https://example.com/news/story?id=2") != story_key("https://example.com/news/story?id=3")
+
+
+def test_published_false_does_not_hide_a_record(tmp_path: Path) -> None:
+    article = load_record(write_record(tmp_path / "p.md", published=False), 10_000).article
+    assert article is not None
+
+
+def test_hidden_files_and_other_suffixes_are_not_records(tmp_path: Path) -> None:
+    write_record(tmp_path / "a.md")
+    write_record(tmp_path / "sub" / "b.markdown")
+    write_record(tmp_path / ".git" / "c.md")
+    write_record(tmp_path / ".#d.md")
+    (tmp_path / "notes.txt").write_text("not a record")
+    assert [p.relative_to(tmp_path).as_posix() for p in iter_record_paths(tmp_path)] == ["a.md", "sub/b.markdown"]
