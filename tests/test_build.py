@@ -264,3 +264,30 @@ def test_python_dash_m_runs_the_same_command(tmp_path: Path) -> None:
                            str(tmp_path / "out"), "--now", SEEDS_NOW], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out/topics/all/rss.xml").is_file()
+
+
+def test_a_long_run_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
+    import pty
+    import subprocess
+    import sys
+    seeds = tmp_path / "seeds"
+    for i in range(600):
+        write_record(seeds / f"{i}.md", title=f"Story {i}", webUrl=f"https://example.com/{i}")
+    controller, terminal = pty.openpty()
+    done = subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(seeds), "--out",
+                           str(tmp_path / "out")], stdin=terminal, stdout=terminal, stderr=terminal,
+                          timeout=120, check=False)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: everything has been read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    assert done.returncode == 0
+    assert b"Reading records" in shown and b"100%" in shown
+    assert b"Read 600 records: 600 articles" in shown
