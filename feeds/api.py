@@ -6,17 +6,52 @@ scheduler call these; they do not reach into the stages themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import csv
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parseaddr
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from feeds.config import Config
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy.engine import Engine
+
+from feeds import state
+from feeds.config import Config, SmtpConfig
+from feeds.deliver import SmtpSender, write_outbox
+from feeds.digest import (
+    CADENCES,
+    Edition,
+    edition_day,
+    edition_key,
+    message_id,
+    period,
+    plan_edition,
+    unsubscribe_token,
+)
 from feeds.errors import FeedsError, RecordError, RecordNotice
 from feeds.load import Loaded, iter_record_paths, load_record
-from feeds.model import Article
+from feeds.model import ArchivedEdition, Article
+from feeds.normalise import slugify
 from feeds.render import jinja_env
-from feeds.render.feeds import FeedDoc, render_atom, render_json, render_opml, render_rss
+from feeds.render.digest import (
+    GMAIL_CLIP_BYTES,
+    RenderedEdition,
+    compose,
+    render_edition,
+    sender_domain,
+)
+from feeds.render.feeds import (
+    FeedDoc,
+    render_archive,
+    render_atom,
+    render_json,
+    render_opml,
+    render_rss,
+)
 from feeds.render.site import render_index
 from feeds.select import merge_duplicates, select
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
@@ -55,22 +90,9 @@ def build(
     ranks as it did then. Output depends only on the records, the config and ``now``:
     the same input gives byte-identical files, and unchanged files are not rewritten.
     """
-    seeds = seeds or config.seeds
     out = out or config.out
-    try:
-        paths = iter_record_paths(seeds)
-    except FileNotFoundError as e:
-        raise FeedsError(f"{seeds}: no such folder of records") from e
-
-    loaded: list[Loaded] = []
-    for done, path in enumerate(paths, start=1):
-        loaded.append(load_record(path, config.max_record_bytes))
-        if progress:
-            progress(done, len(paths))
-    articles = [item.article for item in loaded if item.article is not None]
-    merged = merge_duplicates(articles, config.half_life)
-    taxonomy = build_taxonomy(config.topics, merged)
-    docs = plan_feeds(config, taxonomy, merged, now)
+    corpus = load_corpus(config, seeds=seeds, progress=progress)
+    docs = plan_feeds(config, corpus.taxonomy, corpus.articles, now)
     files = render_site(config, docs)
 
     written: list[str] = []
@@ -78,15 +100,48 @@ def build(
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
     return BuildReport(
-        records=len(paths),
-        articles=len(merged),
-        duplicates=len(articles) - len(merged),
-        skipped=tuple(item.error for item in loaded if item.error is not None),
-        notes=tuple(note for item in loaded for note in item.notes),
-        topics=tuple(taxonomy.topics),
+        records=len(corpus.loaded),
+        articles=len(corpus.articles),
+        duplicates=corpus.duplicates,
+        skipped=corpus.skipped,
+        notes=tuple(note for item in corpus.loaded for note in item.notes),
+        topics=tuple(corpus.taxonomy.topics),
         written=tuple(written),
         unchanged=tuple(unchanged),
     )
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Every record loaded, duplicates merged, and the topics they make."""
+
+    loaded: tuple[Loaded, ...]
+    articles: tuple[Article, ...]
+    taxonomy: Taxonomy
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for item in self.loaded if item.article is not None) - len(self.articles)
+
+    @property
+    def skipped(self) -> tuple[RecordError, ...]:
+        return tuple(item.error for item in self.loaded if item.error is not None)
+
+
+def load_corpus(config: Config, *, seeds: Path | None = None, progress: Progress | None = None) -> Corpus:
+    """Read every record under ``seeds`` (default: the config's), one result per file."""
+    seeds = seeds or config.seeds
+    try:
+        paths = iter_record_paths(seeds)
+    except FileNotFoundError as e:
+        raise FeedsError(f"{seeds}: no such folder of records") from e
+    loaded: list[Loaded] = []
+    for done, path in enumerate(paths, start=1):
+        loaded.append(load_record(path, config.max_record_bytes))
+        if progress:
+            progress(done, len(paths))
+    articles = merge_duplicates([i.article for i in loaded if i.article is not None], config.half_life)
+    return Corpus(tuple(loaded), tuple(articles), build_taxonomy(config.topics, articles))
 
 
 def plan_feeds(
@@ -141,3 +196,291 @@ def render_site(config: Config, docs: Sequence[FeedDoc]) -> dict[str, bytes]:
         language=config.language, updated=updated,
     )
     return files
+
+
+# --------------------------------------------------------------------------- subscribers
+
+
+class SubscriberError(FeedsError):
+    """An address or a topic choice that cannot be used."""
+
+
+def known_topics(corpus: Corpus) -> dict[str, str]:
+    """Slug -> name of every topic a subscriber may choose, ``all`` first."""
+    return {ALL: "All topics", **{slug: t.name for slug, t in corpus.taxonomy.topics.items()}}
+
+
+def check_subscription(email: str, topics: Sequence[str], cadence: str, known: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """The normalised address and topic slugs, or SubscriberError saying what is wrong.
+
+    Addresses are checked by email-validator (syntax only: tests and the daemon must not
+    depend on DNS). Topics may be given by slug or name; unknown ones are refused with the
+    list of known ones.
+    """
+    try:
+        # Lower-cased whole: providers ignore case in practice, and one person must not
+        # become two subscribers by typing a capital.
+        address = validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as e:
+        raise SubscriberError(f"{email!r} is not a valid e-mail address: {e}") from e
+    if cadence not in CADENCES:
+        raise SubscriberError(f"cadence {cadence!r}: expected one of {', '.join(CADENCES)}")
+    by_name = {name.casefold(): slug for slug, name in known.items()} | {s: s for s in known}
+    chosen: list[str] = []
+    for topic in topics:
+        slug = by_name.get(topic.strip().casefold()) or by_name.get(slugify(topic))
+        if slug is None:
+            raise SubscriberError(f"unknown topic {topic.strip()!r}; known topics: {', '.join(known)}")
+        if slug not in chosen:
+            chosen.append(slug)
+    if not chosen:
+        raise SubscriberError(f"choose at least one topic; known topics: {', '.join(known)}")
+    return address, tuple(chosen)
+
+
+def add_subscriber(config: Config, email: str, topics: Sequence[str], cadence: str, *, now: datetime) -> tuple[state.Subscriber, bool]:
+    """Subscribe (or update) ``email``; returns the subscriber and whether they are new."""
+    address, slugs = check_subscription(email, topics, cadence, known_topics(load_corpus(config)))
+    engine = state.open_state(config.state_db)
+    created = state.add_subscriber(engine, address, slugs, cadence, now)
+    subscriber = next(s for s in state.list_subscribers(engine) if s.email == address)
+    return subscriber, created
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    added: int = 0
+    updated: int = 0
+    errors: tuple[str, ...] = ()  # "people.csv:4: reason"
+
+
+def import_subscribers(config: Config, path: Path, *, now: datetime) -> ImportReport:
+    """Subscribe everyone in a CSV file with columns ``email``, ``topics`` (separated by
+    commas, semicolons or spaces) and optionally ``cadence``. A bad row is reported with
+    its line number and skipped; the others are imported."""
+    known = known_topics(load_corpus(config))
+    engine = state.open_state(config.state_db)
+    added = updated = 0
+    errors: list[str] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = {"email", "topics"} - set(reader.fieldnames or ())
+            if missing:
+                raise SubscriberError(f"{path}: needs the columns email and topics (missing: {', '.join(sorted(missing))})")
+            for row in reader:
+                line = reader.line_num
+                try:
+                    topics = [t for t in re.split(r"[,; ]+", row.get("topics") or "") if t]
+                    address, slugs = check_subscription(
+                        row.get("email") or "", topics, (row.get("cadence") or "daily").strip().lower(), known)
+                except SubscriberError as e:
+                    errors.append(f"{path}:{line}: {e}")
+                    continue
+                if state.add_subscriber(engine, address, slugs, (row.get("cadence") or "daily").strip().lower(), now):
+                    added += 1
+                else:
+                    updated += 1
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SubscriberError(f"{path}: cannot read as CSV: {e}") from e
+    return ImportReport(added, updated, tuple(errors))
+
+
+def remove_subscriber(config: Config, email: str) -> bool:
+    return state.remove_subscriber(state.open_state(config.state_db), email.strip().lower())
+
+
+def list_subscribers(config: Config) -> list[state.Subscriber]:
+    return state.list_subscribers(state.open_state(config.state_db))
+
+
+# ---------------------------------------------------------------------------- digests
+
+
+@dataclass
+class DigestReport:
+    """What a digest run did, per subscriber."""
+
+    sent: list[str] = field(default_factory=list)  # addresses the server accepted
+    written: list[str] = field(default_factory=list)  # .eml paths under out/
+    failed: list[str] = field(default_factory=list)  # "address: 550 reason" (permanent)
+    deferred: list[str] = field(default_factory=list)  # "address: 451 reason" (next run retries)
+    no_news: list[str] = field(default_factory=list)  # addresses with no new stories
+    already: list[str] = field(default_factory=list)  # addresses the ledger has for this edition
+    web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
+    stopped: bool = False  # asked to stop before everyone was handled
+
+
+def digest_secret(config: Config, engine: Engine) -> str:
+    return config.secret or state.secret(engine)
+
+
+def unsubscribe_url(config: Config, token: str) -> str:
+    return f"{config.base_url}unsubscribe?token={token}"
+
+
+class _EditionMaker:
+    """Plans and renders each distinct edition once: subscribers who share topics, cadence
+    and period share the work, whatever their number."""
+
+    def __init__(self, config: Config, corpus: Corpus, out: Path, engine: Engine) -> None:
+        self.config, self.corpus, self.out, self.engine = config, corpus, out, engine
+        self.zone = ZoneInfo(config.timezone)
+        self.env = jinja_env()
+        self.cache: dict[tuple[object, ...], tuple[Edition, RenderedEdition | None]] = {}
+        self.web_copies: list[str] = []
+
+    def make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
+        key = (topics, cadence, start, end)
+        if key not in self.cache:
+            self.cache[key] = self._make(topics, cadence, start, end)
+        return self.cache[key]
+
+    def _make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
+        per_topic = self.config.digest_items_per_topic
+        while True:
+            edition = plan_edition(
+                self.corpus.articles, self.corpus.taxonomy, topics, cadence=cadence, start=start,
+                end=end, zone=self.zone, half_life=self.config.half_life, per_topic=per_topic,
+                max_per_provider=self.config.max_items_per_provider,
+            )
+            if edition.is_empty:
+                return edition, None
+            web_url = self.config.base_url + edition.web_path
+            personal = self._render(edition, web_url, personal=True)
+            # Gmail clips longer HTML, hiding the footer and its unsubscribe link.
+            if len(personal.html.encode()) <= GMAIL_CLIP_BYTES * 0.95 or per_topic == 1:
+                break
+            per_topic -= 1
+        self._write_web_copy(edition)
+        return edition, personal
+
+    def _render(self, edition: Edition, web_url: str | None, *, personal: bool) -> RenderedEdition:
+        return render_edition(
+            self.env, edition, site_title=self.config.title, language=self.config.language,
+            zone=self.zone, web_url=web_url, archive_url=self.config.base_url + "newsletter/",
+            personal=personal,
+        )
+
+    def _write_web_copy(self, edition: Edition) -> None:
+        if edition.start != edition.end - CADENCES[edition.cadence]:
+            return  # a shortened catch-up period: the standard edition is the public one
+        web = self._render(edition, None, personal=False)
+        write_if_changed(self.out, edition.web_path + "index.html", web.html.encode())
+        state.record_edition(self.engine, ArchivedEdition(
+            path=edition.web_path, date=edition.day.isoformat(), topics=edition.topics,
+            subject=web.subject, summary=web.preheader, period_end=edition.end,
+        ))
+        self.web_copies.append(edition.web_path + "index.html")
+
+
+def digest(
+    config: Config,
+    *,
+    now: datetime,
+    date: datetime | None = None,
+    send: bool = False,
+    cadence: str | None = None,
+    out: Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    sender: Callable[[SmtpConfig], SmtpSender] = SmtpSender,
+) -> DigestReport:
+    """Make this period's edition for every active subscriber (of ``cadence``, if given).
+
+    Without ``send``, each message is written to ``out/outbox/<date>/`` and nothing leaves
+    the machine. With ``send``, messages go to the SMTP server, and the ledger records each
+    one after the server accepted it: running again sends nothing new, and a run killed
+    mid-way resumes with everyone left, the one message in flight at the kill at most
+    arriving twice, with the same Message-ID. ``should_stop`` is asked between messages.
+    """
+    out = out or config.out
+    end = date or now
+    engine = state.open_state(config.state_db)
+    secret = digest_secret(config, engine)
+    corpus = load_corpus(config)
+    maker = _EditionMaker(config, corpus, out, engine)
+    domain = sender_domain(config.mail_from)
+    from_address = parseaddr(config.mail_from)[1]
+    report = DigestReport()
+    people = [s for s in state.list_subscribers(engine, active_only=True)
+              if cadence is None or s.cadence == cadence]
+    people.sort(key=lambda s: s.id)
+    ledgers: dict[str, dict[int, str]] = {}
+    previous_ends = state.last_period_ends(engine)
+
+    with contextlib.ExitStack() as stack:
+        smtp = stack.enter_context(sender(config.smtp)) if send and people else None
+        for person in people:
+            if should_stop and should_stop():
+                report.stopped = True
+                break
+            day = edition_day(end, maker.zone)
+            key = edition_key(person.cadence, day)
+            if key not in ledgers:
+                ledgers[key] = state.delivered_editions(engine, key)
+            if send and ledgers[key].get(person.id) == "sent":
+                report.already.append(person.email)
+                continue
+            if send and ledgers[key].get(person.id) == "failed":
+                report.failed.append(f"{person.email}: refused for good by an earlier run")
+                continue
+            start, period_end = period(person.cadence, end, previous_ends.get(person.id) if send else None)
+            _, rendered = maker.make(person.topics, person.cadence, start, period_end)
+            if rendered is None:
+                report.no_news.append(person.email)
+                continue
+            token = unsubscribe_token(secret, person.id, person.email)
+            url = unsubscribe_url(config, token)
+            message = compose(
+                rendered.personalise(url), to=person.email, mail_from=config.mail_from,
+                reply_to=config.reply_to, message_id=message_id(secret, person.id, key, domain),
+                date=now, unsubscribe_url=url,
+                unsubscribe_mailto=f"mailto:{from_address}?subject=unsubscribe%20{token}",
+                list_id=f"{config.title} <digest.{domain}>",
+            )
+            if smtp is None:
+                report.written.append(write_outbox(out, day.isoformat(), person.email, message))
+                continue
+            outcome = smtp.send(message)
+            if outcome.status == "deferred":
+                report.deferred.append(f"{person.email}: {outcome.detail}")
+                continue
+            state.record_delivery(
+                engine, subscriber_id=person.id, edition=key, message_id=str(message["Message-ID"]),
+                status=outcome.status, period_end=period_end, now=now, detail=outcome.detail or None,
+            )
+            if outcome.status == "sent":
+                report.sent.append(person.email)
+            else:
+                report.failed.append(f"{person.email}: {outcome.detail}")
+    report.web_copies = maker.web_copies
+    write_archive(config, engine, out)
+    return report
+
+
+def preview(config: Config, *, now: datetime, topics: Sequence[str] = (), cadence: str = "daily",
+            out: Path | None = None) -> tuple[str, Edition]:
+    """Render one edition with no subscriber (the web copy), for the archive and for
+    checking templates. Topics default to every top-level topic."""
+    out = out or config.out
+    corpus = load_corpus(config)
+    known = known_topics(corpus)
+    if topics:
+        _, slugs = check_subscription("preview@example.org", topics, cadence, known)
+    else:
+        slugs = tuple(slug for slug, t in corpus.taxonomy.topics.items() if t.parent is None) or (ALL,)
+    engine = state.open_state(config.state_db)
+    maker = _EditionMaker(config, corpus, out, engine)
+    start, end = period(cadence, now)
+    edition, rendered = maker.make(slugs, cadence, start, end)
+    if rendered is None:
+        raise FeedsError(f"no stories between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC for {', '.join(slugs)}")
+    write_archive(config, engine, out)
+    return edition.web_path + "index.html", edition
+
+
+def write_archive(config: Config, engine: Engine, out: Path) -> None:
+    """``out/newsletter/atom.xml``: every edition's web copy, newest first."""
+    write_if_changed(out, "newsletter/atom.xml", render_archive(
+        state.list_editions(engine), title=f"{config.title}: digest archive",
+        base_url=config.base_url, language=config.language))

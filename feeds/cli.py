@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from feeds import __version__, api
-from feeds.config import load_config
+from feeds.config import Config, load_config
+from feeds.digest import CADENCES
 from feeds.errors import FeedsError
 
 PROGRESS_AFTER = 500  # records; smaller runs finish before a bar is worth drawing
@@ -71,6 +72,130 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     print_report(report, config.out, time.perf_counter() - started)
     if strict and report.skipped:
         raise SystemExit(1)
+
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                             help="YAML config file.")
+
+
+def _config(path: Path | None) -> Config:
+    try:
+        return load_config(path)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@cli.group()
+def subscribers() -> None:
+    """Manage digest subscribers (kept in the state database).
+
+    Example: feeds subscribers add ada@example.org --topics ai,computer-vision
+    """
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--topics", required=True, help="Comma-separated topic slugs or names; 'all' for everything.")
+@click.option("--cadence", type=click.Choice(list(CADENCES)), default="daily", show_default=True,
+              help="How often the digest comes.")
+@config_option
+def subscribers_add(email: str, topics: str, cadence: str, config_path: Path | None) -> None:
+    """Subscribe EMAIL (or change their topics and cadence)."""
+    try:
+        person, created = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now())
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{'Added' if created else 'Updated'} {person.email}: {person.cadence}, {', '.join(person.topics)}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@config_option
+def subscribers_remove(email: str, config_path: Path | None) -> None:
+    """Remove EMAIL and their delivery history."""
+    if not api.remove_subscriber(_config(config_path), email):
+        raise click.ClickException(f"{email} is not a subscriber")
+    click.echo(f"Removed {email}")
+
+
+@subscribers.command("list")
+@config_option
+def subscribers_list(config_path: Path | None) -> None:
+    """List every subscriber: address, cadence, topics, and whether they left."""
+    people = api.list_subscribers(_config(config_path))
+    for person in people:
+        left = "" if person.active else "  (unsubscribed)"
+        click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}{left}")
+    click.echo(f"{_plural(len(people), 'subscriber')}, {sum(p.active for p in people)} active.", err=True)
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@config_option
+def subscribers_import(file: Path, config_path: Path | None) -> None:
+    """Subscribe everyone in a CSV FILE with columns email, topics and (optional) cadence."""
+    try:
+        report = api.import_subscribers(_config(config_path), file, now=utc_now())
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    for error in report.errors:
+        click.echo(f"skipped {error}", err=True)
+    click.echo(f"Imported {report.added} new, {report.updated} updated, {len(report.errors)} skipped.")
+
+
+@cli.command()
+@click.option("--date", "date", metavar="ISO-8601", callback=parse_moment,
+              help="End of the period the edition covers (default: now).")
+@click.option("--send", is_flag=True, help="Send by SMTP (default: write .eml files to out/outbox/).")
+@click.option("--cadence", type=click.Choice(list(CADENCES)),
+              help="Only subscribers of this cadence (default: everyone).")
+@click.option("--preview", is_flag=True, help="Render one edition with no subscriber: the web copy.")
+@click.option("--topics", help="With --preview: comma-separated topics (default: every top-level topic).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder.  [default: out]")
+@config_option
+def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool, topics: str | None,
+           out: Path | None, config_path: Path | None) -> None:
+    """Make this period's digest edition for every subscriber.
+
+    Example: feeds digest --date 2020-06-18T00:00:00Z --send
+    """
+    config = _config(config_path)
+    if out:
+        config = replace(config, out=out)
+    try:
+        if preview:
+            path, edition = api.preview(config, now=date or utc_now(), topics=(topics or "").split(",") if topics else (),
+                                        cadence=cadence or "daily")
+            click.echo(f"Preview of {len(edition.stories)} stories written to {config.out}/{path}")
+            return
+        report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    print_digest_report(report, config.out)
+    if report.failed or report.deferred:
+        raise SystemExit(1)
+
+
+def print_digest_report(report: api.DigestReport, out: Path) -> None:
+    for address in report.no_news:
+        click.echo(f"no new stories for {address}: no email", err=True)
+    for line in report.failed:
+        click.echo(f"failed  {line}", err=True)
+    for line in report.deferred:
+        click.echo(f"deferred {line} (the next run tries again)", err=True)
+    parts = []
+    if report.sent or not report.written:
+        parts.append(f"Sent {_plural(len(report.sent), 'message')}")
+    if report.written:
+        parts.append(f"wrote {_plural(len(report.written), 'message')} to {out}/outbox/")
+    parts += [f"{len(report.already)} already had this edition", f"{len(report.no_news)} had no new stories"]
+    if report.failed or report.deferred:
+        parts.append(f"{len(report.failed)} failed, {len(report.deferred)} deferred")
+    click.echo(", ".join(parts) + ".")
+    if report.web_copies:
+        click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
+    if report.stopped:
+        click.echo("Stopped before everyone was handled; the next run goes on from there.")
 
 
 class _progress:

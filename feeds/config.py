@@ -8,12 +8,15 @@ current directory. Command-line flags are applied over the result by the CLI
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -22,6 +25,24 @@ from feeds.model import Topic
 from feeds.normalise import clean_url, slugify
 
 DEFAULT_BASE_URL = "http://localhost:8000/"  # where `feeds serve` listens by default
+
+
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """Where ``feeds digest --send`` hands messages over. The password comes only from the
+    environment (``FEEDS_SMTP_PASSWORD``), never from a file that may be committed."""
+
+    host: str = "localhost"
+    port: int = 25
+    security: str = "none"  # none | starttls | tls
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    rate_per_second: float = 10.0
+    retries: int = 3
+    timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +61,13 @@ class Config:
     seeds: Path = Path("seeds")
     out: Path = Path("out")
     topics: tuple[Topic, ...] = ()
+    state_db: str = "sqlite:///feeds.db"
+    timezone: str = "UTC"
+    digest_items_per_topic: int = 5
+    mail_from: str = "feeds <feeds@localhost>"
+    reply_to: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    smtp: SmtpConfig = SmtpConfig()
     source: Path | None = None  # the file this came from, for messages
 
     @property
@@ -62,7 +90,7 @@ def load_config(path: Path | None) -> Config:
     unknown keys, which are almost always typos.
     """
     if path is None:
-        return Config()
+        return with_environment(Config())
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -76,7 +104,20 @@ def load_config(path: Path | None) -> Config:
     unknown = sorted(set(map(str, raw)) - _KEYS)
     if unknown:
         raise ConfigError(path, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
-    return Config(source=path, **{key: _parse(key, value, path) for key, value in raw.items()})
+    return with_environment(
+        Config(source=path, **{key: _parse(key, value, path) for key, value in raw.items()})
+    )
+
+
+def with_environment(config: Config, environ: Mapping[str, str] = os.environ) -> Config:
+    """Secrets from the environment win over the file: ``FEEDS_SECRET`` signs unsubscribe
+    tokens, ``FEEDS_SMTP_PASSWORD`` logs in to the SMTP server."""
+    changes: dict[str, Any] = {}
+    if environ.get("FEEDS_SECRET"):
+        changes["secret"] = environ["FEEDS_SECRET"]
+    if environ.get("FEEDS_SMTP_PASSWORD"):
+        changes["smtp"] = replace(config.smtp, password=environ["FEEDS_SMTP_PASSWORD"])
+    return replace(config, **changes) if changes else config
 
 
 def _parse(key: str, value: Any, path: Path) -> Any:
@@ -121,7 +162,62 @@ def _parse(key: str, value: Any, path: Path) -> Any:
             return here / Path(value).expanduser()
         case "topics":
             return tuple(_topic_definitions(value, here, fail))
+        case "state_db":
+            if not isinstance(value, str) or not value:
+                raise fail("expected a SQLite file path or an SQLAlchemy URL")
+            return value if "://" in value else f"sqlite:///{here / Path(value).expanduser()}"
+        case "timezone":
+            try:
+                ZoneInfo(str(value))
+            except (ZoneInfoNotFoundError, ValueError) as e:
+                raise fail(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from e
+            return str(value)
+        case "digest_items_per_topic":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise fail("expected a whole number of at least 1")
+            return value
+        case "mail_from" | "reply_to":
+            if value is None and key == "reply_to":
+                return None
+            if not isinstance(value, str) or not _is_mailbox(value):
+                raise fail("expected an address such as 'AI Digest <digest@example.org>'")
+            return value
+        case "secret":
+            if not isinstance(value, str) or len(value) < 16:
+                raise fail("expected a random string of at least 16 characters")
+            return value
+        case "smtp":
+            return _smtp(value, fail)
     raise fail("unknown key")  # pragma: no cover - _KEYS guards this
+
+
+def _smtp(value: Any, fail: Any) -> SmtpConfig:
+    if not isinstance(value, Mapping):
+        raise fail("expected a mapping with host, port, security, user, ...")
+    known = {f.name for f in fields(SmtpConfig)} - {"password"}
+    unknown = sorted(set(map(str, value)) - known)
+    if unknown:
+        hint = " (the password comes from FEEDS_SMTP_PASSWORD)" if "password" in unknown else ""
+        raise fail(f"unknown key {unknown[0]!r}{hint}; known keys: {', '.join(sorted(known))}")
+    smtp = SmtpConfig(**value)
+    if not isinstance(smtp.host, str) or not smtp.host:
+        raise fail("host: expected a host name")
+    if isinstance(smtp.port, bool) or not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
+        raise fail("port: expected a port number")
+    if smtp.security not in SMTP_SECURITY:
+        raise fail(f"security: expected one of {', '.join(SMTP_SECURITY)}")
+    for name in ("rate_per_second", "timeout_seconds"):
+        number = getattr(smtp, name)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+            raise fail(f"{name}: expected a number greater than 0")
+    if isinstance(smtp.retries, bool) or not isinstance(smtp.retries, int) or smtp.retries < 0:
+        raise fail("retries: expected a whole number of at least 0")
+    return smtp
+
+
+def _is_mailbox(value: str) -> bool:
+    _, address = parseaddr(value)
+    return bool(re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address))
 
 
 def _topic_definitions(value: Any, here: Path, fail: Any) -> list[Topic]:

@@ -131,3 +131,15 @@ class Story:
             seen.add(outlet)
             found.append(c)
         return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedEdition:
+    """A digest edition's web copy, as the archive feed lists it."""
+
+    path: str  # under out/, e.g. newsletter/2020-06-18/ai/
+    date: str
+    topics: tuple[str, ...]
+    subject: str
+    summary: str
+    period_end: datetime

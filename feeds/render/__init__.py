@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 
 import jinja2
@@ -16,17 +17,35 @@ def templates_dir() -> Path:
     return installed if installed.is_dir() else _PACKAGE.parent / "templates"
 
 
-def jinja_env(folder: Path | None = None) -> jinja2.Environment:
-    """A Jinja environment that escapes everything, whatever a template's file name says.
+def _escape_unless_plain_text(name: str | None) -> bool:
+    return not (name or "").endswith(".txt")
 
-    ``select_autoescape()`` only covers .html/.xml names; record text is untrusted, so we
-    never leave escaping to a suffix.
+
+def jinja_env(folder: Path | None = None) -> jinja2.Environment:
+    """A Jinja environment that escapes every template but plain text (``.txt``).
+
+    ``select_autoescape()`` only covers .html/.xml names and so leaves ``.mjml`` raw;
+    record text is untrusted, so markup is always escaped, whatever its suffix.
     """
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder or templates_dir()),
-        autoescape=True,
+        autoescape=_escape_unless_plain_text,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+    env.filters["longdate"] = longdate
+    env.filters["shortdate"] = shortdate
+    return env
+
+
+def longdate(day: date | datetime) -> str:
+    """17 June 2020"""
+    return f"{day.day} {day:%B %Y}"
+
+
+def shortdate(moment: datetime, zone: tzinfo = UTC) -> str:
+    """17 Jun 2020, 14:05 in ``zone``"""
+    local = moment.astimezone(zone)
+    return f"{local.day} {local:%b %Y, %H:%M}"

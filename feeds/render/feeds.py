@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from html import escape
 from typing import Any
@@ -24,7 +24,7 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 
 import feeds
-from feeds.model import Article, Story
+from feeds.model import ArchivedEdition, Article, Story
 
 FORMATS = {  # file name -> media type; a public contract, as subscribers' URLs depend on it
     "rss.xml": "application/rss+xml",
@@ -236,3 +236,31 @@ def render_opml(docs: Sequence[FeedDoc], *, title: str, updated: datetime) -> by
         )
     ET.indent(opml)
     return bytes(ET.tostring(opml, encoding="utf-8", xml_declaration=True)) + b"\n"
+
+
+# ------------------------------------------------------------------ digest archive
+
+
+def render_archive(editions: Sequence[ArchivedEdition], *, title: str, base_url: str, language: str) -> bytes:
+    """Atom feed of past digest editions (their web copies), newest first."""
+    fg = FeedGenerator()
+    self_url = f"{base_url}newsletter/atom.xml"
+    fg.id(self_url)
+    fg.title(title)
+    fg.subtitle("Past editions of the digest.")
+    fg.link(href=self_url, rel="self", type="application/atom+xml")
+    fg.link(href=base_url, rel="alternate", type="text/html")
+    fg.language(language)
+    fg.author({"name": title})
+    fg.generator("feeds", version=feeds.__version__)
+    fg.updated(max((e.period_end for e in editions), default=datetime(1970, 1, 1, tzinfo=UTC)))
+    for edition in editions:
+        url = base_url + edition.path
+        fe = fg.add_entry(_Entry(), order="append")
+        fe.id(url)
+        fe.title(edition.subject)
+        fe.link(href=url, rel="alternate", type="text/html")
+        fe.summary(edition.summary or edition.subject)
+        fe.updated(edition.period_end)
+        fe.published(edition.period_end)
+    return bytes(fg.atom_str(pretty=True))

@@ -1,0 +1,154 @@
+"""Messages out: ``.eml`` files in the outbox, or SMTP with retries and a rate limit.
+
+Side effects live here; deciding what to send does not. :class:`SmtpSender` keeps one
+connection for a whole run, waits between messages to honour the rate limit, retries
+temporary (4xx) refusals with backoff and reports permanent (5xx) ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+
+from feeds.config import SmtpConfig
+from feeds.errors import FeedsError
+from feeds.write import write_if_changed
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(FeedsError):
+    """The SMTP server cannot be reached or refuses us altogether."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one message: ``sent``, ``failed`` (permanent, 5xx) or ``deferred``
+    (temporary refusals outlasted the retries; the next run tries again)."""
+
+    status: str
+    detail: str = ""
+
+
+def outbox_path(edition_day: str, email: str) -> str:
+    """``outbox/2020-06-18/ada-at-example.com.eml``: one file per subscriber and edition."""
+    safe = re.sub(r"[^a-z0-9.+-]+", "-", email.lower().replace("@", "-at-")).strip("-.")
+    return f"outbox/{edition_day}/{safe or 'subscriber'}.eml"
+
+
+def write_outbox(out: Path, edition_day: str, email: str, message: EmailMessage) -> str:
+    """Write the message where a mail client can open it; nothing leaves the machine."""
+    relative = outbox_path(edition_day, email)
+    write_if_changed(out, relative, bytes(message))
+    return relative
+
+
+class SmtpSender:
+    """One SMTP connection for a run. Use as a context manager."""
+
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        backoff_seconds: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.sleep, self.clock = sleep, clock
+        self.backoff_seconds = backoff_seconds
+        self.connection: smtplib.SMTP | None = None
+        self.last_send: float | None = None
+
+    def __enter__(self) -> SmtpSender:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object | TracebackType) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.quit()
+            except (smtplib.SMTPException, OSError):
+                self.connection.close()
+            self.connection = None
+
+    def connect(self) -> None:
+        c = self.config
+        try:
+            if c.security == "tls":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, timeout=c.timeout_seconds,
+                                                      context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout_seconds)
+                if c.security == "starttls":
+                    smtp.starttls(context=ssl.create_default_context())
+            if c.user:
+                smtp.login(c.user, c.password or "")
+        except smtplib.SMTPAuthenticationError as e:
+            raise DeliveryError(f"SMTP {c.host}:{c.port}: login refused for {c.user}: {e.smtp_code}") from e
+        except (smtplib.SMTPException, OSError) as e:
+            raise DeliveryError(f"SMTP {c.host}:{c.port}: cannot connect: {e}") from e
+        self.connection = smtp
+
+    def _pace(self) -> None:
+        """Wait so that messages leave at most ``rate_per_second`` a second."""
+        if self.last_send is not None:
+            wait = 1.0 / self.config.rate_per_second - (self.clock() - self.last_send)
+            if wait > 0:
+                self.sleep(wait)
+        self.last_send = self.clock()
+
+    def send(self, message: EmailMessage) -> Outcome:
+        """Hand one message to the server. Returns once the server accepted it (``sent``),
+        refused it for good (``failed``) or kept refusing for now (``deferred``)."""
+        attempts = self.config.retries + 1
+        detail = ""
+        for attempt in range(attempts):
+            if attempt:
+                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            self._pace()
+            try:
+                if self.connection is None:
+                    self.connect()
+                assert self.connection is not None
+                refused = self.connection.send_message(message)
+            except smtplib.SMTPRecipientsRefused as e:
+                code, reason = next(iter(e.recipients.values()))
+                detail = f"{code} {_text(reason)}"
+                if code >= 500:
+                    return Outcome("failed", detail)
+            except smtplib.SMTPResponseException as e:
+                detail = f"{e.smtp_code} {_text(e.smtp_error)}"
+                if e.smtp_code >= 500:
+                    return Outcome("failed", detail)
+                self._reset()
+            except (smtplib.SMTPServerDisconnected, OSError) as e:
+                detail = f"connection lost: {e}"
+                self.connection = None  # reconnect on the next attempt
+            else:
+                if refused:  # some recipients refused; we send one recipient per message
+                    code, reason = next(iter(refused.values()))
+                    return Outcome("failed", f"{code} {_text(reason)}")
+                return Outcome("sent")
+            log.info("temporary failure for %s (attempt %d of %d): %s",
+                     message["To"], attempt + 1, attempts, detail)
+        return Outcome("deferred", detail)
+
+    def _reset(self) -> None:
+        try:
+            if self.connection is not None:
+                self.connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self.connection = None
+
+
+def _text(reason: bytes | str) -> str:
+    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)

@@ -1,0 +1,158 @@
+"""What goes into a digest edition, and the tokens and ids that make delivery exactly-once.
+
+Pure: the period's end, the articles and the secret are arguments. An edition has one
+section per chosen topic, each ranked by the same selector as the feeds; a story appears
+once in the whole edition, in the section where it ranks best.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, tzinfo
+
+from feeds.model import Article, Story, Topic
+from feeds.select import select
+from feeds.taxonomy import ALL, Taxonomy
+
+CADENCES = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+ALL_TOPICS = Topic(ALL, "All topics")
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    topic: Topic
+    stories: tuple[Story, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    """One edition's content. Subscribers with the same topics, cadence and period share
+    it: it is rendered once and personalised only in its links."""
+
+    day: date  # the edition's date, in the configured time zone
+    cadence: str
+    start: datetime  # exclusive
+    end: datetime  # inclusive
+    topics: tuple[str, ...]  # slugs, in the subscriber's order
+    sections: tuple[Section, ...]
+
+    @property
+    def stories(self) -> tuple[Story, ...]:
+        return tuple(s for section in self.sections for s in section.stories)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.stories
+
+    @property
+    def key(self) -> str:
+        """The edition's name in the ledger: one delivery per subscriber and key."""
+        return edition_key(self.cadence, self.day)
+
+    @property
+    def web_path(self) -> str:
+        """Where the web copy lives under ``out/``; "view in browser" links there."""
+        return f"newsletter/{self.day.isoformat()}/{combo_slug(self.topics, self.cadence)}/"
+
+
+def edition_key(cadence: str, day: date) -> str:
+    return f"{cadence}-{day.isoformat()}"
+
+
+def combo_slug(topics: Sequence[str], cadence: str = "daily") -> str:
+    """A folder name for a set of topics: ``ai+computer-vision``; weekly editions get
+    ``-weekly``. Long combinations are shortened with a hash so paths stay short."""
+    name = "+".join(sorted(set(topics))) or ALL
+    if len(name) > 80:
+        name = name[:60].rstrip("+-") + "-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name if cadence == "daily" else f"{name}-{cadence}"
+
+
+def period(cadence: str, end: datetime, previous_end: datetime | None = None) -> tuple[datetime, datetime]:
+    """``(start, end]`` of an edition: the last day or week, or since the subscriber's
+    previous edition if that is later, so no story is sent twice."""
+    start = end - CADENCES[cadence]
+    if previous_end is not None and start < previous_end < end:
+        start = previous_end
+    return start, end
+
+
+def edition_day(end: datetime, zone: tzinfo) -> date:
+    return end.astimezone(zone).date()
+
+
+def plan_edition(
+    articles: Sequence[Article],
+    taxonomy: Taxonomy,
+    topics: Sequence[str],
+    *,
+    cadence: str,
+    start: datetime,
+    end: datetime,
+    zone: tzinfo,
+    half_life: timedelta,
+    per_topic: int,
+    max_per_provider: int | None = None,
+) -> Edition:
+    """The sections of one edition: the top stories published in ``(start, end]`` for each
+    topic, and each story once, in the section where it ranks best (ties: the topic the
+    subscriber listed first)."""
+    in_period = [a for a in articles if start < a.published <= end]
+    ranked: list[tuple[int, int, Story]] = []
+    chosen_topics: list[Topic] = []
+    for order, slug in enumerate(dict.fromkeys(topics)):
+        topic = ALL_TOPICS if slug == ALL else taxonomy.topics.get(slug)
+        if topic is None:
+            continue
+        chosen_topics.append(topic)
+        pool = in_period if slug == ALL else [a for a in in_period if slug in taxonomy.feeds_for(a)]
+        stories = select(pool, now=end, half_life=half_life, limit=per_topic, max_per_provider=max_per_provider)
+        ranked.extend((rank, order, story) for rank, story in enumerate(stories))
+
+    placed: dict[int, list[Story]] = {}
+    shown: set[str] = set()
+    for _, order, story in sorted(ranked, key=lambda t: (t[0], t[1])):
+        ids = {a.id for a in (story.lead, *story.also)}
+        if ids & shown:
+            continue
+        shown |= ids
+        placed.setdefault(order, []).append(story)
+    sections = tuple(
+        Section(topic, tuple(placed[order]))
+        for order, topic in enumerate(chosen_topics) if placed.get(order)
+    )
+    return Edition(edition_day(end, zone), cadence, start, end, tuple(topics), sections)
+
+
+# ------------------------------------------------------------------ tokens and ids
+
+
+def _mac(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def unsubscribe_token(secret: str, subscriber_id: int, email: str) -> str:
+    """``<id>.<hmac>``: names the subscriber and proves the link came from us. The address
+    is signed too, so a recycled id never honours an old token."""
+    return f"{subscriber_id}.{_mac(secret, f'unsubscribe:{subscriber_id}:{email.casefold()}')[:32]}"
+
+
+def token_subscriber(token: str) -> int | None:
+    """The subscriber id a token claims, before checking it; None if it is malformed."""
+    match = re.fullmatch(r"(\d{1,12})\.[0-9a-f]{32}", token or "")
+    return int(match.group(1)) if match else None
+
+
+def verify_token(secret: str, token: str, subscriber_id: int, email: str) -> bool:
+    return hmac.compare_digest(token, unsubscribe_token(secret, subscriber_id, email))
+
+
+def message_id(secret: str, subscriber_id: int, edition: str, domain: str) -> str:
+    """The same Message-ID every time this subscriber's edition is sent, so a message
+    resent after a crash is recognisably the same message."""
+    digest = _mac(secret, f"message:{subscriber_id}:{edition}")[:24]
+    return f"<{edition}.{digest}@{domain}>"

@@ -1,0 +1,138 @@
+"""Digest edition -> HTML (Jinja -> MJML -> mjml-python) and plain text -> an email.
+
+Pure: returns strings and an EmailMessage; :mod:`feeds.deliver` writes or sends them.
+An edition is rendered once for everyone who shares it; :func:`personalise` then swaps in
+each subscriber's unsubscribe link, which is the only personal thing in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from html import escape
+
+import jinja2
+from mjml import mjml2html
+
+from feeds.digest import Edition
+from feeds.errors import FeedsError
+
+# Stands in for a subscriber's unsubscribe URL until personalise(); plain URL characters
+# only, so escaping and MJML leave it untouched.
+UNSUBSCRIBE_PLACEHOLDER = "https://unsubscribe.invalid/feeds-subscriber-link"
+
+# The stdlib's SMTP policy folds long headers at 78 characters, and folds a long
+# List-Unsubscribe into an encoded form Gmail and Outlook ignore; RFC 5322 allows 998.
+EMAIL_POLICY = SMTP.clone(max_line_length=998)
+
+GMAIL_CLIP_BYTES = 102_000  # Gmail clips a message's HTML above about 102 KB
+
+
+class TemplateError(FeedsError):
+    """A digest template failed to render."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEdition:
+    subject: str
+    preheader: str
+    html: str
+    text: str
+
+    def personalise(self, unsubscribe_url: str) -> RenderedEdition:
+        return replace(
+            self,
+            html=self.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(unsubscribe_url)),
+            text=self.text.replace(UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url),
+        )
+
+
+def subject_line(site_title: str, edition: Edition) -> str:
+    """"AI Digest · 18 Jun 2020: Facial recognition: should police ...": date and top story."""
+    headline = edition.stories[0].lead.title if edition.stories else "No new stories"
+    subject = f"{site_title} · {edition.day.day} {edition.day:%b %Y}: {headline}"
+    return subject if len(subject) <= 140 else subject[:139].rstrip() + "…"
+
+
+def preheader_text(edition: Edition) -> str:
+    """The line mail clients show after the subject: the next headlines."""
+    titles = [s.lead.title for s in edition.stories[1:4]]
+    if titles:
+        return "Also: " + " · ".join(titles)
+    return edition.stories[0].lead.excerpt[:150] if edition.stories else ""
+
+
+def render_edition(
+    env: jinja2.Environment,
+    edition: Edition,
+    *,
+    site_title: str,
+    language: str,
+    zone: tzinfo,
+    web_url: str | None,
+    archive_url: str,
+    personal: bool,
+) -> RenderedEdition:
+    """HTML and text of an edition. ``personal`` editions carry a placeholder for the
+    unsubscribe link; the web copy has none."""
+    subject = subject_line(site_title, edition)
+    context = {
+        "edition": edition,
+        "site_title": site_title,
+        "language": language,
+        "zone": zone,
+        "subject": subject,
+        "preheader": preheader_text(edition),
+        "topic_names": [s.topic.name for s in edition.sections],
+        "web_url": web_url,
+        "archive_url": archive_url,
+        "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER if personal else None,
+    }
+    try:
+        markup = env.get_template("digest.mjml").render(context)
+        text = env.get_template("digest.txt").render(context)
+    except jinja2.TemplateError as e:
+        raise TemplateError(f"digest template: {e.__class__.__name__}: {e}") from e
+    try:
+        html = mjml2html(markup, disable_comments=True, fonts={})
+    except ValueError as e:
+        raise TemplateError(f"digest.mjml did not render as MJML: {e}") from e
+    return RenderedEdition(subject, context["preheader"], html, text)  # type: ignore[arg-type]
+
+
+def compose(
+    rendered: RenderedEdition,
+    *,
+    to: str,
+    mail_from: str,
+    reply_to: str | None,
+    message_id: str,
+    date: datetime,
+    unsubscribe_url: str,
+    unsubscribe_mailto: str,
+    list_id: str,
+) -> EmailMessage:
+    """A multipart/alternative message (text first, then HTML), UTF-8, with one-click
+    unsubscribe (RFC 2369 List-Unsubscribe, RFC 8058 List-Unsubscribe-Post)."""
+    message = EmailMessage(policy=EMAIL_POLICY)
+    message["From"] = mail_from
+    message["To"] = Address(addr_spec=to)
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    message["List-Id"] = list_id
+    message["List-Unsubscribe"] = f"<{unsubscribe_url}>, <{unsubscribe_mailto}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return message
+
+
+def sender_domain(mail_from: str) -> str:
+    return parseaddr(mail_from)[1].rpartition("@")[2] or "localhost"

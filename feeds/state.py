@@ -1,0 +1,260 @@
+"""The state database: subscribers, the delivery ledger, editions and settings.
+
+SQLAlchemy Core, so the same code runs on the default SQLite file and on PostgreSQL (any
+SQLAlchemy URL in ``state_db``). The ledger is the source of truth for what was sent: a
+row is written only after the SMTP server accepted the message.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from feeds.errors import FeedsError
+from feeds.model import ArchivedEdition
+
+metadata = sa.MetaData()
+
+subscribers = sa.Table(
+    "subscribers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("topics", sa.Text, nullable=False),  # slugs joined by ","
+    sa.Column("cadence", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("edition", sa.String(64), primary_key=True),  # e.g. "daily-2020-06-18"
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # sent | written | failed
+    sa.Column("detail", sa.Text),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+editions = sa.Table(
+    "editions", metadata,
+    sa.Column("path", sa.String(255), primary_key=True),  # under out/, e.g. newsletter/2020-06-18/ai/
+    sa.Column("date", sa.String(10), nullable=False),
+    sa.Column("topics", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+class StateError(FeedsError):
+    """The state database cannot be opened or used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    topics: tuple[str, ...]
+    cadence: str
+    active: bool = True
+
+
+def open_state(url: str) -> Engine:
+    """Connect to the state database and create its tables if they are missing."""
+    try:
+        engine = sa.create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            # Concurrent readers (the server, a status command) while a digest is sending.
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        metadata.create_all(engine)
+    except (sa.exc.SQLAlchemyError, ValueError) as e:
+        raise StateError(f"state database {_safe(url)}: {e.__class__.__name__}: {_first_line(e)}") from e
+    return engine
+
+
+def _sqlite_pragmas(connection: object, _record: object) -> None:
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.begin() as connection:
+        yield connection
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; everything stored is UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------ subscribers
+
+
+def add_subscriber(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime) -> bool:
+    """Add or update a subscriber; True when new. A person who unsubscribed and signs up
+    again is active again."""
+    values = {"topics": ",".join(topics), "cadence": cadence, "unsubscribed_at": None}
+    with transaction(engine) as db:
+        existing = db.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
+        if existing:
+            db.execute(subscribers.update().where(subscribers.c.id == existing.id).values(**values))
+            return False
+        db.execute(subscribers.insert().values(email=email, created_at=now, **values))
+        return True
+
+
+def remove_subscriber(engine: Engine, email: str) -> bool:
+    """Delete a subscriber and their ledger; True if there was one."""
+    with transaction(engine) as db:
+        row = db.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
+        if row is None:
+            return False
+        db.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+        db.execute(subscribers.delete().where(subscribers.c.id == row.id))
+        return True
+
+
+def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
+    """Mark a subscriber unsubscribed (kept, so a late click still finds them); True if
+    they were active."""
+    with transaction(engine) as db:
+        result = db.execute(
+            subscribers.update()
+            .where(subscribers.c.id == subscriber_id, subscribers.c.unsubscribed_at.is_(None))
+            .values(unsubscribed_at=now)
+        )
+        return bool(result.rowcount)
+
+
+def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
+    with engine.connect() as db:
+        row = db.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).first()
+    return _subscriber(row) if row else None
+
+
+def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subscriber]:
+    query = sa.select(subscribers).order_by(subscribers.c.email)
+    if active_only:
+        query = query.where(subscribers.c.unsubscribed_at.is_(None))
+    with engine.connect() as db:
+        return [_subscriber(row) for row in db.execute(query)]
+
+
+def _subscriber(row: sa.Row) -> Subscriber:  # type: ignore[type-arg]
+    return Subscriber(
+        id=row.id, email=row.email, topics=tuple(t for t in row.topics.split(",") if t),
+        cadence=row.cadence, active=row.unsubscribed_at is None,
+    )
+
+
+# ----------------------------------------------------------------------------- ledger
+
+
+def delivered_editions(engine: Engine, edition: str) -> dict[int, str]:
+    """Subscriber id -> status, for everyone the ledger has for ``edition``."""
+    with engine.connect() as db:
+        rows = db.execute(sa.select(deliveries.c.subscriber_id, deliveries.c.status)
+                          .where(deliveries.c.edition == edition))
+        return {row.subscriber_id: row.status for row in rows}
+
+
+def last_period_ends(engine: Engine) -> dict[int, datetime]:
+    """Subscriber id -> the end of the period their last delivered edition covered."""
+    with engine.connect() as db:
+        rows = db.execute(
+            sa.select(deliveries.c.subscriber_id, sa.func.max(deliveries.c.period_end).label("end"))
+            .where(deliveries.c.status.in_(("sent", "written")))
+            .group_by(deliveries.c.subscriber_id)
+        )
+        return {row.subscriber_id: utc(row.end) for row in rows}  # type: ignore[misc]
+
+
+def record_delivery(
+    engine: Engine, *, subscriber_id: int, edition: str, message_id: str, status: str,
+    period_end: datetime, now: datetime, detail: str | None = None,
+) -> None:
+    """Move the ledger forward for one (subscriber, edition). Called only after the server
+    accepted the message (or refused it for good), so a crash before this line means the
+    message is sent again on the next run, with the same Message-ID."""
+    with transaction(engine) as db:
+        db.execute(deliveries.delete().where(deliveries.c.subscriber_id == subscriber_id,
+                                             deliveries.c.edition == edition))
+        db.execute(deliveries.insert().values(
+            subscriber_id=subscriber_id, edition=edition, message_id=message_id, status=status,
+            detail=detail, period_end=period_end, recorded_at=now,
+        ))
+
+
+def message_ids(engine: Engine, edition: str) -> dict[int, str]:
+    with engine.connect() as db:
+        rows = db.execute(sa.select(deliveries.c.subscriber_id, deliveries.c.message_id)
+                          .where(deliveries.c.edition == edition))
+        return {row.subscriber_id: row.message_id for row in rows}
+
+
+# --------------------------------------------------------------------------- editions
+
+
+def record_edition(engine: Engine, edition: ArchivedEdition) -> None:
+    with transaction(engine) as db:
+        db.execute(editions.delete().where(editions.c.path == edition.path))
+        db.execute(editions.insert().values(
+            path=edition.path, date=edition.date, topics=",".join(edition.topics),
+            subject=edition.subject, summary=edition.summary, period_end=edition.period_end,
+        ))
+
+
+def list_editions(engine: Engine) -> list[ArchivedEdition]:
+    """Every edition's web copy, newest first."""
+    with engine.connect() as db:
+        rows = db.execute(sa.select(editions).order_by(editions.c.period_end.desc(), editions.c.path))
+        return [
+            ArchivedEdition(row.path, row.date, tuple(t for t in row.topics.split(",") if t), row.subject,
+                       row.summary, utc(row.period_end))  # type: ignore[arg-type]
+            for row in rows
+        ]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def secret(engine: Engine) -> str:
+    """The secret that signs unsubscribe tokens when the config and environment give none:
+    made once, at random, and kept in the database so tokens stay valid across runs."""
+    with transaction(engine) as db:
+        row = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
+        if row:
+            return str(row.value)
+        value = secrets.token_urlsafe(32)
+        db.execute(settings.insert().values(name="secret", value=value))
+        return value
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<unparseable URL>"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
