@@ -42,6 +42,7 @@ class SmtpConfig:
     password: str | None = field(default=None, repr=False)
     rate_per_second: float = 10.0
     retries: int = 3
+    backoff_seconds: float = 2.0  # first wait after a 4xx; doubles each retry
     timeout_seconds: float = 30.0
 
 
@@ -206,7 +207,7 @@ def _smtp(value: Any, fail: Any) -> SmtpConfig:
         raise fail("port: expected a port number")
     if smtp.security not in SMTP_SECURITY:
         raise fail(f"security: expected one of {', '.join(SMTP_SECURITY)}")
-    for name in ("rate_per_second", "timeout_seconds"):
+    for name in ("rate_per_second", "timeout_seconds", "backoff_seconds"):
         number = getattr(smtp, name)
         if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
             raise fail(f"{name}: expected a number greater than 0")

@@ -60,11 +60,9 @@ class SmtpSender:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
-        backoff_seconds: float = 2.0,
     ) -> None:
         self.config = config
         self.sleep, self.clock = sleep, clock
-        self.backoff_seconds = backoff_seconds
         self.connection: smtplib.SMTP | None = None
         self.last_send: float | None = None
 
@@ -113,7 +111,7 @@ class SmtpSender:
         detail = ""
         for attempt in range(attempts):
             if attempt:
-                self.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+                self.sleep(self.config.backoff_seconds * 2 ** (attempt - 1))
             self._pace()
             try:
                 if self.connection is None:

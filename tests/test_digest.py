@@ -42,6 +42,7 @@ def write_config(tmp_path: Path, port: int = 25, seeds: Path = SEEDS, **extra: o
         f"  port: {port}",
         f"  rate_per_second: {extra.pop('rate', 1000)}",
         "  retries: 2",
+        "  backoff_seconds: 0.05",
         *(f"{k}: {v}" for k, v in extra.items()),
     ]
     path = tmp_path / "feeds.yaml"
@@ -50,8 +51,7 @@ def write_config(tmp_path: Path, port: int = 25, seeds: Path = SEEDS, **extra: o
 
 
 def cli(config: Path, *args: str) -> tuple[int, str, str]:
-    result = run_cli(*args, "--config", str(config)) if args[0] == "subscribers" else run_cli(
-        *args, "--config", str(config))
+    result = run_cli(*args, "--config", str(config))
     return result.exit_code, result.stdout, result.stderr
 
 
@@ -159,7 +159,7 @@ def test_a_story_appears_once_in_the_best_section(tmp_path: Path) -> None:
 def test_no_new_stories_means_no_email_and_the_run_says_so(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     subscribe(config, "ada@example.org", "ai")
-    code, out, err = cli(config, "digest", "--date", "2020-07-01T00:00:00Z")
+    code, _out, err = cli(config, "digest", "--date", "2020-07-01T00:00:00Z")
     assert code == 0
     assert "no new stories for ada@example.org: no email" in err
     assert not (tmp_path / "out/outbox").exists()
@@ -307,13 +307,13 @@ def test_temporary_refusals_are_retried_and_permanent_ones_recorded(tmp_path: Pa
         server.scripted["ada@example.org"] = ["451 4.3.0 Try again later"]
         server.scripted["bob@example.org"] = ["550 5.1.1 No such user"]
         server.scripted["cy@example.org"] = ["452 4.2.2 Mailbox full"] * 5
-        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        code, _, err = cli(config, "digest", "--date", DATE, "--send")
         assert code == 1
         assert [m["To"] for m in server.received()] == ["ada@example.org"]
         assert "failed  bob@example.org: 550 5.1.1 No such user" in err
         assert "deferred cy@example.org: 452 4.2.2 Mailbox full (the next run tries again)" in err
         server.scripted.clear()
-        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        code, _out, err = cli(config, "digest", "--date", DATE, "--send")
         assert sorted(m["To"] for m in server.received()) == ["ada@example.org", "cy@example.org"]
         assert "bob@example.org: refused for good by an earlier run" in err
 

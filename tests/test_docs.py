@@ -8,7 +8,7 @@ from dataclasses import fields
 import click
 
 from feeds.cli import cli
-from feeds.config import Config
+from feeds.config import Config, SmtpConfig
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -31,12 +31,20 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert ci_command.replace("pip install -q ", "pip install ") == test_command
 
 
-def test_every_command_and_option_is_documented() -> None:
-    group = cli
-    assert isinstance(group, click.Group)
+def iter_commands(group: click.Group, prefix: str = "feeds") -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
     for name, command in group.commands.items():
+        found.append((f"{prefix} {name}", command))
+        if isinstance(command, click.Group):
+            found.extend(iter_commands(command, f"{prefix} {name}"))
+    return found
+
+
+def test_every_command_and_option_is_documented() -> None:
+    assert isinstance(cli, click.Group)
+    for name, command in iter_commands(cli):
         assert command.help, name
-        assert f"feeds {name}" in README, name
+        assert name in README, name
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, (name, param.name)
@@ -47,3 +55,7 @@ def test_every_config_key_is_documented() -> None:
     for field in fields(Config):
         if field.name != "source":
             assert f"| `{field.name}` |" in README, field.name
+    for field in fields(SmtpConfig):
+        if field.name != "password":
+            assert f"| `smtp.{field.name}` |" in README, field.name
+    assert "FEEDS_SMTP_PASSWORD" in README and "FEEDS_SECRET" in README
