@@ -20,6 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Engine
 
 from feeds import state
+from feeds.cache import load_cached
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import SmtpSender, write_outbox
 from feeds.digest import (
@@ -67,6 +68,7 @@ class BuildReport:
     """What a build did, for the summary line and for ``--strict``."""
 
     records: int  # record files found
+    parsed: int  # record files parsed; the others came from the parse cache
     articles: int  # distinct articles after folding duplicate URLs
     duplicates: int  # records folded into another record of the same URL
     skipped: tuple[RecordError, ...] = ()
@@ -83,15 +85,18 @@ def build(
     seeds: Path | None = None,
     out: Path | None = None,
     progress: Progress | None = None,
+    use_cache: bool = True,
 ) -> BuildReport:
     """Build every topic's RSS, Atom and JSON feed, the OPML list and the index page.
 
     ``now`` fixes the clock: only articles published by then count, so a past corpus
     ranks as it did then. Output depends only on the records, the config and ``now``:
     the same input gives byte-identical files, and unchanged files are not rewritten.
+    With ``use_cache``, only record files that changed since the last build are parsed.
     """
     out = out or config.out
-    corpus = load_corpus(config, seeds=seeds, progress=progress)
+    engine = state.open_state(config.state_db) if use_cache else None
+    corpus = load_corpus(config, seeds=seeds, progress=progress, cache=engine)
     docs = plan_feeds(config, corpus.taxonomy, corpus.articles, now)
     files = render_site(config, docs)
 
@@ -101,6 +106,7 @@ def build(
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
     return BuildReport(
         records=len(corpus.loaded),
+        parsed=corpus.parsed,
         articles=len(corpus.articles),
         duplicates=corpus.duplicates,
         skipped=corpus.skipped,
@@ -118,6 +124,7 @@ class Corpus:
     loaded: tuple[Loaded, ...]
     articles: tuple[Article, ...]
     taxonomy: Taxonomy
+    parsed: int = 0  # files parsed this time; the rest came from the parse cache
 
     @property
     def duplicates(self) -> int:
@@ -128,20 +135,45 @@ class Corpus:
         return tuple(item.error for item in self.loaded if item.error is not None)
 
 
-def load_corpus(config: Config, *, seeds: Path | None = None, progress: Progress | None = None) -> Corpus:
-    """Read every record under ``seeds`` (default: the config's), one result per file."""
+def load_corpus(
+    config: Config,
+    *,
+    seeds: Path | None = None,
+    progress: Progress | None = None,
+    cache: Engine | None = None,
+) -> Corpus:
+    """Read every record under ``seeds`` (default: the config's), one result per file.
+    With a ``cache`` (the state database), only files that changed are parsed again."""
     seeds = seeds or config.seeds
     try:
         paths = iter_record_paths(seeds)
     except FileNotFoundError as e:
         raise FeedsError(f"{seeds}: no such folder of records") from e
-    loaded: list[Loaded] = []
-    for done, path in enumerate(paths, start=1):
-        loaded.append(load_record(path, config.max_record_bytes))
-        if progress:
-            progress(done, len(paths))
+    if cache is not None:
+        loaded, parsed = load_cached(cache, seeds.resolve(), [p.resolve() for p in paths],
+                                     config.max_record_bytes, progress)
+        # Messages name files as the user gave the folder, not as the cache resolved them.
+        loaded = [_as_given(item, given) for item, given in zip(loaded, paths, strict=True)]
+    else:
+        loaded = []
+        for done, path in enumerate(paths, start=1):
+            loaded.append(load_record(path, config.max_record_bytes))
+            if progress:
+                progress(done, len(paths))
+        parsed = len(paths)
     articles = merge_duplicates([i.article for i in loaded if i.article is not None], config.half_life)
-    return Corpus(tuple(loaded), tuple(articles), build_taxonomy(config.topics, articles))
+    return Corpus(tuple(loaded), tuple(articles), build_taxonomy(config.topics, articles), parsed)
+
+
+def _as_given(item: Loaded, path: Path) -> Loaded:
+    if item.path == path:
+        return item
+    return Loaded(
+        path,
+        article=item.article,
+        error=RecordError(path, item.error.reason) if item.error else None,
+        notes=tuple(RecordNotice(path, n.reason) for n in item.notes),
+    )
 
 
 def plan_feeds(

@@ -55,8 +55,9 @@ def cli(log_level: str) -> None:
               help="YAML config file.")
 @click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any record was skipped.")
+@click.option("--no-cache", is_flag=True, help="Parse every record again, ignoring the parse cache.")
 def build(seeds: Path | None, out: Path | None, config_path: Path | None,
-          now: datetime | None, strict: bool) -> None:
+          now: datetime | None, strict: bool, no_cache: bool) -> None:
     """Build ranked per-topic feeds, the OPML list and the index page.
 
     Example: feeds build --seeds ../shared/corpus/power-apps/articles --now 2021-06-03T00:00:00Z
@@ -66,7 +67,7 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
         config = load_config(config_path)
         config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
         with _progress() as progress:
-            report = api.build(config, now=now or utc_now(), progress=progress)
+            report = api.build(config, now=now or utc_now(), progress=progress, use_cache=not no_cache)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     print_report(report, config.out, time.perf_counter() - started)
@@ -225,8 +226,11 @@ def print_report(report: api.BuildReport, out: Path, elapsed: float) -> None:
         click.echo(f"skipped {error}", err=True)
     for note in report.notes:
         click.echo(f"note    {note}", err=True)
+    cached = report.records - report.parsed
     click.echo(
-        f"Read {_plural(report.records, 'record')}: {_plural(report.articles, 'article')}"
+        f"Read {_plural(report.records, 'record')}"
+        + (f" ({cached} unchanged since the last build)" if cached else "")
+        + f": {_plural(report.articles, 'article')}"
         f", {len(report.skipped)} skipped, {report.duplicates} duplicates folded."
     )
     click.echo(

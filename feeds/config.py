@@ -47,6 +47,39 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    """When ``feeds run`` rebuilds feeds and sends digests. Times are local to the
+    config's ``timezone``; ``None`` turns a job off."""
+
+    build_every_minutes: float | None = 15.0
+    build_cron: str | None = None  # crontab line; wins over build_every_minutes
+    daily_digest_at: str | None = "07:00"
+    weekly_digest_at: str | None = "mon 07:00"
+    misfire_grace_minutes: float = 120.0  # a run missed by more than this is skipped
+    lease_seconds: float = 60.0  # how long a daemon's claim on the state database lasts
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cache_seconds: int = 300
+
+
+_TIME_OF_DAY = re.compile(r"(?:(mon|tue|wed|thu|fri|sat|sun) )?([01]?\d|2[0-3]):([0-5]\d)")
+
+
+def parse_time_of_day(value: str) -> tuple[int | None, int, int]:
+    """``"07:00"`` -> (None, 7, 0); ``"mon 07:00"`` -> (0, 7, 0). Raises ValueError."""
+    match = _TIME_OF_DAY.fullmatch(value.strip().lower())
+    if not match:
+        raise ValueError(f"{value!r} is not a time such as 07:00 or mon 07:00")
+    day, hour, minute = match.groups()
+    weekday = ("mon", "tue", "wed", "thu", "fri", "sat", "sun").index(day) if day else None
+    return weekday, int(hour), int(minute)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a build needs to know besides the records. Keys match the YAML file."""
 
@@ -69,6 +102,8 @@ class Config:
     reply_to: str | None = None
     secret: str | None = field(default=None, repr=False)
     smtp: SmtpConfig = SmtpConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    serve: ServeConfig = ServeConfig()
     source: Path | None = None  # the file this came from, for messages
 
     @property
@@ -189,6 +224,10 @@ def _parse(key: str, value: Any, path: Path) -> Any:
             return value
         case "smtp":
             return _smtp(value, fail)
+        case "schedule":
+            return _schedule(value, fail)
+        case "serve":
+            return _serve(value, fail)
     raise fail("unknown key")  # pragma: no cover - _KEYS guards this
 
 
@@ -214,6 +253,58 @@ def _smtp(value: Any, fail: Any) -> SmtpConfig:
     if isinstance(smtp.retries, bool) or not isinstance(smtp.retries, int) or smtp.retries < 0:
         raise fail("retries: expected a whole number of at least 0")
     return smtp
+
+
+def _section(value: Any, cls: type, fail: Any) -> Any:
+    if not isinstance(value, Mapping):
+        raise fail("expected a mapping of keys")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(map(str, value)) - known)
+    if unknown:
+        raise fail(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    return cls(**value)
+
+
+def _schedule(value: Any, fail: Any) -> ScheduleConfig:
+    schedule: ScheduleConfig = _section(value, ScheduleConfig, fail)
+    if schedule.build_every_minutes is not None and (
+        isinstance(schedule.build_every_minutes, bool)
+        or not isinstance(schedule.build_every_minutes, int | float)
+        or not schedule.build_every_minutes > 0
+    ):
+        raise fail("build_every_minutes: expected a number greater than 0, or null")
+    if schedule.build_cron is not None:
+        from apscheduler.triggers.cron import CronTrigger
+        try:
+            CronTrigger.from_crontab(str(schedule.build_cron))
+        except ValueError as e:
+            raise fail(f"build_cron: {e}") from e
+    for name in ("daily_digest_at", "weekly_digest_at"):
+        at = getattr(schedule, name)
+        if at is None:
+            continue
+        try:
+            weekday, _, _ = parse_time_of_day(str(at))
+        except ValueError as e:
+            raise fail(f"{name}: {e}") from e
+        if (weekday is None) != (name == "daily_digest_at"):
+            raise fail(f"{name}: expected {'HH:MM' if name == 'daily_digest_at' else 'a day and HH:MM, such as mon 07:00'}")
+    for name in ("misfire_grace_minutes", "lease_seconds"):
+        number = getattr(schedule, name)
+        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+            raise fail(f"{name}: expected a number greater than 0")
+    return schedule
+
+
+def _serve(value: Any, fail: Any) -> ServeConfig:
+    serve: ServeConfig = _section(value, ServeConfig, fail)
+    if not isinstance(serve.host, str) or not serve.host:
+        raise fail("host: expected a host name or address")
+    if isinstance(serve.port, bool) or not isinstance(serve.port, int) or not 0 <= serve.port < 65536:
+        raise fail("port: expected a port number")
+    if isinstance(serve.cache_seconds, bool) or not isinstance(serve.cache_seconds, int) or serve.cache_seconds < 0:
+        raise fail("cache_seconds: expected a whole number of seconds")
+    return serve
 
 
 def _is_mailbox(value: str) -> bool:

@@ -32,6 +32,9 @@ class RecordError(FeedsError):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
 
+    def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # picklable, for the parse cache
+        return (RecordError, (self.path, self.reason))
+
 
 class RecordNotice:
     """A record was kept, but a field of it was cleaned or dropped."""

@@ -55,9 +55,8 @@ def iter_record_paths(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def read_front_matter(path: Path, max_bytes: int) -> tuple[Any, tuple[str, ...]]:
-    """The parsed YAML front matter of ``path`` and notes on what was cleaned.
-    Raises RecordError with the reason."""
+def read_bytes(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, at most ``max_bytes`` of them. Raises RecordError."""
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)
@@ -65,6 +64,12 @@ def read_front_matter(path: Path, max_bytes: int) -> tuple[Any, tuple[str, ...]]
         raise RecordError(path, f"cannot read: {e.strerror or e}") from e
     if len(data) > max_bytes:
         raise RecordError(path, f"larger than max_record_bytes ({max_bytes} bytes)")
+    return data
+
+
+def read_front_matter(path: Path, data: bytes) -> tuple[Any, tuple[str, ...]]:
+    """The parsed YAML front matter of a record file's bytes and notes on what was
+    cleaned. Raises RecordError with the reason."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -121,10 +126,13 @@ def _has_shared_nodes(value: Any) -> bool:
     return False
 
 
-def load_record(path: Path, max_bytes: int) -> Loaded:
-    """Read and clean one record file; never raises for anything the file contains."""
+def load_record(path: Path, max_bytes: int, data: bytes | None = None) -> Loaded:
+    """Read (unless ``data`` is given) and clean one record file; never raises for
+    anything the file contains."""
     try:
-        raw, file_notes = read_front_matter(path, max_bytes)
+        if data is None:
+            data = read_bytes(path, max_bytes)
+        raw, file_notes = read_front_matter(path, data)
         article, notes = to_article(raw)
     except RecordError as e:
         return Loaded(path, error=e)

@@ -50,6 +50,13 @@ def run_cli(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test from its own folder: the default state database (feeds.db) and out/
+    land there, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def corpus() -> Path:
     if not (CORPUS / "articles").is_dir():

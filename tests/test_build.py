@@ -162,7 +162,8 @@ def test_no_file_lands_outside_out(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     build(seeds, out)
     everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
-    outside = {p for p in everything if not str(p).startswith(("deep/out/", "seeds/"))}
+    # Besides out/: the records, and the state database (parse cache) where the config says.
+    outside = {p for p in everything if not str(p).startswith(("deep/out/", "seeds/", "feeds.db"))}
     assert outside == set()
     slugs = {p.name for p in (out / "topics").iterdir()}
     assert {"aws-ai", "unicode-topic", "topic-all", "all"} <= slugs
@@ -291,3 +292,22 @@ def test_a_long_run_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert b"Reading records" in shown and b"100%" in shown
     assert b"Read 600 records: 600 articles" in shown
+
+
+def test_a_rebuild_parses_only_changed_records(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    out = tmp_path / "out"
+    assert "unchanged since the last build" not in build(seeds, out)
+    assert "Read 5 records (5 unchanged since the last build)" in build(seeds, out)
+    record = next(seeds.glob("2020-06-17-facial*.md"))
+    record.write_text(record.read_text().replace("Should police", "Must police"))
+    stdout = build(seeds, out)
+    assert "Read 5 records (4 unchanged since the last build)" in stdout
+    assert feedparser.parse((out / "topics/ai/rss.xml").read_bytes()).entries[0].title.startswith(
+        "Facial recognition: Must police")
+    os.utime(record, ns=(1, 1))  # touched, same bytes: read and hashed, not parsed
+    assert "Read 5 records (5 unchanged since the last build)" in build(seeds, out)
+    record.unlink()
+    assert "Read 4 records (4 unchanged" in build(seeds, out)
+    assert "Read 4 records: 4 articles" in build(seeds, out, "--no-cache")
