@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from feeds import __version__, api
+from feeds import __version__, api, logs
 from feeds.config import Config, load_config
 from feeds.digest import CADENCES
 from feeds.errors import FeedsError
@@ -40,10 +41,11 @@ def utc_now() -> datetime:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="feeds")
 @click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), help="How much to log to stderr.")
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="How much to log to stderr, as one JSON object per line.")
 def cli(log_level: str) -> None:
     """Ranked per-topic RSS, Atom and JSON feeds from a folder of news-article records."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logs.setup(log_level)
 
 
 @cli.command()
@@ -197,6 +199,73 @@ def print_digest_report(report: api.DigestReport, out: Path) -> None:
         click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
     if report.stopped:
         click.echo("Stopped before everyone was handled; the next run goes on from there.")
+
+
+@cli.command()
+@config_option
+@click.option("--no-serve", is_flag=True, help="Only run the jobs; do not serve out/ over HTTP.")
+def run(config_path: Path | None, no_serve: bool) -> None:
+    """Run the daemon: rebuild feeds and send digests on schedule, and serve out/.
+
+    Stops gracefully on SIGTERM or Ctrl-C: a digest being sent finishes its current
+    message. Example: feeds --log-level info run --config /etc/feeds/feeds.yaml
+    """
+    from feeds.scheduler import Daemon
+
+    config = _config(config_path)
+    daemon = Daemon(config, str(config_path.resolve()) if config_path else None, serve=not no_serve)
+    try:
+        daemon.start()
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+
+    def stop(signum: int, _frame: object) -> None:
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo(f"feeds daemon running (pid {os.getpid()}); SIGTERM or Ctrl-C stops it.", err=True)
+    daemon.wait()
+    daemon.shutdown()
+
+
+@cli.command()
+@config_option
+def serve(config_path: Path | None) -> None:
+    """Serve out/ over HTTP, with one-click unsubscribe, until interrupted.
+
+    Example: feeds serve --config feeds.yaml
+    """
+    from feeds.serve import serve as serve_forever
+
+    config = _config(config_path)
+    click.echo(f"Serving {config.out}/ on http://{config.serve.host}:{config.serve.port}/", err=True)
+    serve_forever(config)
+
+
+@cli.command()
+@config_option
+def status(config_path: Path | None) -> None:
+    """Show the scheduled jobs, their next run and last result, and which daemon runs them."""
+    from feeds.scheduler import status as job_status
+
+    config = _config(config_path)
+    try:
+        jobs, lease = job_status(config)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    now = utc_now()
+    if lease is None or lease.expires_at < now:
+        click.echo("Daemon: not running")
+    else:
+        click.echo(f"Daemon: running ({lease.description}), lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC")
+    if not jobs:
+        click.echo("No jobs scheduled yet: start the daemon with feeds run.")
+    for job in jobs:
+        next_run = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "paused"
+        click.echo(f"{job.id:<14} {job.trigger:<34} next {next_run}")
+        if job.last:
+            click.echo(f"{'':<14} last {job.last.status} at {job.last.finished_at:%Y-%m-%d %H:%M:%S} UTC: {job.last.summary}")
 
 
 class _progress:

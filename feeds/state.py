@@ -108,7 +108,7 @@ def open_state(url: str) -> Engine:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
     except (sa.exc.SQLAlchemyError, ValueError) as e:
-        raise StateError(f"state database {_safe(url)}: {e.__class__.__name__}: {_first_line(e)}") from e
+        raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}") from e
     return engine
 
 
@@ -275,7 +275,7 @@ def secret(engine: Engine) -> str:
         return value
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,121 @@
+"""``feeds serve``: ``out/`` over HTTP with the right types and caching, and the one-click
+unsubscribe endpoint (RFC 8058).
+
+Starlette does the HTTP; we only choose types, headers and what is private. ETag and
+Last-Modified come from each file's size and mtime, and since unchanged feeds are never
+rewritten, a feed reader's conditional request gets 304 until a feed really changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from feeds import state
+from feeds.api import digest_secret
+from feeds.config import Config
+from feeds.digest import token_subscriber, verify_token
+from feeds.render import jinja_env
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = {  # by file name first, then by suffix
+    "rss.xml": "application/rss+xml; charset=utf-8",
+    "atom.xml": "application/atom+xml; charset=utf-8",
+    "feed.json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml; charset=utf-8",
+    ".json": "application/json; charset=utf-8",
+}
+PRIVATE = ("outbox/",)  # .eml files carry personal unsubscribe links: never served
+
+
+class OutFiles(StaticFiles):
+    """``out/`` as static files: feed media types, cache headers, private parts hidden."""
+
+    def __init__(self, *, directory: Path, cache_seconds: int) -> None:
+        super().__init__(directory=directory, html=True, check_dir=False)
+        self.cache_seconds = cache_seconds
+
+    def get_path(self, scope: Scope) -> str:
+        path = super().get_path(scope)
+        parts = Path(path).parts
+        if any(part.startswith(".") for part in parts) or any(path.startswith(p.rstrip("/")) for p in PRIVATE):
+            return "__not_served__/" + path  # resolves to nothing: 404
+        return path
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        name = Path(full_path).name
+        media_type = MEDIA_TYPES.get(name) or MEDIA_TYPES.get(Path(name).suffix)
+        if media_type:
+            response.headers["content-type"] = media_type
+        response.headers["cache-control"] = f"public, max-age={self.cache_seconds}"
+        return response
+
+
+def create_app(config: Config, engine: Engine | None = None) -> Starlette:
+    engine = engine or state.open_state(config.state_db)
+    secret = digest_secret(config, engine)
+    env = jinja_env()
+
+    def page(status: int, **context: Any) -> HTMLResponse:
+        body = env.get_template("unsubscribe.html").render(
+            site_title=config.title, language=config.language, **context)
+        return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+    async def unsubscribe(request: Request) -> Response:
+        token = request.query_params.get("token", "")
+        subscriber_id = token_subscriber(token)
+        if subscriber_id is None:
+            log.info("unsubscribe refused", extra={"reason": "malformed token"})
+            return page(400, step="invalid", heading="This link is not valid",
+                        message="The unsubscribe link is incomplete. Use the link in the footer of a digest.")
+        person = state.get_subscriber(engine, subscriber_id)
+        if person is None or not verify_token(secret, token, person.id, person.email):
+            log.warning("unsubscribe refused", extra={"reason": "bad signature", "subscriber": subscriber_id})
+            return page(403, step="invalid", heading="This link is not valid",
+                        message="This unsubscribe link was not issued by us, or its subscription no longer exists.")
+        if request.method == "GET":
+            # RFC 8058: a GET must not unsubscribe, as mail scanners follow links.
+            if not person.active:
+                return page(200, step="done", heading="You are unsubscribed", email=person.email)
+            return page(200, step="confirm", heading="Unsubscribe", email=person.email, cadence=person.cadence)
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        if form.get("List-Unsubscribe") != ["One-Click"]:
+            return page(400, step="invalid", heading="Nothing was changed",
+                        message="An unsubscribe request must carry List-Unsubscribe=One-Click.")
+        if state.unsubscribe(engine, person.id, datetime.now(UTC)):
+            log.info("unsubscribed", extra={"subscriber": person.id})
+        return page(200, step="done", heading="You are unsubscribed", email=person.email)
+
+    return Starlette(
+        routes=[
+            Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+            Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
+        ],
+        middleware=[Middleware(GZipMiddleware, minimum_size=500)],
+    )
+
+
+def serve(config: Config) -> None:
+    """Serve until interrupted (``feeds serve``)."""
+    import uvicorn
+
+    log.info("serving", extra={"url": f"http://{config.serve.host}:{config.serve.port}/", "folder": str(config.out)})
+    uvicorn.run(create_app(config), host=config.serve.host, port=config.serve.port,
+                log_config=None, access_log=False, lifespan="off")
