@@ -1,0 +1,188 @@
+"""Real HTTP requests to a real `feeds serve` process on loopback."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from feeds import state
+from feeds.api import unsubscribe_url
+from feeds.config import load_config
+from feeds.digest import unsubscribe_token
+from tests.conftest import SEEDS, run_cli
+from tests.mail import free_port, smtp_server
+from tests.test_daemon import wait_for
+
+SECRET = "a-test-secret-that-is-long-enough"
+
+
+@dataclass
+class Site:
+    base: str
+    config: Path
+    tmp: Path
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None) -> Reply:
+    req = urllib.request.Request(url, method=method, headers=headers or {}, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, response.read())
+    except urllib.error.HTTPError as e:
+        return Reply(e.code, {k.lower(): v for k, v in e.headers.items()}, e.read())
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    port = free_port()
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"""
+title: AI Digest
+seeds: {SEEDS}
+out: {tmp_path / 'out'}
+state_db: {tmp_path / 'state.db'}
+secret: {SECRET}
+base_url: http://127.0.0.1:{port}/
+serve:
+  port: {port}
+  cache_seconds: 120
+""")
+    assert run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z").exit_code == 0
+    for address in ("ada@example.org", "bob@example.org"):
+        assert run_cli("subscribers", "add", address, "--topics", "ai", "--config", str(config)).exit_code == 0
+    assert run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--config", str(config)).exit_code == 0
+    process = subprocess.Popen([sys.executable, "-m", "feeds", "serve", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/"
+
+    def up() -> bool:
+        try:
+            return request(base).status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, what="the server")
+        yield Site(base, config, tmp_path)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def token_for(site: Site, address: str) -> tuple[int, str]:
+    engine = state.open_state(load_config(site.config).state_db)
+    person = next(p for p in state.list_subscribers(engine) if p.email == address)
+    return person.id, unsubscribe_token(SECRET, person.id, person.email)
+
+
+def active(site: Site, address: str) -> bool:
+    engine = state.open_state(load_config(site.config).state_db)
+    return next(p for p in state.list_subscribers(engine) if p.email == address).active
+
+
+@pytest.mark.parametrize("path, media_type", [
+    ("topics/ai/rss.xml", "application/rss+xml; charset=utf-8"),
+    ("topics/ai/atom.xml", "application/atom+xml; charset=utf-8"),
+    ("topics/ai/feed.json", "application/feed+json; charset=utf-8"),
+    ("feeds.opml", "text/x-opml; charset=utf-8"),
+    ("", "text/html; charset=utf-8"),
+    ("newsletter/2020-06-18/ai/", "text/html; charset=utf-8"),
+])
+def test_content_types_and_cache_headers(site: Site, path: str, media_type: str) -> None:
+    reply = request(site.base + path)
+    assert reply.status == 200
+    assert reply.headers["content-type"] == media_type
+    assert reply.headers["cache-control"] == "public, max-age=120"
+    assert reply.headers["etag"] and reply.headers["last-modified"]
+
+
+def test_etag_and_last_modified_round_trip_with_304(site: Site) -> None:
+    url = site.base + "topics/ai/atom.xml"
+    first = request(url)
+    again = request(url, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status == 304 and again.body == b""
+    since = request(url, headers={"If-Modified-Since": first.headers["last-modified"]})
+    assert since.status == 304
+    stale = request(url, headers={"If-None-Match": '"not-the-etag"'})
+    assert stale.status == 200 and stale.body == first.body
+
+
+def test_an_unchanged_rebuild_keeps_the_etag(site: Site) -> None:
+    url = site.base + "topics/ai/rss.xml"
+    before = request(url).headers["etag"]
+    assert run_cli("build", "--config", str(site.config), "--now", "2020-06-18T00:00:00Z").exit_code == 0
+    assert request(url, headers={"If-None-Match": before}).status == 304
+
+
+def test_gzip_when_asked(site: Site) -> None:
+    plain = request(site.base + "topics/all/feed.json")
+    zipped = request(site.base + "topics/all/feed.json", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers.get("content-encoding") == "gzip"
+    assert gzip.decompress(zipped.body) == plain.body
+    assert "content-encoding" not in plain.headers
+
+
+@pytest.mark.parametrize("path", ["outbox/2020-06-18/ada-at-example.org.eml", "outbox/", "topics/ai/.rss.xml.tmp",
+                                  "../state.db", "%2e%2e/state.db"])
+def test_private_files_are_not_served(site: Site, path: str) -> None:
+    assert (site.tmp / "out/outbox/2020-06-18/ada-at-example.org.eml").is_file()
+    assert request(site.base + path).status == 404
+
+
+def test_unsubscribe_get_confirms_and_changes_nothing(site: Site) -> None:
+    _, token = token_for(site, "ada@example.org")
+    reply = request(f"{site.base}unsubscribe?token={token}")
+    assert reply.status == 200 and b"<form method=\"post\">" in reply.body and b"ada@example.org" in reply.body
+    assert active(site, "ada@example.org")
+
+
+def test_one_click_post_unsubscribes_at_once(site: Site) -> None:
+    _subscriber_id, token = token_for(site, "ada@example.org")
+    url = unsubscribe_url(load_config(site.config), token)
+    reply = request(url, method="POST", data=b"List-Unsubscribe=One-Click",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200 and b"You are unsubscribed" in reply.body
+    assert not active(site, "ada@example.org") and active(site, "bob@example.org")
+    assert request(url, method="POST", data=b"List-Unsubscribe=One-Click").status == 200  # idempotent
+    with smtp_server() as (server, port):
+        config = site.config
+        config.write_text(config.read_text() + f"smtp:\n  host: 127.0.0.1\n  port: {port}\n")
+        assert run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(config)).exit_code == 0
+        assert [m["To"] for m in server.received()] == ["bob@example.org"]
+
+
+@pytest.mark.parametrize("token, status", [
+    ("", 400), ("nonsense", 400), ("1.zz", 400),
+    ("1." + "0" * 32, 403),  # well-formed, forged
+    ("999." + "a" * 32, 403),  # nobody
+])
+def test_bad_or_forged_tokens_get_a_clear_4xx_and_change_nothing(site: Site, token: str, status: int) -> None:
+    _, real = token_for(site, "ada@example.org")
+    forged_for_ada = real.split(".")[0] + "." + ("0" * 32 if not real.endswith("0" * 32) else "1" * 32)
+    for candidate in (token, forged_for_ada if status == 403 else token):
+        for method, data in (("GET", None), ("POST", b"List-Unsubscribe=One-Click")):
+            reply = request(f"{site.base}unsubscribe?token={candidate}", method=method, data=data)
+            assert reply.status == status
+            assert b"This link is not valid" in reply.body
+    assert active(site, "ada@example.org") and active(site, "bob@example.org")
+
+
+def test_post_without_one_click_body_changes_nothing(site: Site) -> None:
+    _, token = token_for(site, "ada@example.org")
+    reply = request(f"{site.base}unsubscribe?token={token}", method="POST", data=b"")
+    assert reply.status == 400 and active(site, "ada@example.org")
