@@ -1,0 +1,1 @@
+"""Benchmarks: not tests, never run in CI. See benchmarks/README in RESULTS.md."""

@@ -1,0 +1,227 @@
+"""A fast reader for the plain subset of YAML that record front matter uses, with PyYAML's
+safe loader as the judge and the fallback.
+
+PyYAML (even with libyaml) spends most of a build constructing Python objects through
+Python code. Record front matter is regular: block mappings and sequences indented by
+spaces, double-quoted or plain one-line scalars. :func:`load` reads exactly that subset
+line by line and resolves every plain scalar with PyYAML's own resolver and constructor
+(so ``yes``, ``1_000``, ``2020-06-17T12:00:00Z`` and ``~`` mean what PyYAML says they
+mean). Anything outside the subset (flow collections, anchors and aliases, tags, block
+scalars, comments, multi-line scalars, single quotes, tabs, complex keys) raises
+:class:`Unsupported`, and the caller uses PyYAML. Tests check that the two agree on every
+real record and on generated documents.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+
+class Unsupported(Exception):
+    """The text is outside the subset this reader handles; use PyYAML."""
+
+
+_RESOLVER = Resolver()
+_CONSTRUCTOR = SafeConstructor()
+_STR = "tag:yaml.org,2002:str"
+# Plain scalars that are certainly strings: letters first, then nothing YAML 1.1 reads
+# as a bool or null. Everything else asks PyYAML's resolver.
+_SURE_STRING = re.compile(r"[A-Za-z_][\w .,/@()&+'-]*")
+_NOT_STRINGS = frozenset(
+    "y Y yes Yes YES n N no No NO true True TRUE false False FALSE on On ON off Off OFF "
+    "null Null NULL".split()
+)
+_KEY_LINE = re.compile(r"([A-Za-z_][\w-]*):(?: (.*))?")
+_ESCAPES = {
+    "0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v", "f": "\f",
+    "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85",
+    "_": "\xa0", "L": "\u2028", "P": "\u2029",
+}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_PLAIN_FORBIDDEN = re.compile(r"^(?:[-?:](?: |$)|[,\[\]{}#&*!|>'\"%@`])|: | #|:$|\t")
+
+
+_TIMESTAMP_Z = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
+_CACHE: dict[str, Any] = {}  # plain scalars repeat (keys, topics, outlets); results are immutable
+
+
+def plain(value: str) -> Any:
+    """A plain scalar as PyYAML's safe loader reads it."""
+    try:
+        return _CACHE[value]
+    except KeyError:
+        pass
+    result = _plain(value)
+    if len(_CACHE) < 50_000:
+        _CACHE[value] = result
+    return result
+
+
+def _plain(value: str) -> Any:
+    if _SURE_STRING.fullmatch(value) and value not in _NOT_STRINGS:
+        return value
+    digits = value[1:] if value[:1] == "-" else value
+    if digits.isdigit() and digits.isascii() and (digits == "0" or digits[0] != "0"):
+        return int(value)  # decimal; a leading 0 is octal in YAML 1.1, so PyYAML decides
+    stamp = _TIMESTAMP_Z.fullmatch(value)
+    if stamp:
+        year, month, day, hour, minute, second = map(int, stamp.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    if tag == _STR:
+        return value
+    if tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"):
+        raise Unsupported(value)
+    return _CONSTRUCTOR.construct_object(ScalarNode(tag, value))
+
+
+def double_quoted(body: str) -> str:
+    """The content of a one-line double-quoted scalar (without its quotes)."""
+    if "\\" not in body:
+        if '"' in body:
+            raise Unsupported("quote inside")
+        return body
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == '"':
+            raise Unsupported("quote inside")
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        if i + 1 >= len(body):
+            raise Unsupported("escaped line break")
+        e = body[i + 1]
+        if e in _ESCAPES:
+            out.append(_ESCAPES[e])
+            i += 2
+        elif e in _HEX_ESCAPES:
+            width = _HEX_ESCAPES[e]
+            digits = body[i + 2:i + 2 + width]
+            if len(digits) != width or not all(d in "0123456789abcdefABCDEF" for d in digits):
+                raise Unsupported("bad escape")
+            out.append(chr(int(digits, 16)))
+            i += 2 + width
+        else:
+            raise Unsupported("unknown escape")
+    return "".join(out)
+
+
+def scalar(text: str) -> Any:
+    if not text:
+        return None
+    if text[0] == '"':
+        if len(text) < 2 or text[-1] != '"' or (text[-2] == "\\" and not text.endswith('\\\\"')):
+            raise Unsupported("multi-line or unterminated quoted scalar")
+        return double_quoted(text[1:-1])
+    if _PLAIN_FORBIDDEN.search(text) or text != text.rstrip():
+        raise Unsupported("not a simple plain scalar")
+    return plain(text)
+
+
+class _Lines:
+    __slots__ = ("items", "pos")
+
+    def __init__(self, text: str) -> None:
+        items: list[tuple[int, str]] = []
+        for line in text.split("\n"):
+            if line.endswith("\r"):
+                line = line[:-1]
+            stripped = line.lstrip(" ")
+            if not stripped:
+                continue
+            if stripped[0] in "#\t" or "\t" in line or " #" in stripped:
+                raise Unsupported("comments and tabs")
+            items.append((len(line) - len(stripped), stripped))
+        self.items = items
+        self.pos = 0
+
+    def peek(self) -> tuple[int, str] | None:
+        return self.items[self.pos] if self.pos < len(self.items) else None
+
+
+def _mapping(lines: _Lines, indent: int, first: str | None = None) -> dict[Any, Any]:
+    """Block mapping at ``indent``; ``first`` is its first line when it began after '- '."""
+    result: dict[Any, Any] = {}
+    while True:
+        if first is not None:
+            line, first = first, None
+        else:
+            nxt = lines.peek()
+            if nxt is None or nxt[0] < indent:
+                return result
+            if nxt[0] > indent:
+                raise Unsupported("unexpected indentation")
+            line = nxt[1]
+            lines.pos += 1
+        match = _KEY_LINE.fullmatch(line)
+        if match is None:
+            raise Unsupported("not a simple key")
+        key, rest = plain(match.group(1)), match.group(2)
+        if rest:
+            result[key] = scalar(rest)
+            continue
+        nxt = lines.peek()
+        if nxt is None or nxt[0] < indent or (nxt[0] == indent and not nxt[1].startswith("- ")):
+            result[key] = None
+        elif nxt[1].startswith("- ") or nxt[1] == "-":
+            result[key] = _sequence(lines, nxt[0])
+        else:
+            result[key] = _mapping(lines, nxt[0])
+
+
+def _sequence(lines: _Lines, indent: int) -> list[Any]:
+    result: list[Any] = []
+    while True:
+        nxt = lines.peek()
+        if nxt is None or nxt[0] != indent or not nxt[1].startswith("- "):
+            if nxt is not None and nxt[0] > indent:
+                raise Unsupported("unexpected indentation")
+            return result
+        lines.pos += 1
+        item = nxt[1][2:]
+        inner = indent + 2 + (len(item) - len(item.lstrip(" ")))
+        item = item.lstrip(" ")
+        if item.startswith("- "):
+            raise Unsupported("nested sequence on one line")
+        if _KEY_LINE.fullmatch(item):
+            result.append(_mapping(lines, inner, first=item))
+        else:
+            result.append(scalar(item))
+
+
+def load(text: str) -> Any:
+    """The YAML document in ``text``, as ``yaml.safe_load`` would give it; raises
+    Unsupported for anything outside the plain subset."""
+    lines = _Lines(text)
+    if not lines.items:
+        return None
+    indent, first = lines.items[0]
+    if indent != 0:
+        raise Unsupported("indented document")
+    if first.startswith("- "):
+        raise Unsupported("top-level sequence")
+    result = _mapping(lines, 0)
+    if lines.peek() is not None:
+        raise Unsupported("trailing content")
+    return result
+
+
+_DEFAULT_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def safe_load(text: str, loader: type[yaml.SafeLoader] = _DEFAULT_LOADER) -> Any:
+    """:func:`load`, or PyYAML's safe loader where the text is outside the subset."""
+    try:
+        return load(text)
+    except Unsupported:
+        return yaml.load(text, Loader=loader)

@@ -1,0 +1,98 @@
+"""feeds.fastyaml must read exactly what PyYAML's safe loader reads, or step aside."""
+
+from __future__ import annotations
+
+import string
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feeds import fastyaml
+from tests.conftest import DATA, SEEDS
+
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def front_matter(path: Path) -> str:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    end = next(i for i, line in enumerate(lines) if i and line.strip() in ("---", "..."))
+    return "\n".join(lines[1:end])
+
+
+def agrees(text: str) -> bool:
+    """True if fastyaml read it (and agreed); False if it stepped aside. Fails on a
+    disagreement, or if fastyaml accepts what PyYAML refuses."""
+    try:
+        expected = yaml.load(text, Loader=LOADER)
+    except yaml.YAMLError:
+        with pytest.raises(fastyaml.Unsupported):
+            fastyaml.load(text)
+        return False
+    try:
+        got = fastyaml.load(text)
+    except fastyaml.Unsupported:
+        return False
+    assert got == expected and repr(got) == repr(expected), text
+    return True
+
+
+def test_every_real_record_is_read_by_the_fast_path_and_agrees(corpus: Path) -> None:
+    records = sorted((corpus / "articles").glob("*.md")) + sorted(SEEDS.glob("*.md"))
+    assert all(agrees(front_matter(p)) for p in records)
+
+
+def test_synthetic_benchmark_records_agree(tmp_path: Path) -> None:
+    from benchmarks.generate import generate
+    assert all(agrees(front_matter(p)) for p in generate(tmp_path, 150, seed=7))
+
+
+def test_bad_fixtures_agree_or_step_aside() -> None:
+    for path in sorted((DATA / "bad").glob("*.md")):
+        try:
+            text = front_matter(path)
+        except (StopIteration, UnicodeDecodeError):
+            continue
+        agrees(text)
+
+
+scalars = st.one_of(
+    st.text(alphabet=string.printable + "éü中→", max_size=30),
+    st.sampled_from(["yes", "No", "on", "OFF", "~", "null", "true", "0x1F", "0o17", "017", "1_000",
+                     "1:20", "3.5", ".inf", "-.nan", "1e3", "2020-06-17", "2020-06-17 12:00:00",
+                     "2020-06-17T12:00:00Z", "2020-06-17T12:00:00+02:00", "-1", "-", "?", ":", "<<", "=",
+                     "a: b", "a #b", "#c", "'q'", '"q"', "[x]", "{y}", "&a", "*a", "!t", "|", ">", "%", "@", "`"]),
+    st.integers(-10**12, 10**12),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.none(),
+    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),  # noqa: DTZ001 - hypothesis bounds are naive
+)
+keys = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,12}", fullmatch=True), st.sampled_from(["yes", "no", "on", "null", "1", "title"]))
+documents = st.recursive(
+    st.dictionaries(keys, scalars, max_size=6),
+    lambda inner: st.dictionaries(keys, st.one_of(scalars, inner, st.lists(st.one_of(scalars, inner), max_size=4)), max_size=6),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents, st.sampled_from([None, '"']), st.booleans(), st.integers(0, 2))
+def test_generated_documents_agree(document: dict, style: str | None, unicode: bool, indent_extra: int) -> None:  # type: ignore[type-arg]
+    text = yaml.safe_dump(document, default_flow_style=False, default_style=style, allow_unicode=unicode,
+                          width=10**6, indent=2 + indent_extra, sort_keys=False)
+    agrees(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet=" \n-:#'\"\\abn01yT\t[]{}&*!|>.", max_size=60))
+def test_arbitrary_text_never_disagrees(text: str) -> None:
+    agrees(text)
+
+
+def test_the_fast_path_is_used_for_records() -> None:
+    text = front_matter(next(SEEDS.glob("*.md")))
+    assert fastyaml.load(text)["provider"]["name"]
