@@ -3,7 +3,8 @@
 Size mix small and large, 0-20 ``related`` entries, 1-3 topics Zipf-distributed over 40,
 dates over two years, some duplicate URLs (amp and tracking variants of another record),
 some videos. The files are also Hugo content files (YAML front matter), so Hugo can build
-the same records.
+the same records; they leave out the real records' ``published: false``, which Hugo reads
+as a publication date and refuses.
 """
 
 from __future__ import annotations
@@ -85,7 +86,6 @@ ampWebUrl: "{url}/amp/"
 type: {kind}
 quality: {rng.randrange(0, 160)}
 heat: {rng.randrange(-1, 160)}
-published: false
 {featured}
 provider:
   name: {quoted(name)}

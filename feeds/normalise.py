@@ -43,6 +43,13 @@ AMP_PARAMS = frozenset({"amp", "_amp", "outputtype", "usqp"})
 # feeds and the MJML renderer, and carry no meaning in news text.
 CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 _SPACE = re.compile(r"\s+")
+# An absolute http(s) URL of plain RFC 3986 characters with a lower-case scheme and host
+# and a path, and query parameters that cannot be tracking ones: clean as it stands.
+_SIMPLE_URL = re.compile(
+    r"https?://[a-z0-9.-]+\.[a-z]{2,}/[A-Za-z0-9\-._~%!$'()*+,;=:@/]*"
+    r"(\?[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+(&[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+)*)?"  # no empty pairs
+)
+_MAY_TRACK = re.compile(r"[?&](utm_|fbclid|gclid|dclid|msclkid|yclid|igshid|mc_|ocid|ncid|cmpid|smid|spm|ref|_hs|__twitter)|&(amp|#)", re.IGNORECASE)
 _ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
 _PATHLIKE = re.compile(r"[/\\]|\.\.")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
@@ -88,6 +95,16 @@ def clean_url(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    if is_already_clean(value):
+        return value  # the common case: skip the parsing below, which would change nothing
+    return _clean_url(value)
+
+
+def is_already_clean(url: str) -> bool:
+    return bool(_SIMPLE_URL.fullmatch(url)) and not _MAY_TRACK.search(url)
+
+
+def _clean_url(value: str) -> str | None:
     # WordPress writes image URLs HTML-escaped ("?resize=620%2C497&#038;ssl=1"); "#" would
     # otherwise start a fragment and cut the query.
     candidate = _ESCAPED_AMPERSAND.sub("&", value.strip())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from feeds.load import iter_record_paths, iter_records, load_record
 from feeds.model import Kind
@@ -124,3 +127,22 @@ def test_hidden_files_and_other_suffixes_are_not_records(tmp_path: Path) -> None
     write_record(tmp_path / ".#d.md")
     (tmp_path / "notes.txt").write_text("not a record")
     assert [p.relative_to(tmp_path).as_posix() for p in iter_record_paths(tmp_path)] == ["a.md", "sub/b.markdown"]
+
+
+def test_the_clean_url_shortcut_changes_nothing_the_full_path_would(corpus: Path, tmp_path: Path) -> None:
+    from benchmarks.generate import generate
+    from feeds.normalise import _clean_url, is_already_clean
+    files = [*corpus.glob("articles/*.md"), *SEEDS.glob("*.md"), *generate(tmp_path, 100, seed=3)]
+    urls = {u for f in files for u in re.findall(r'"(https?://[^"]+)"', f.read_text(encoding="utf-8"))}
+    shortcut = [u for u in urls if is_already_clean(u)]
+    assert len(shortcut) > 0.9 * len(urls)
+    assert all(_clean_url(u) == u for u in shortcut)
+
+
+@given(st.text(alphabet="abcXYZ019-._~%!$'()*+,;=:@/?&#=<>\" é", max_size=40), st.sampled_from(["http://", "https://", "HTTP://"]),
+       st.sampled_from(["example.com", "Example.com", "a.b.co", "localhost", "ex.com:80"]))
+def test_the_shortcut_agrees_with_the_full_path_on_generated_urls(tail: str, scheme: str, host: str) -> None:
+    from feeds.normalise import _clean_url, is_already_clean
+    url = f"{scheme}{host}/{tail}"
+    if is_already_clean(url):
+        assert _clean_url(url) == url

