@@ -11,7 +11,7 @@ import csv
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Engine
 
-from feeds import state
+from feeds import manifest, state
 from feeds.cache import load_cached
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import SmtpSender, write_outbox
@@ -37,6 +37,7 @@ from feeds.errors import FeedsError, RecordError, RecordNotice
 from feeds.load import Loaded, iter_record_paths, load_record
 from feeds.model import ArchivedEdition, Article
 from feeds.normalise import slugify
+from feeds.paths import templates_dir
 from feeds.render import jinja_env
 from feeds.render.digest import (
     GMAIL_CLIP_BYTES,
@@ -54,6 +55,7 @@ from feeds.render.feeds import (
     render_rss,
 )
 from feeds.render.site import render_index
+from feeds.report import BuildReport
 from feeds.select import merge_duplicates, select
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
@@ -61,21 +63,6 @@ from feeds.write import write_if_changed
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-@dataclass(frozen=True)
-class BuildReport:
-    """What a build did, for the summary line and for ``--strict``."""
-
-    records: int  # record files found
-    parsed: int  # record files parsed; the others came from the parse cache
-    articles: int  # distinct articles after folding duplicate URLs
-    duplicates: int  # records folded into another record of the same URL
-    skipped: tuple[RecordError, ...] = ()
-    notes: tuple[RecordNotice, ...] = ()
-    topics: tuple[str, ...] = ()  # topic slugs with a feed, "all" not counted
-    written: tuple[str, ...] = ()  # paths under out/ whose bytes changed
-    unchanged: tuple[str, ...] = field(default=(), repr=False)
 
 
 def build(
@@ -95,6 +82,12 @@ def build(
     With ``use_cache``, only record files that changed since the last build are parsed.
     """
     out = out or config.out
+    seeds = seeds or config.seeds
+    inputs, _ = manifest.fingerprint(config, seeds, templates_dir())  # before reading a record
+    if use_cache:
+        fresh = manifest.check(inputs, out, now)
+        if fresh is not None:
+            return fresh
     engine = state.open_state(config.state_db) if use_cache else None
     corpus = load_corpus(config, seeds=seeds, progress=progress, cache=engine)
     docs = plan_feeds(config, corpus.taxonomy, corpus.articles, now)
@@ -104,7 +97,7 @@ def build(
     unchanged: list[str] = []
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
-    return BuildReport(
+    report = BuildReport(
         records=len(corpus.loaded),
         parsed=corpus.parsed,
         articles=len(corpus.articles),
@@ -115,6 +108,21 @@ def build(
         written=tuple(written),
         unchanged=tuple(unchanged),
     )
+    manifest.save(out, inputs=inputs, valid_from=now,
+                  valid_until=stable_until(corpus.articles, now, config.max_age),
+                  report=report, outputs={name: len(data) for name, data in files.items()})
+    return report
+
+
+def stable_until(articles: Sequence[Article], now: datetime, max_age: timedelta | None) -> datetime | None:
+    """The first moment after ``now`` at which the same articles could give other feeds: a
+    record dated in the future becomes visible, or an article grows older than
+    ``max_age``. None if no such moment comes."""
+    moments = [a.published for a in articles if a.published > now]
+    if max_age is not None:
+        moments += [a.published + max_age + timedelta(microseconds=1)
+                    for a in articles if a.published <= now <= a.published + max_age]
+    return min(moments, default=None)
 
 
 @dataclass(frozen=True)

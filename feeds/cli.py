@@ -9,14 +9,18 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from feeds import __version__, api, logs
+from feeds import __version__, logs
 from feeds.config import Config, load_config
 from feeds.digest import CADENCES
 from feeds.errors import FeedsError
+from feeds.report import BuildReport
+
+if TYPE_CHECKING:  # the library is imported only by the commands that need it: start-up
+    from feeds import api  # time is most of a rebuild that has nothing to do
 
 PROGRESS_AFTER = 500  # records; smaller runs finish before a bar is worth drawing
 
@@ -65,11 +69,23 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     Example: feeds build --seeds ../shared/corpus/power-apps/articles --now 2021-06-03T00:00:00Z
     """
     started = time.perf_counter()
+    moment = now or utc_now()
     try:
         config = load_config(config_path)
         config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
-        with _progress() as progress:
-            report = api.build(config, now=now or utc_now(), progress=progress, use_cache=not no_cache)
+        report = None
+        if not no_cache and config.seeds.is_dir():
+            # Nothing changed? Then say so without loading the library or any record.
+            from feeds import manifest
+            from feeds.paths import templates_dir
+
+            inputs, _ = manifest.fingerprint(config, config.seeds, templates_dir())
+            report = manifest.check(inputs, config.out, moment)
+        if report is None:
+            from feeds import api
+
+            with _progress() as progress:
+                report = api.build(config, now=moment, progress=progress, use_cache=not no_cache)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     print_report(report, config.out, time.perf_counter() - started)
@@ -104,6 +120,7 @@ def subscribers() -> None:
 @config_option
 def subscribers_add(email: str, topics: str, cadence: str, config_path: Path | None) -> None:
     """Subscribe EMAIL (or change their topics and cadence)."""
+    from feeds import api
     try:
         person, created = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now())
     except FeedsError as e:
@@ -116,6 +133,7 @@ def subscribers_add(email: str, topics: str, cadence: str, config_path: Path | N
 @config_option
 def subscribers_remove(email: str, config_path: Path | None) -> None:
     """Remove EMAIL and their delivery history."""
+    from feeds import api
     if not api.remove_subscriber(_config(config_path), email):
         raise click.ClickException(f"{email} is not a subscriber")
     click.echo(f"Removed {email}")
@@ -125,6 +143,7 @@ def subscribers_remove(email: str, config_path: Path | None) -> None:
 @config_option
 def subscribers_list(config_path: Path | None) -> None:
     """List every subscriber: address, cadence, topics, and whether they left."""
+    from feeds import api
     people = api.list_subscribers(_config(config_path))
     for person in people:
         left = "" if person.active else "  (unsubscribed)"
@@ -137,6 +156,7 @@ def subscribers_list(config_path: Path | None) -> None:
 @config_option
 def subscribers_import(file: Path, config_path: Path | None) -> None:
     """Subscribe everyone in a CSV FILE with columns email, topics and (optional) cadence."""
+    from feeds import api
     try:
         report = api.import_subscribers(_config(config_path), file, now=utc_now())
     except FeedsError as e:
@@ -162,6 +182,7 @@ def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool
 
     Example: feeds digest --date 2020-06-18T00:00:00Z --send
     """
+    from feeds import api
     config = _config(config_path)
     if out:
         config = replace(config, out=out)
@@ -290,7 +311,7 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-def print_report(report: api.BuildReport, out: Path, elapsed: float) -> None:
+def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
     for error in report.skipped:
         click.echo(f"skipped {error}", err=True)
     for note in report.notes:

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -307,9 +306,13 @@ def _serve(value: Any, fail: Any) -> ServeConfig:
     return serve
 
 
+_MAILBOX = re.compile(r"(?:[^<>]*<)?([^@\s<>]+@[^@\s<>]+)>?")
+
+
 def _is_mailbox(value: str) -> bool:
-    _, address = parseaddr(value)
-    return bool(re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", address))
+    """``digest@example.org`` or ``AI Digest <digest@example.org>``. (A regex rather than
+    email.utils: config loading is on the path of every no-change rebuild.)"""
+    return bool(_MAILBOX.fullmatch(value.strip()))
 
 
 def _topic_definitions(value: Any, here: Path, fail: Any) -> list[Topic]:

@@ -22,8 +22,6 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-import nh3
-
 from feeds.errors import InvalidRecord
 from feeds.model import Article, Coverage, Image, Kind, Provider
 
@@ -77,6 +75,8 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
     if _LOOKS_LIKE_MARKUP.search(text):
         # Ammonia drops every tag and the content of script/style; what is left is
         # escaped HTML text, which we turn back into plain text.
+        import nh3  # here: most text has no markup, and start-up time counts
+
         stripped = html.unescape(nh3.clean(text, tags=set()))
         if "<" in text and stripped != html.unescape(text):
             notes.append(f"{field}: HTML removed")

@@ -31,7 +31,9 @@ def build(seeds: Path, out: Path, *extra: str, now: str = SEEDS_NOW) -> str:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every published file; the build's own bookkeeping (.feeds-build.json) is not one."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
 
 
 def expected_docs(seeds: Path, now: str, config: Config | None = None) -> list[api.FeedDoc]:
@@ -142,7 +144,8 @@ def test_a_new_record_rewrites_only_the_feeds_it_belongs_to(tmp_path: Path) -> N
     shutil.copytree(SEEDS, seeds)
     out = tmp_path / "out"
     build(seeds, out)
-    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")
+              if p.is_file() and not p.name.startswith(".")}
     write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
                  webUrl="https://example.com/laundry", quality=500)
     stdout = build(seeds, out)
@@ -311,3 +314,48 @@ def test_a_rebuild_parses_only_changed_records(tmp_path: Path) -> None:
     record.unlink()
     assert "Read 4 records (4 unchanged" in build(seeds, out)
     assert "Read 4 records: 4 articles" in build(seeds, out, "--no-cache")
+
+
+def test_a_build_with_nothing_new_stops_early_and_says_the_same(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    shutil.copy(Path(__file__).parent / "data/bad/missing-title.md", seeds)
+    out = tmp_path / "out"
+    first = run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", SEEDS_NOW)
+    again = run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", "2020-07-01T00:00:00Z")
+    assert again.exit_code == first.exit_code == 0
+    # The same report (skips included), nothing written.
+    assert again.stderr == first.stderr and "missing title" in again.stderr
+    assert "Read 6 records (6 unchanged since the last build): 5 articles, 1 skipped" in again.stdout
+    assert "Wrote 0 files" in again.stdout
+
+
+def test_a_future_record_is_published_when_its_time_comes(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    write_record(seeds / "later.md", title="Published this evening", webUrl="https://example.com/later",
+                 publishedDateTime="2020-06-17T20:00:00Z", quality=400)
+    out = tmp_path / "out"
+    build(seeds, out, now="2020-06-17T18:00:00Z")
+    titles = [e.title for e in feedparser.parse((out / "topics/ai/rss.xml").read_bytes()).entries]
+    assert "Published this evening" not in titles
+    build(seeds, out, now="2020-06-17T19:00:00Z")  # nothing to do yet
+    build(seeds, out, now="2020-06-17T21:00:00Z")  # inputs unchanged, but its time has come
+    titles = [e.title for e in feedparser.parse((out / "topics/ai/rss.xml").read_bytes()).entries]
+    assert titles[0] == "Published this evening"
+
+
+def test_a_deleted_output_or_a_changed_template_means_a_real_build(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(SEEDS, out)
+    (out / "topics/ai/atom.xml").unlink()
+    assert "Wrote 1 file" in build(SEEDS, out)
+    assert (out / "topics/ai/atom.xml").is_file()
+    templates = tmp_path / "templates"
+    from feeds.render import templates_dir
+    shutil.copytree(templates_dir(), templates)
+    from feeds import manifest
+    inputs_before, _ = manifest.fingerprint(Config(), SEEDS, templates)
+    (templates / "index.html").write_text((templates / "index.html").read_text() + "<!-- edited -->")
+    inputs_after, _ = manifest.fingerprint(Config(), SEEDS, templates)
+    assert inputs_before != inputs_after

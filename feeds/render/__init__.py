@@ -7,14 +7,7 @@ from pathlib import Path
 
 import jinja2
 
-_PACKAGE = Path(__file__).resolve().parent.parent
-
-
-def templates_dir() -> Path:
-    """The bundled templates: inside the package when installed from a wheel, the
-    repository's top-level ``templates/`` in a checkout or editable install."""
-    installed = _PACKAGE / "templates"
-    return installed if installed.is_dir() else _PACKAGE.parent / "templates"
+from feeds.paths import templates_dir
 
 
 def _escape_unless_plain_text(name: str | None) -> bool:

@@ -1,0 +1,125 @@
+"""Knowing, in a few milliseconds, that a build would change nothing.
+
+After each build, ``out/.feeds-build.json`` records a fingerprint of everything the output
+depends on (each record file's size and mtime, the config, the templates, this code) and
+the span of clock time in which the same inputs give the same output: from the build's
+``now`` until the next record published in the future becomes visible (or an article ages
+past ``max_age_days``). A rebuild that finds the same fingerprint, a clock inside that span
+and every output file in place has nothing to do, and stops before parsing anything.
+
+Only the standard library is used, so the check runs before the heavy imports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from feeds.config import Config
+from feeds.errors import RecordError, RecordNotice
+from feeds.report import BuildReport
+
+NAME = ".feeds-build.json"  # a dotfile: `feeds serve` never serves it
+VERSION = 1
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def fingerprint(config: Config, seeds: Path, templates: Path) -> tuple[str, int]:
+    """A hash of every input of a build, and the number of record files."""
+    from feeds.load import RECORD_SUFFIXES
+
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in asdict(config).items() if k not in ("secret", "smtp", "source")}
+    digest.update(json.dumps(settings, default=str, sort_keys=True).encode())
+    digest.update(str(seeds.resolve()).encode())
+    lines: list[str] = []
+    folders = [str(seeds)]
+    while folders:  # the same files iter_record_paths reads, in one order; scandir is cheap
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    folders.append(entry.path)
+                elif entry.name.endswith(RECORD_SUFFIXES):
+                    stat = entry.stat()
+                    lines.append(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}")
+    lines.sort()
+    digest.update("\n".join(lines).encode())
+    count = len(lines)
+    for folder in (templates, _PACKAGE):  # a changed template or a new version of feeds
+        for path in sorted(folder.rglob("*")):
+            if path.suffix in (".py", ".html", ".mjml", ".txt") and path.is_file():
+                stat = path.stat()
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest(), count
+
+
+def read(out: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out / NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == VERSION else None
+
+
+def check(inputs: str, out: Path, now: datetime) -> BuildReport | None:
+    """The report of the last build if a build now, with these inputs, would write
+    nothing; otherwise None."""
+    manifest = read(out)
+    if manifest is None or manifest.get("inputs") != inputs:
+        return None
+    try:
+        valid_from = datetime.fromisoformat(manifest["valid_from"])
+        valid_until = datetime.fromisoformat(manifest["valid_until"]) if manifest["valid_until"] else None
+        outputs: dict[str, int] = manifest["outputs"]
+        last: dict[str, Any] = manifest["report"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if now < valid_from or (valid_until is not None and now >= valid_until):
+        return None
+    for relative, size in outputs.items():
+        try:
+            if (out / relative).stat().st_size != size:
+                return None  # a file was deleted or edited by hand: build it again
+        except OSError:
+            return None
+    return BuildReport(
+        records=last["records"],
+        parsed=0,
+        articles=last["articles"],
+        duplicates=last["duplicates"],
+        skipped=tuple(RecordError(Path(p), r) for p, r in last["skipped"]),
+        notes=tuple(RecordNotice(Path(p), r) for p, r in last["notes"]),
+        topics=tuple(last["topics"]),
+        written=(),
+        unchanged=tuple(outputs),
+    )
+
+
+def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime | None,
+         report: BuildReport, outputs: dict[str, int]) -> None:
+    """Record what the build that just finished depended on (atomically, like every file)."""
+    from feeds.write import write_if_changed
+
+    data = {
+        "version": VERSION,
+        "inputs": inputs,
+        "valid_from": valid_from.isoformat(),
+        "valid_until": valid_until.isoformat() if valid_until else None,
+        "outputs": dict(sorted(outputs.items())),
+        "report": {
+            "records": report.records,
+            "articles": report.articles,
+            "duplicates": report.duplicates,
+            "skipped": [[str(e.path), e.reason] for e in report.skipped],
+            "notes": [[str(n.path), n.reason] for n in report.notes],
+            "topics": list(report.topics),
+        },
+    }
+    write_if_changed(out, NAME, (json.dumps(data, indent=1) + "\n").encode())

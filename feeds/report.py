@@ -1,0 +1,22 @@
+"""What a build did: the summary line, ``--strict``, and the no-change shortcut's answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from feeds.errors import RecordError, RecordNotice
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build did, for the summary line and for ``--strict``."""
+
+    records: int  # record files found
+    parsed: int  # record files parsed; the others came from the parse cache
+    articles: int  # distinct articles after folding duplicate URLs
+    duplicates: int  # records folded into another record of the same URL
+    skipped: tuple[RecordError, ...] = ()
+    notes: tuple[RecordNotice, ...] = ()
+    topics: tuple[str, ...] = ()  # topic slugs with a feed, "all" not counted
+    written: tuple[str, ...] = ()  # paths under out/ whose bytes changed
+    unchanged: tuple[str, ...] = field(default=(), repr=False)
