@@ -83,6 +83,8 @@ def build(
     """
     out = out or config.out
     seeds = seeds or config.seeds
+    if not seeds.is_dir():
+        raise FeedsError(f"{seeds}: no such folder of records")
     inputs, _ = manifest.fingerprint(config, seeds, templates_dir())  # before reading a record
     if use_cache:
         fresh = manifest.check(inputs, out, now)
