@@ -37,3 +37,6 @@ def setup(level: str) -> None:
     root.setLevel(level.upper())
     # APScheduler logs every run at INFO in its own words; ours says the same, structured.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    # Its executor also logs each failed or missed run; our job listener logs them once,
+    # structured, with the traceback.
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)
