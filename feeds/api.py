@@ -33,8 +33,8 @@ from feeds.digest import (
     plan_edition,
     unsubscribe_token,
 )
-from feeds.errors import FeedsError, RecordError, RecordNotice
-from feeds.load import Loaded, iter_record_paths, load_record
+from feeds.errors import FeedsError, RecordError
+from feeds.load import Loaded, iter_record_paths
 from feeds.model import ArchivedEdition, Article
 from feeds.normalise import slugify
 from feeds.paths import templates_dir
@@ -159,31 +159,9 @@ def load_corpus(
         paths = iter_record_paths(seeds)
     except FileNotFoundError as e:
         raise FeedsError(f"{seeds}: no such folder of records") from e
-    if cache is not None:
-        loaded, parsed = load_cached(cache, seeds.resolve(), [p.resolve() for p in paths],
-                                     config.max_record_bytes, progress)
-        # Messages name files as the user gave the folder, not as the cache resolved them.
-        loaded = [_as_given(item, given) for item, given in zip(loaded, paths, strict=True)]
-    else:
-        loaded = []
-        for done, path in enumerate(paths, start=1):
-            loaded.append(load_record(path, config.max_record_bytes))
-            if progress:
-                progress(done, len(paths))
-        parsed = len(paths)
+    loaded, parsed = load_cached(cache, seeds, paths, config.max_record_bytes, progress)
     articles = merge_duplicates([i.article for i in loaded if i.article is not None], config.half_life)
     return Corpus(tuple(loaded), tuple(articles), build_taxonomy(config.topics, articles), parsed)
-
-
-def _as_given(item: Loaded, path: Path) -> Loaded:
-    if item.path == path:
-        return item
-    return Loaded(
-        path,
-        article=item.article,
-        error=RecordError(path, item.error.reason) if item.error else None,
-        notes=tuple(RecordNotice(path, n.reason) for n in item.notes),
-    )
 
 
 def plan_feeds(

@@ -8,84 +8,152 @@ database, keyed by path, size and mtime; when those differ, the content hash dec
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import pickle
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from feeds.errors import RecordError
+from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_record, read_bytes
 from feeds.state import parse_cache, transaction
 
 # Bump when Article or the cleaning rules change: entries of another version are re-parsed.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _pack(loaded: Loaded) -> bytes:
-    return pickle.dumps((CACHE_VERSION, loaded), protocol=pickle.HIGHEST_PROTOCOL)
+    """What a file gave, without its path: the Article, or the reason it was skipped, and
+    the notes."""
+    reason = loaded.error.reason if loaded.error else None
+    notes = tuple(n.reason for n in loaded.notes)
+    return pickle.dumps((CACHE_VERSION, loaded.article, reason, notes), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _unpack(payload: bytes) -> Loaded | None:
+def _unpack(payload: bytes, path: Path) -> Loaded | None:
     try:
-        version, loaded = pickle.loads(payload)
+        version, article, reason, notes = pickle.loads(payload)
     except Exception:
         return None
-    return loaded if version == CACHE_VERSION and isinstance(loaded, Loaded) else None
+    if version != CACHE_VERSION:
+        return None
+    return Loaded(
+        path,
+        article=article,
+        error=RecordError(path, reason) if reason is not None else None,
+        notes=tuple(RecordNotice(path, n) for n in notes),
+    )
+
+
+PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
+BATCH = 64
+
+Parsed = tuple[str, int, int, str, bytes | None]  # path, size, mtime_ns, sha256, payload
+
+
+def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list[Parsed]:
+    """Parse record files (a worker's unit of work). ``batch`` pairs each path with the
+    content hash the cache has for it: an equal hash means the file did not really change,
+    and it is not parsed (payload None)."""
+    results: list[Parsed] = []
+    for name, expected in batch:
+        path = Path(name)
+        try:
+            stat = path.stat()
+            data = read_bytes(path, max_bytes)
+        except OSError as e:
+            results.append((name, -1, -1, "", _pack(Loaded(path, error=RecordError(path, f"cannot read: {e.strerror or e}")))))
+            continue
+        except RecordError as e:
+            results.append((name, stat.st_size, stat.st_mtime_ns, "", _pack(Loaded(path, error=e))))
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        payload = None if digest == expected else _pack(load_record(path, max_bytes, data))
+        results.append((name, stat.st_size, stat.st_mtime_ns, digest, payload))
+    return results
+
+
+def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterator[Parsed]:
+    """:func:`parse_batch` over everything, in order, on every core when there is enough
+    to do. Workers are forked while this process has one thread (fast), started fresh when
+    it has more (the daemon), since forking a threaded process can deadlock."""
+    if len(todo) < PARALLEL_AFTER or (os.cpu_count() or 1) < 2:
+        yield from parse_batch(todo, max_bytes)
+        return
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
+    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8),
+                             mp_context=multiprocessing.get_context(method)) as pool:
+        for results in pool.map(parse_batch, batches, [max_bytes] * len(batches)):
+            yield from results
 
 
 def load_cached(
-    engine: Engine,
+    engine: Engine | None,
     folder: Path,
     paths: Sequence[Path],
     max_bytes: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[Loaded], int]:
-    """One Loaded per path, from the cache where the file is unchanged. Returns the
-    results and how many files were parsed. Entries for files under ``folder`` that are
-    gone are dropped."""
-    prefix = str(folder) + "/"
-    with engine.connect() as db:
-        rows = {row.path: row for row in db.execute(
-            sa.select(parse_cache).where(parse_cache.c.path.startswith(prefix, autoescape=True)))}
-    results: list[Loaded] = []
-    changed: list[dict[str, object]] = []
-    parsed = 0
-    for done, path in enumerate(paths, start=1):
-        key = str(path)
+    """One Loaded per path (paths under ``folder``, as the user gave them), from the cache
+    where the file is unchanged, parsed (in parallel) where not. Returns the results and
+    how many files were parsed. Cache entries, keyed by resolved path, for files under
+    ``folder`` that are gone are dropped. With no ``engine``, parses all."""
+    resolved = str(folder.resolve())
+    given = str(folder)
+    keys = [resolved + str(p)[len(given):] for p in paths]  # resolve() per file costs
+    rows: dict[str, Any] = {}
+    if engine is not None:
+        prefix = resolved + "/"
+        with engine.connect() as db:
+            rows = {row.path: row for row in db.execute(
+                sa.select(parse_cache).where(parse_cache.c.path.startswith(prefix, autoescape=True)))}
+    results: list[Loaded | None] = []
+    stale: dict[str, Any] = {}
+    todo: list[tuple[str, str | None]] = []
+    where: dict[str, int] = {}
+    for path, key in zip(paths, keys, strict=True):
         row = rows.pop(key, None)
         loaded = None
-        try:
-            stat = path.stat()
-        except OSError:
-            stat = None
-        if row is not None and stat is not None and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-            loaded = _unpack(row.payload)
-        if loaded is None and stat is not None:
+        if row is not None:
             try:
-                data = read_bytes(path, max_bytes)
-            except RecordError as e:
-                loaded, data = Loaded(path, error=e), None
-            if data is not None:
-                digest = hashlib.sha256(data).hexdigest()
-                if row is not None and row.sha256 == digest:
-                    loaded = _unpack(row.payload)
-                if loaded is None:
-                    loaded = load_record(path, max_bytes, data)
-                    parsed += 1
-                changed.append({"path": key, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                                "sha256": digest, "payload": _pack(loaded)})
+                stat = os.stat(key)
+                if (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                    loaded = _unpack(row.payload, path)
+            except OSError:
+                pass
         if loaded is None:
-            loaded = load_record(path, max_bytes)  # vanished or unreadable: say why
-            parsed += 1
+            where[key] = len(results)
+            todo.append((key, row.sha256 if row is not None else None))
+            if row is not None:
+                stale[key] = row  # its payload serves again if only the stat changed
         results.append(loaded)
+    if progress:
+        progress(len(paths) - len(todo), len(paths))
+    changed: list[dict[str, object]] = []
+    parsed = 0
+    for done, (key, size, mtime_ns, digest, payload) in enumerate(parse_all(todo, max_bytes), start=1):
+        if payload is None:  # same bytes as cached: only the stat changed
+            payload = stale[key].payload
+        else:
+            parsed += 1
+        index = where[key]
+        results[index] = _unpack(payload, paths[index])
+        if digest:
+            changed.append({"path": key, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "payload": payload})
         if progress:
-            progress(done, len(paths))
-    with transaction(engine) as db:
-        gone = list(rows) + [str(c["path"]) for c in changed]
-        for start in range(0, len(gone), 500):
-            db.execute(parse_cache.delete().where(parse_cache.c.path.in_(gone[start:start + 500])))
-        if changed:
-            db.execute(parse_cache.insert(), changed)
-    return results, parsed
+            progress(len(paths) - len(todo) + done, len(paths))
+    if engine is not None:
+        with transaction(engine) as db:
+            gone = list(rows) + [str(c["path"]) for c in changed]
+            for start in range(0, len(gone), 500):
+                db.execute(parse_cache.delete().where(parse_cache.c.path.in_(gone[start:start + 500])))
+            if changed:
+                db.execute(parse_cache.insert(), changed)
+    return [r for r in results if r is not None], parsed

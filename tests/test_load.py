@@ -146,3 +146,22 @@ def test_the_shortcut_agrees_with_the_full_path_on_generated_urls(tail: str, sch
     url = f"{scheme}{host}/{tail}"
     if is_already_clean(url):
         assert _clean_url(url) == url
+
+
+def test_parsing_on_several_cores_gives_what_one_core_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from benchmarks.generate import generate
+    from feeds import cache
+    paths = generate(tmp_path / "records", 450, seed=5)
+    for bad in (Path(__file__).parent / "data/bad").glob("*.md"):
+        shutil.copy(bad, tmp_path / "records" / bad.name)
+    paths = sorted((tmp_path / "records").glob("*.md"))
+    monkeypatch.setattr(cache, "PARALLEL_AFTER", 10**9)
+    one, parsed_one = cache.load_cached(None, tmp_path, paths, 1_048_576)
+    monkeypatch.setattr(cache, "PARALLEL_AFTER", 1)
+    several, parsed_several = cache.load_cached(None, tmp_path, paths, 1_048_576)
+    assert parsed_one == parsed_several == len(paths)
+    assert [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in one] == \
+           [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in several]
+    assert sum(r.error is not None for r in several) == 12
