@@ -41,8 +41,8 @@ from feeds.paths import templates_dir
 from feeds.render import jinja_env
 from feeds.render.digest import (
     GMAIL_CLIP_BYTES,
+    MessageTemplate,
     RenderedEdition,
-    compose,
     render_edition,
     sender_domain,
 )
@@ -348,6 +348,8 @@ class _EditionMaker:
         self.zone = ZoneInfo(config.timezone)
         self.env = jinja_env()
         self.cache: dict[tuple[object, ...], tuple[Edition, RenderedEdition | None]] = {}
+        self.memberships = {a.id: corpus.taxonomy.feeds_for(a) for a in corpus.articles}
+        self.templates: dict[int, MessageTemplate] = {}
         self.web_copies: list[str] = []
 
     def make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
@@ -362,7 +364,7 @@ class _EditionMaker:
             edition = plan_edition(
                 self.corpus.articles, self.corpus.taxonomy, topics, cadence=cadence, start=start,
                 end=end, zone=self.zone, half_life=self.config.half_life, per_topic=per_topic,
-                max_per_provider=self.config.max_items_per_provider,
+                max_per_provider=self.config.max_items_per_provider, memberships=self.memberships,
             )
             if edition.is_empty:
                 return edition, None
@@ -374,6 +376,14 @@ class _EditionMaker:
             per_topic -= 1
         self._write_web_copy(edition)
         return edition, personal
+
+    def template(self, rendered: RenderedEdition, *, list_id: str) -> MessageTemplate:
+        """The edition's email, composed once for everyone who gets it."""
+        key = id(rendered)
+        if key not in self.templates:
+            self.templates[key] = MessageTemplate(rendered, mail_from=self.config.mail_from,
+                                                  reply_to=self.config.reply_to, list_id=list_id)
+        return self.templates[key]
 
     def _render(self, edition: Edition, web_url: str | None, *, personal: bool) -> RenderedEdition:
         return render_edition(
@@ -451,22 +461,20 @@ def digest(
                 continue
             token = unsubscribe_token(secret, person.id, person.email)
             url = unsubscribe_url(config, token)
-            message = compose(
-                rendered.personalise(url), to=person.email, mail_from=config.mail_from,
-                reply_to=config.reply_to, message_id=message_id(secret, person.id, key, domain),
-                date=now, unsubscribe_url=url,
-                unsubscribe_mailto=f"mailto:{from_address}?subject=unsubscribe%20{token}",
-                list_id=f"{config.title} <digest.{domain}>",
+            template = maker.template(rendered, list_id=f"{config.title} <digest.{domain}>")
+            message = template.fill(
+                to=person.email, message_id=message_id(secret, person.id, key, domain), date=now,
+                unsubscribe_url=url, unsubscribe_mailto=f"mailto:{from_address}?subject=unsubscribe%20{token}",
             )
             if smtp is None:
-                report.written.append(write_outbox(out, day.isoformat(), person.email, message))
+                report.written.append(write_outbox(out, day.isoformat(), message))
                 continue
             outcome = smtp.send(message)
             if outcome.status == "deferred":
                 report.deferred.append(f"{person.email}: {outcome.detail}")
                 continue
             state.record_delivery(
-                engine, subscriber_id=person.id, edition=key, message_id=str(message["Message-ID"]),
+                engine, subscriber_id=person.id, edition=key, message_id=message.message_id,
                 status=outcome.status, period_end=period_end, now=now, detail=outcome.detail or None,
             )
             if outcome.status == "sent":

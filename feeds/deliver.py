@@ -14,12 +14,12 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
 
 from feeds.config import SmtpConfig
 from feeds.errors import FeedsError
+from feeds.render.digest import Outgoing
 from feeds.write import write_if_changed
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def outbox_path(edition_day: str, email: str) -> str:
     return f"outbox/{edition_day}/{safe or 'subscriber'}.eml"
 
 
-def write_outbox(out: Path, edition_day: str, email: str, message: EmailMessage) -> str:
+def write_outbox(out: Path, edition_day: str, message: Outgoing) -> str:
     """Write the message where a mail client can open it; nothing leaves the machine."""
-    relative = outbox_path(edition_day, email)
-    write_if_changed(out, relative, bytes(message))
+    relative = outbox_path(edition_day, message.recipient)
+    write_if_changed(out, relative, message.data)
     return relative
 
 
@@ -104,7 +104,7 @@ class SmtpSender:
                 self.sleep(wait)
         self.last_send = self.clock()
 
-    def send(self, message: EmailMessage) -> Outcome:
+    def send(self, message: Outgoing) -> Outcome:
         """Hand one message to the server. Returns once the server accepted it (``sent``),
         refused it for good (``failed``) or kept refusing for now (``deferred``)."""
         attempts = self.config.retries + 1
@@ -117,7 +117,7 @@ class SmtpSender:
                 if self.connection is None:
                     self.connect()
                 assert self.connection is not None
-                refused = self.connection.send_message(message)
+                refused = self.connection.sendmail(message.sender, [message.recipient], message.data)
             except smtplib.SMTPRecipientsRefused as e:
                 code, reason = next(iter(e.recipients.values()))
                 detail = f"{code} {_text(reason)}"
@@ -137,7 +137,7 @@ class SmtpSender:
                     return Outcome("failed", f"{code} {_text(reason)}")
                 return Outcome("sent")
             log.info("temporary failure for %s (attempt %d of %d): %s",
-                     message["To"], attempt + 1, attempts, detail)
+                     message.recipient, attempt + 1, attempts, detail)
         return Outcome("deferred", detail)
 
     def _reset(self) -> None:

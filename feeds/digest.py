@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
@@ -97,11 +97,14 @@ def plan_edition(
     half_life: timedelta,
     per_topic: int,
     max_per_provider: int | None = None,
+    memberships: Mapping[str, frozenset[str]] | None = None,
 ) -> Edition:
     """The sections of one edition: the top stories published in ``(start, end]`` for each
     topic, and each story once, in the section where it ranks best (ties: the topic the
     subscriber listed first)."""
     in_period = [a for a in articles if start < a.published <= end]
+    if memberships is None:  # article id -> the topic feeds it belongs to; callers may share it
+        memberships = {a.id: taxonomy.feeds_for(a) for a in in_period}
     ranked: list[tuple[int, int, Story]] = []
     chosen_topics: list[Topic] = []
     for order, slug in enumerate(dict.fromkeys(topics)):
@@ -109,7 +112,7 @@ def plan_edition(
         if topic is None:
             continue
         chosen_topics.append(topic)
-        pool = in_period if slug == ALL else [a for a in in_period if slug in taxonomy.feeds_for(a)]
+        pool = in_period if slug == ALL else [a for a in in_period if slug in memberships[a.id]]
         stories = select(pool, now=end, half_life=half_life, limit=per_topic, max_per_provider=max_per_provider)
         ranked.extend((rank, order, story) for rank, story in enumerate(stories))
 
