@@ -28,6 +28,7 @@ from pathlib import Path
 from benchmarks.generate import generate
 
 ROOT = Path(__file__).resolve().parent.parent
+GOALS = {"cold": 0.5, "warm": 0.03, "one changed": 0.05}  # feeds wall / Hugo wall, issue 5
 NOW = "2021-01-01T00:00:00Z"
 
 
@@ -242,6 +243,19 @@ def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[flo
     for size, results in all_results.items():
         cold = results["cold"].feeds
         lines.append(f"- {size:,} records, cold: {size / statistics.median(s.wall for s in cold):,.0f} records/s.")
+    lines += ["", "## Against issue 5's goals", "",
+              "| records | measure | goal | median in this run | |", "|---|---|---|---|---|"]
+    for size, results in all_results.items():
+        for name, goal in GOALS.items():
+            median = statistics.median(results[name].ratios())
+            lines.append(f"| {size:,} | {name} wall / Hugo | ≤ {goal} | {median:.3f} | {'met' if median <= goal else 'not met'} |")
+        rss = max(s.rss_mib for r in results.values() for s in r.feeds) / max(
+            s.rss_mib for r in results.values() for s in r.hugo)
+        lines.append(f"| {size:,} | peak RSS / Hugo | ≤ 0.25 | {rss:.2f} | {'met' if rss <= 0.25 else 'not met'} |")
+    if digest:
+        rendered, accepted, made = digest
+        lines.append(f"| {made:,} subscribers | editions rendered / SMTP accepted | ≥ 5 | {rendered / accepted:.1f} | "
+                     f"{'met' if rendered / accepted >= 5 else 'not met'} |")
     if digest:
         rendered, accepted, made = digest
         lines += ["", "## Digest", "",

@@ -18,6 +18,7 @@ def test_runner_works_at_200_records(tmp_path: Path) -> None:
         row = next(line for line in text.splitlines() if line.startswith(f"| 200 | {scenario} |"))
         assert re.search(r"\| \d+\.\d{3} / \d+\.\d{3} / \d+\.\d{3} \|", row), row
     assert re.search(r"personalised editions\s+rendered per second", text)
+    assert "## Against issue 5's goals" in text and "| 200 | cold wall / Hugo | ≤ 0.5 |" in text
     # Hugo really built per-topic RSS from the same records.
     hugo_feeds = list((tmp_path / "data/run-200/hugo-out/topics").glob("*/index.xml"))
     feeds_feeds = list((tmp_path / "data/run-200/out/topics").glob("*/rss.xml"))
