@@ -73,19 +73,23 @@ def build(
     out: Path | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
+    inputs: str | None = None,
 ) -> BuildReport:
     """Build every topic's RSS, Atom and JSON feed, the OPML list and the index page.
 
     ``now`` fixes the clock: only articles published by then count, so a past corpus
     ranks as it did then. Output depends only on the records, the config and ``now``:
     the same input gives byte-identical files, and unchanged files are not rewritten.
-    With ``use_cache``, only record files that changed since the last build are parsed.
+    With ``use_cache``, a build with nothing new stops early, and only record files that
+    changed since the last build are parsed. ``inputs`` is :func:`manifest.fingerprint`'s
+    hash when the caller has just taken it.
     """
     out = out or config.out
     seeds = seeds or config.seeds
     if not seeds.is_dir():
         raise FeedsError(f"{seeds}: no such folder of records")
-    inputs, _ = manifest.fingerprint(config, seeds, templates_dir())  # before reading a record
+    if inputs is None:  # the caller may have taken it already (the CLI, before importing us)
+        inputs, _ = manifest.fingerprint(config, seeds, templates_dir())  # before reading a record
     if use_cache:
         fresh = manifest.check(inputs, out, now)
         if fresh is not None:

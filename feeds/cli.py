@@ -73,7 +73,7 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     try:
         config = load_config(config_path)
         config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
-        report = None
+        report = inputs = None
         if not no_cache and config.seeds.is_dir():
             # Nothing changed? Then say so without loading the library or any record.
             from feeds import manifest
@@ -85,7 +85,8 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
             from feeds import api
 
             with _progress() as progress:
-                report = api.build(config, now=moment, progress=progress, use_cache=not no_cache)
+                report = api.build(config, now=moment, progress=progress, use_cache=not no_cache,
+                                   inputs=inputs)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     print_report(report, config.out, time.perf_counter() - started)
