@@ -18,7 +18,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
@@ -214,14 +213,3 @@ def load(text: str) -> Any:
     if lines.peek() is not None:
         raise Unsupported("trailing content")
     return result
-
-
-_DEFAULT_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def safe_load(text: str, loader: type[yaml.SafeLoader] = _DEFAULT_LOADER) -> Any:
-    """:func:`load`, or PyYAML's safe loader where the text is outside the subset."""
-    try:
-        return load(text)
-    except Unsupported:
-        return yaml.load(text, Loader=loader)

@@ -94,8 +94,13 @@ def parse_front_matter(path: Path, text: str) -> tuple[Any, tuple[str, ...]]:
     end = next((i for i, line in enumerate(lines) if i and line.rstrip() in ("---", "...")), None)
     if end is None:
         raise RecordError(path, "no front matter: no closing '---' line")
+    text = "".join(lines[1:end])
     try:
-        raw = fastyaml.safe_load("".join(lines[1:end]), _Loader)
+        return fastyaml.load(text), notes  # the plain subset: no anchors, so no alias bombs
+    except fastyaml.Unsupported:
+        pass
+    try:
+        raw = yaml.load(text, Loader=_Loader)  # a safe loader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2
