@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -52,12 +53,32 @@ def fingerprint(config: Config, seeds: Path, templates: Path) -> tuple[str, int]
     lines.sort()
     digest.update("\n".join(lines).encode())
     count = len(lines)
-    for folder in (templates, _PACKAGE):  # a changed template or a new version of feeds
+    digest.update(code_fingerprint(templates).encode())
+    return digest.hexdigest(), count
+
+
+def code_fingerprint(templates: Path) -> str:
+    """A hash of what turns records into files: the templates and this package's code."""
+    digest = hashlib.sha256()
+    for folder in (templates, _PACKAGE):
         for path in sorted(folder.rglob("*")):
             if path.suffix in (".py", ".html", ".mjml", ".txt") and path.is_file():
                 stat = path.stat()
                 digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest(), count
+    return digest.hexdigest()
+
+
+def content_digest(code: str, value: object) -> str:
+    """A hash of what one feed will hold and of the code that renders it: equal digests
+    mean equal files, so an unchanged topic need not be rendered again."""
+    return hashlib.sha256(code.encode() + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+
+
+def previous_contents(out: Path) -> dict[str, str]:
+    """Feed slug -> content digest, as the last build left them."""
+    data = read(out)
+    contents = data.get("contents") if data else None
+    return contents if isinstance(contents, dict) else {}
 
 
 def read(out: Path) -> dict[str, Any] | None:
@@ -103,7 +124,7 @@ def check(inputs: str, out: Path, now: datetime) -> BuildReport | None:
 
 
 def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime | None,
-         report: BuildReport, outputs: dict[str, int]) -> None:
+         report: BuildReport, outputs: dict[str, int], contents: dict[str, str]) -> None:
     """Record what the build that just finished depended on (atomically, like every file)."""
     from feeds.write import write_if_changed
 
@@ -113,6 +134,7 @@ def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime 
         "valid_from": valid_from.isoformat(),
         "valid_until": valid_until.isoformat() if valid_until else None,
         "outputs": dict(sorted(outputs.items())),
+        "contents": dict(sorted(contents.items())),
         "report": {
             "records": report.records,
             "articles": report.articles,

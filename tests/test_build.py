@@ -359,3 +359,24 @@ def test_a_deleted_output_or_a_changed_template_means_a_real_build(tmp_path: Pat
     (templates / "index.html").write_text((templates / "index.html").read_text() + "<!-- edited -->")
     inputs_after, _ = manifest.fingerprint(Config(), SEEDS, templates)
     assert inputs_before != inputs_after
+
+
+def test_a_change_renders_only_the_feeds_whose_stories_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import feeds.api.builds as stage
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    out = tmp_path / "out"
+    build(seeds, out)
+    rendered: list[str] = []
+    real = stage.render_rss
+
+    def counting(doc: api.FeedDoc) -> bytes:  # the real renderer, watched
+        rendered.append(doc.slug)
+        return real(doc)
+
+    monkeypatch.setattr(stage, "render_rss", counting)
+    write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
+                 webUrl="https://example.com/laundry", quality=500)
+    build(seeds, out)
+    assert sorted(rendered) == ["ai-in-healthcare", "all"]
+    assert_feeds_parse_back_intact(out, expected_docs(seeds, SEEDS_NOW))

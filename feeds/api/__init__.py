@@ -5,7 +5,7 @@ delivers editions; the subscriber functions keep the list. The CLI and the sched
 these; they do not reach into the stages themselves.
 """
 
-from feeds.api.build import (
+from feeds.api.builds import (
     EPOCH,
     Corpus,
     Progress,
@@ -15,7 +15,7 @@ from feeds.api.build import (
     render_site,
     stable_until,
 )
-from feeds.api.digest import (
+from feeds.api.digests import (
     DigestReport,
     digest,
     digest_secret,
@@ -33,11 +33,32 @@ from feeds.api.subscribers import (
     list_subscribers,
     remove_subscriber,
 )
+from feeds.render.feeds import FeedDoc
 from feeds.report import BuildReport
 
 __all__ = [
-    "EPOCH", "BuildReport", "Corpus", "DigestReport", "ImportReport", "Progress", "SubscriberError",
-    "add_subscriber", "build", "check_subscription", "digest", "digest_secret", "import_subscribers",
-    "known_topics", "list_subscribers", "load_corpus", "plan_feeds", "preview", "remove_subscriber",
-    "render_site", "stable_until", "unsubscribe_url", "write_archive",
+    "EPOCH",
+    "BuildReport",
+    "Corpus",
+    "DigestReport",
+    "FeedDoc",
+    "ImportReport",
+    "Progress",
+    "SubscriberError",
+    "add_subscriber",
+    "build",
+    "check_subscription",
+    "digest",
+    "digest_secret",
+    "import_subscribers",
+    "known_topics",
+    "list_subscribers",
+    "load_corpus",
+    "plan_feeds",
+    "preview",
+    "remove_subscriber",
+    "render_site",
+    "stable_until",
+    "unsubscribe_url",
+    "write_archive",
 ]

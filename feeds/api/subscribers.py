@@ -12,7 +12,7 @@ from pathlib import Path
 from email_validator import EmailNotValidError, validate_email
 
 from feeds import state
-from feeds.api.build import Corpus, load_corpus
+from feeds.api.builds import Corpus, load_corpus
 from feeds.config import Config
 from feeds.digest import (
     CADENCES,

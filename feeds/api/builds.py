@@ -1,8 +1,8 @@
-"""Build: records in, every topic's feeds, the OPML list and the index page out."""
+"""Builds: records in, every topic's feeds, the OPML list and the index page out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +18,7 @@ from feeds.model import Article
 from feeds.paths import templates_dir
 from feeds.render import jinja_env
 from feeds.render.feeds import (
+    FORMATS,
     FeedDoc,
     render_atom,
     render_json,
@@ -67,12 +68,23 @@ def build(
     engine = state.open_state(config.state_db) if use_cache else None
     corpus = load_corpus(config, seeds=seeds, progress=progress, cache=engine)
     docs = plan_feeds(config, corpus.taxonomy, corpus.articles, now)
-    files = render_site(config, docs)
+    code = manifest.code_fingerprint(templates_dir())
+    contents = {doc.slug: manifest.content_digest(code, doc) for doc in docs}
+    before = manifest.previous_contents(out) if use_cache else {}
+    same = {slug for slug, digest in contents.items()
+            if before.get(slug) == digest and all((out / f"topics/{slug}/{n}").is_file() for n in FORMATS)}
+    files = render_site(config, docs, skip=same)
 
     written: list[str] = []
     unchanged: list[str] = []
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
+    sizes = {name: len(data) for name, data in files.items()}
+    for slug in same:  # not rendered: the files from the last build are these feeds already
+        for name in FORMATS:
+            relative = f"topics/{slug}/{name}"
+            sizes[relative] = (out / relative).stat().st_size
+            unchanged.append(relative)
     report = BuildReport(
         records=len(corpus.loaded),
         parsed=corpus.parsed,
@@ -86,7 +98,7 @@ def build(
     )
     manifest.save(out, inputs=inputs, valid_from=now,
                   valid_until=stable_until(corpus.articles, now, config.max_age),
-                  report=report, outputs={name: len(data) for name, data in files.items()})
+                  report=report, outputs=sizes, contents=contents)
     return report
 
 
@@ -176,10 +188,13 @@ def plan_feeds(
     return docs
 
 
-def render_site(config: Config, docs: Sequence[FeedDoc]) -> dict[str, bytes]:
-    """Every output file, by its path under ``out/``."""
+def render_site(config: Config, docs: Sequence[FeedDoc], skip: Set[str] = frozenset()) -> dict[str, bytes]:
+    """Every output file, by its path under ``out/``; the feeds of topics in ``skip`` are
+    left out (their files are known to be current)."""
     files: dict[str, bytes] = {}
     for doc in docs:
+        if doc.slug in skip:
+            continue
         files[f"topics/{doc.slug}/rss.xml"] = render_rss(doc)
         files[f"topics/{doc.slug}/atom.xml"] = render_atom(doc)
         files[f"topics/{doc.slug}/feed.json"] = render_json(doc)

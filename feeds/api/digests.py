@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from feeds import state
-from feeds.api.build import Corpus, load_corpus
+from feeds.api.builds import Corpus, load_corpus
 from feeds.api.subscribers import check_subscription, known_topics
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import SmtpSender, write_outbox
