@@ -127,41 +127,47 @@ def scalar(text: str) -> Any:
     return plain(text)
 
 
-class _Lines:
-    __slots__ = ("items", "pos")
-
-    def __init__(self, text: str) -> None:
-        items: list[tuple[int, str]] = []
-        for line in text.split("\n"):
-            if line.endswith("\r"):
-                line = line[:-1]
-            stripped = line.lstrip(" ")
-            if not stripped:
-                continue
-            if stripped[0] in "#\t" or "\t" in line or " #" in stripped:
-                raise Unsupported("comments and tabs")
-            items.append((len(line) - len(stripped), stripped))
-        self.items = items
-        self.pos = 0
-
-    def peek(self) -> tuple[int, str] | None:
-        return self.items[self.pos] if self.pos < len(self.items) else None
+# Line breaks besides LF and CRLF (lone CR, NEL, LS, PS): YAML 1.1 breaks lines on them.
+_ODD_BREAKS = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
+_COMMENT = re.compile(r"(?m)^ *#| #")
+_END = (-1, "")  # after the last line: shallower than any block, so every loop stops there
 
 
-def _mapping(lines: _Lines, indent: int, first: str | None = None) -> dict[Any, Any]:
-    """Block mapping at ``indent``; ``first`` is its first line when it began after '- '."""
+def _lines(text: str) -> list[tuple[int, str]]:
+    """(indent, content) for every non-blank line, then the end marker."""
+    # `in` first: a substring test is far quicker than these regexes on text without them.
+    if ("\t" in text or ("#" in text and _COMMENT.search(text))
+            or (("\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text)
+                and _ODD_BREAKS.search(text))):
+        raise Unsupported("tabs, comments or unusual line breaks")
+    items: list[tuple[int, str]] = []
+    for line in text.split("\n"):
+        stripped = line.lstrip(" ")
+        if stripped:
+            indent = len(line) - len(stripped)
+            if stripped[-1] == "\r":
+                stripped = stripped[:-1]
+                if not stripped:
+                    continue
+            items.append((indent, stripped))
+    items.append(_END)
+    return items
+
+
+def _mapping(items: list[tuple[int, str]], pos: int, indent: int, first: str | None = None) -> tuple[dict[Any, Any], int]:
+    """Block mapping at ``indent`` from ``items[pos]``; ``first`` is its first line when it
+    began after '- '. Returns the mapping and the position after it."""
     result: dict[Any, Any] = {}
     while True:
         if first is not None:
             line, first = first, None
         else:
-            nxt = lines.peek()
-            if nxt is None or nxt[0] < indent:
-                return result
-            if nxt[0] > indent:
+            depth, line = items[pos]
+            if depth < indent:
+                return result, pos
+            if depth > indent:
                 raise Unsupported("unexpected indentation")
-            line = nxt[1]
-            lines.pos += 1
+            pos += 1
         match = _KEY_LINE.fullmatch(line)
         if match is None:
             raise Unsupported("not a simple key")
@@ -169,47 +175,47 @@ def _mapping(lines: _Lines, indent: int, first: str | None = None) -> dict[Any, 
         if rest:
             result[key] = scalar(rest)
             continue
-        nxt = lines.peek()
-        if nxt is None or nxt[0] < indent or (nxt[0] == indent and not nxt[1].startswith("- ")):
+        depth, following = items[pos]
+        if depth < indent or (depth == indent and not following.startswith("- ")):
             result[key] = None
-        elif nxt[1].startswith("- ") or nxt[1] == "-":
-            result[key] = _sequence(lines, nxt[0])
+        elif following.startswith("- ") or following == "-":
+            result[key], pos = _sequence(items, pos, depth)
         else:
-            result[key] = _mapping(lines, nxt[0])
+            result[key], pos = _mapping(items, pos, depth)
 
 
-def _sequence(lines: _Lines, indent: int) -> list[Any]:
+def _sequence(items: list[tuple[int, str]], pos: int, indent: int) -> tuple[list[Any], int]:
     result: list[Any] = []
     while True:
-        nxt = lines.peek()
-        if nxt is None or nxt[0] != indent or not nxt[1].startswith("- "):
-            if nxt is not None and nxt[0] > indent:
+        depth, line = items[pos]
+        if depth != indent or not line.startswith("- "):
+            if depth > indent:
                 raise Unsupported("unexpected indentation")
-            return result
-        lines.pos += 1
-        item = nxt[1][2:]
-        inner = indent + 2 + (len(item) - len(item.lstrip(" ")))
-        item = item.lstrip(" ")
-        if item.startswith("- "):
+            return result, pos
+        pos += 1
+        item = line[2:]
+        stripped = item.lstrip(" ")
+        if stripped.startswith("- "):
             raise Unsupported("nested sequence on one line")
-        if _KEY_LINE.fullmatch(item):
-            result.append(_mapping(lines, inner, first=item))
+        if _KEY_LINE.fullmatch(stripped):
+            value, pos = _mapping(items, pos, indent + 2 + len(item) - len(stripped), first=stripped)
+            result.append(value)
         else:
-            result.append(scalar(item))
+            result.append(scalar(stripped))
 
 
 def load(text: str) -> Any:
     """The YAML document in ``text``, as ``yaml.safe_load`` would give it; raises
     Unsupported for anything outside the plain subset."""
-    lines = _Lines(text)
-    if not lines.items:
+    items = _lines(text)
+    if len(items) == 1:
         return None
-    indent, first = lines.items[0]
+    indent, first = items[0]
     if indent != 0:
         raise Unsupported("indented document")
     if first.startswith("- "):
         raise Unsupported("top-level sequence")
-    result = _mapping(lines, 0)
-    if lines.peek() is not None:
+    result, pos = _mapping(items, 0, 0)
+    if pos != len(items) - 1:
         raise Unsupported("trailing content")
     return result

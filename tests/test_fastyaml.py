@@ -88,7 +88,7 @@ def test_generated_documents_agree(document: dict, style: str | None, unicode: b
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.text(alphabet=" \n-:#'\"\\abn01yT\t[]{}&*!|>.", max_size=60))
+@given(st.text(alphabet=" \n\r\x85\u2028-:#'\"\\abn01yT\t[]{}&*!|>.", max_size=60))
 def test_arbitrary_text_never_disagrees(text: str) -> None:
     agrees(text)
 
