@@ -232,13 +232,6 @@ def record_delivery(
         ))
 
 
-def message_ids(engine: Engine, edition: str) -> dict[int, str]:
-    with engine.connect() as db:
-        rows = db.execute(sa.select(deliveries.c.subscriber_id, deliveries.c.message_id)
-                          .where(deliveries.c.edition == edition))
-        return {row.subscriber_id: row.message_id for row in rows}
-
-
 # --------------------------------------------------------------------------- editions
 
 
