@@ -175,20 +175,20 @@ def _parse(key: str, value: Any, path: Path) -> Any:
             if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
                 raise fail("expected a language tag such as en or en-GB")
             return value
-        case "items_per_feed" | "max_record_bytes":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        case "items_per_feed" | "max_record_bytes" | "digest_items_per_topic":
+            if not _is_whole(value, 1):
                 raise fail("expected a whole number of at least 1")
             return value
         case "max_items_per_provider":
             if value is None:
                 return None
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_whole(value, 1):
                 raise fail("expected a whole number of at least 1, or null for no cap")
             return value
         case "half_life_hours" | "max_age_days":
             if value is None and key == "max_age_days":
                 return None
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            if not _is_positive(value):
                 raise fail("expected a number greater than 0")
             return float(value)
         case "seeds" | "out":
@@ -207,10 +207,6 @@ def _parse(key: str, value: Any, path: Path) -> Any:
             except (ZoneInfoNotFoundError, ValueError) as e:
                 raise fail(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from e
             return str(value)
-        case "digest_items_per_topic":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise fail("expected a whole number of at least 1")
-            return value
         case "mail_from" | "reply_to":
             if value is None and key == "reply_to":
                 return None
@@ -241,15 +237,15 @@ def _smtp(value: Any, fail: Any) -> SmtpConfig:
     smtp = SmtpConfig(**value)
     if not isinstance(smtp.host, str) or not smtp.host:
         raise fail("host: expected a host name")
-    if isinstance(smtp.port, bool) or not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
+    if not _is_whole(smtp.port, 1, 65535):
         raise fail("port: expected a port number")
     if smtp.security not in SMTP_SECURITY:
         raise fail(f"security: expected one of {', '.join(SMTP_SECURITY)}")
     for name in ("rate_per_second", "timeout_seconds", "backoff_seconds"):
         number = getattr(smtp, name)
-        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+        if not _is_positive(number):
             raise fail(f"{name}: expected a number greater than 0")
-    if isinstance(smtp.retries, bool) or not isinstance(smtp.retries, int) or smtp.retries < 0:
+    if not _is_whole(smtp.retries, 0):
         raise fail("retries: expected a whole number of at least 0")
     return smtp
 
@@ -266,11 +262,7 @@ def _section(value: Any, cls: type, fail: Any) -> Any:
 
 def _schedule(value: Any, fail: Any) -> ScheduleConfig:
     schedule: ScheduleConfig = _section(value, ScheduleConfig, fail)
-    if schedule.build_every_minutes is not None and (
-        isinstance(schedule.build_every_minutes, bool)
-        or not isinstance(schedule.build_every_minutes, int | float)
-        or not schedule.build_every_minutes > 0
-    ):
+    if schedule.build_every_minutes is not None and not _is_positive(schedule.build_every_minutes):
         raise fail("build_every_minutes: expected a number greater than 0, or null")
     if schedule.build_cron is not None:
         from apscheduler.triggers.cron import CronTrigger
@@ -290,7 +282,7 @@ def _schedule(value: Any, fail: Any) -> ScheduleConfig:
             raise fail(f"{name}: expected {'HH:MM' if name == 'daily_digest_at' else 'a day and HH:MM, such as mon 07:00'}")
     for name in ("misfire_grace_minutes", "lease_seconds"):
         number = getattr(schedule, name)
-        if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+        if not _is_positive(number):
             raise fail(f"{name}: expected a number greater than 0")
     return schedule
 
@@ -299,14 +291,25 @@ def _serve(value: Any, fail: Any) -> ServeConfig:
     serve: ServeConfig = _section(value, ServeConfig, fail)
     if not isinstance(serve.host, str) or not serve.host:
         raise fail("host: expected a host name or address")
-    if isinstance(serve.port, bool) or not isinstance(serve.port, int) or not 0 <= serve.port < 65536:
+    if not _is_whole(serve.port, 0, 65535):
         raise fail("port: expected a port number")
-    if isinstance(serve.cache_seconds, bool) or not isinstance(serve.cache_seconds, int) or serve.cache_seconds < 0:
+    if not _is_whole(serve.cache_seconds, 0):
         raise fail("cache_seconds: expected a whole number of seconds")
     return serve
 
 
 _MAILBOX = re.compile(r"(?:[^<>]*<)?([^@\s<>]+@[^@\s<>]+)>?")
+
+
+def _is_whole(value: Any, low: int, high: int | None = None) -> bool:
+    """An int (not a bool, which YAML also gives for yes/no) from ``low`` to ``high``."""
+    return (not isinstance(value, bool) and isinstance(value, int) and value >= low
+            and (high is None or value <= high))
+
+
+def _is_positive(value: Any) -> bool:
+    """A number greater than 0 (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
 
 
 def _is_mailbox(value: str) -> bool:

@@ -54,6 +54,16 @@ def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
     ("topics:\n  - shortname: no name\n", "topics: topic definition"),
     ("topics:\n  - {name: AI}\n  - {name: ai}\n", "topic 'ai' is defined more than once"),
     ("topics: missing-folder\n", "topics: cannot read"),
+    ("digest_items_per_topic: 0\n", "digest_items_per_topic: expected a whole number of at least 1"),
+    ("smtp:\n  port: 70000\n", "smtp: port: expected a port number"),
+    ("smtp:\n  retries: yes\n", "smtp: retries: expected a whole number of at least 0"),
+    ("smtp:\n  password: hunter2\n", "the password comes from FEEDS_SMTP_PASSWORD"),
+    ("schedule:\n  daily_digest_at: '7 am'\n", "schedule: daily_digest_at: '7 am' is not a time"),
+    ("schedule:\n  weekly_digest_at: '07:00'\n", "weekly_digest_at: expected a day and HH:MM"),
+    ("schedule:\n  build_every_minutes: 0\n", "build_every_minutes: expected a number greater than 0"),
+    ("schedule:\n  build_cron: 'not a cron'\n", "schedule: build_cron:"),
+    ("serve:\n  cache_seconds: -1\n", "serve: cache_seconds: expected a whole number of seconds"),
+    ("timezone: Mars/Olympus\n", "timezone: unknown time zone 'Mars/Olympus'"),
 ])
 def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
