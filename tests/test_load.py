@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from feeds.load import iter_record_paths, iter_records, load_record
 from feeds.model import Kind
-from feeds.normalise import article_id, clean_url, slugify, story_key
+from feeds.normalise import Notes, _story_key, article_id, clean_text, clean_url, slugify, story_key
 from tests.conftest import SEEDS, write_record
 
 
@@ -113,6 +114,37 @@ def test_story_key_folds_variants_of_one_page() -> None:
     ]
     assert {story_key(clean_url(v) or "") for v in variants} == {"example.com/news/story"}
     assert story_key("https://example.com/news/story?id=2") != story_key("https://example.com/news/story?id=3")
+
+
+# URLs shaped like records' own: plain, amp, www/m/amp hosts, queries, the amp cache,
+# escapes, upper case and odd characters, so both paths of story_key are exercised.
+_url_parts = st.tuples(
+    st.sampled_from(["http://", "https://", "HTTPS://"]),
+    st.sampled_from(["", "www.", "m.", "amp.", "www.amp.", "www-example-com.cdn.ampproject.org/c/s/www."]),
+    st.sampled_from(["example.com", "news.example.co.uk", "Example.COM", "xn--bcher-kva.example"]),
+    st.lists(st.text(alphabet="abcAMP019-._~%!$'()*+,;=:@/ é", max_size=8), max_size=4),
+    st.sampled_from(["", "/", "/amp", "/amp/", ".amp.html", ".html"]),
+    st.sampled_from(["", "?", "?a=1", "?utm_source=x&id=2", "?amp=1", "#top"]),
+)
+
+
+@given(_url_parts)
+def test_story_key_fast_path_agrees_with_the_general_one(parts: tuple[str, str, str, list[str], str, str]) -> None:
+    scheme, prefix, host, segments, suffix, tail = parts
+    url = scheme + prefix + host + "".join("/" + s for s in segments) + suffix + tail
+    assert story_key(url) == _story_key(url)
+    cleaned = clean_url(url)
+    if cleaned:
+        assert story_key(cleaned) == _story_key(cleaned)
+        assert article_id(cleaned) == str(uuid.uuid5(uuid.NAMESPACE_URL, _story_key(cleaned)))
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
+def test_text_folds_white_space_as_the_regex_does(text: str) -> None:
+    cleaned = clean_text(text, "title", Notes())
+    if "<" not in text and "&" not in text:
+        expected = re.sub(r"\s+", " ", re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]", "", text)).strip()
+        assert cleaned == expected
 
 
 def test_published_false_does_not_hide_a_record(tmp_path: Path) -> None:
