@@ -63,6 +63,10 @@ def plain(value: str) -> Any:
     return result
 
 
+_MISSING = object()
+_PLAIN_VALUES: dict[str, Any] = {}  # plain scalars known to be simple, and their values
+
+
 def _plain(value: str) -> Any:
     if _SURE_STRING.fullmatch(value) and value not in _NOT_STRINGS:
         return value
@@ -121,16 +125,26 @@ def scalar(text: str) -> Any:
     if text[0] == '"':
         if len(text) < 2 or text[-1] != '"' or (text[-2] == "\\" and not text.endswith('\\\\"')):
             raise Unsupported("multi-line or unterminated quoted scalar")
-        return double_quoted(text[1:-1])
+        body = text[1:-1]
+        if "\\" not in body and '"' not in body:
+            return body  # most quoted values: nothing to unescape
+        return double_quoted(body)
+    value = _PLAIN_VALUES.get(text, _MISSING)
+    if value is not _MISSING:
+        return value
     if _PLAIN_FORBIDDEN.search(text) or text != text.rstrip():
         raise Unsupported("not a simple plain scalar")
-    return plain(text)
+    value = plain(text)
+    if len(_PLAIN_VALUES) < 50_000:
+        _PLAIN_VALUES[text] = value
+    return value
 
 
 # Line breaks besides LF and CRLF (lone CR, NEL, LS, PS): YAML 1.1 breaks lines on them.
 _ODD_BREAKS = re.compile("\r(?!\n)|[\x85\u2028\u2029]")
 _COMMENT = re.compile(r"(?m)^ *#| #")
 _END = (-1, "")  # after the last line: shallower than any block, so every loop stops there
+_LINE = re.compile(r"^( *)([^ \n][^\n]*)$", re.MULTILINE)
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
@@ -140,16 +154,10 @@ def _lines(text: str) -> list[tuple[int, str]]:
             or (("\r" in text or "\x85" in text or "\u2028" in text or "\u2029" in text)
                 and _ODD_BREAKS.search(text))):
         raise Unsupported("tabs, comments or unusual line breaks")
-    items: list[tuple[int, str]] = []
-    for line in text.split("\n"):
-        stripped = line.lstrip(" ")
-        if stripped:
-            indent = len(line) - len(stripped)
-            if stripped[-1] == "\r":
-                stripped = stripped[:-1]
-                if not stripped:
-                    continue
-            items.append((indent, stripped))
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")  # every CR is before an LF now
+    # Each line's indentation and content; blank lines go.
+    items = [(len(spaces), content) for spaces, content in _LINE.findall(text)]
     items.append(_END)
     return items
 
@@ -168,10 +176,15 @@ def _mapping(items: list[tuple[int, str]], pos: int, indent: int, first: str | N
             if depth > indent:
                 raise Unsupported("unexpected indentation")
             pos += 1
-        match = _KEY_LINE.fullmatch(line)
-        if match is None:
-            raise Unsupported("not a simple key")
-        key, rest = plain(match.group(1)), match.group(2)
+        head, colon, rest = line.partition(": ")
+        if not colon:
+            if line[-1] != ":":
+                raise Unsupported("not a simple key")
+            head = line[:-1]
+        key = _KEYS.get(head, _MISSING)
+        if key is _MISSING:
+            key = _key(head)
+        rest = rest.lstrip(" ")  # YAML allows more than one space after the colon
         if rest:
             result[key] = scalar(rest)
             continue
@@ -182,6 +195,19 @@ def _mapping(items: list[tuple[int, str]], pos: int, indent: int, first: str | N
             result[key], pos = _sequence(items, pos, depth)
         else:
             result[key], pos = _mapping(items, pos, depth)
+
+
+_KEYS: dict[str, Any] = {}
+_KEY = re.compile(r"[A-Za-z_][\w-]*")
+
+
+def _key(text: str) -> Any:
+    if not _KEY.fullmatch(text):
+        raise Unsupported("not a simple key")
+    key = plain(text)
+    if len(_KEYS) < 10_000:
+        _KEYS[text] = key
+    return key
 
 
 def _sequence(items: list[tuple[int, str]], pos: int, indent: int) -> tuple[list[Any], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,15 @@ def test_generated_documents_agree(document: dict, style: str | None, unicode: b
     text = yaml.safe_dump(document, default_flow_style=False, default_style=style, allow_unicode=unicode,
                           width=10**6, indent=2 + indent_extra, sort_keys=False)
     agrees(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents, st.lists(st.integers(0, 3), min_size=1))
+def test_extra_spaces_after_colons_and_dashes_agree(document: dict, extra: list[int]) -> None:  # type: ignore[type-arg]
+    text = yaml.safe_dump(document, default_flow_style=False, width=10**6, sort_keys=False)
+    spaced = iter(extra * len(text))
+    agrees(re.sub(r"(: |- )", lambda m: m.group(1) + " " * next(spaced), text))
+    assert agrees("title:   spaced out\nlist:\n  -   a\n  -  b\n")
 
 
 @settings(max_examples=600, deadline=None)

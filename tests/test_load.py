@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feeds.load import iter_record_paths, iter_records, load_record
+from feeds.errors import RecordError
+from feeds.load import (
+    _front_matter_by_lines,
+    front_matter_text,
+    iter_record_paths,
+    iter_records,
+    load_record,
+)
 from feeds.model import Kind
 from feeds.normalise import Notes, _story_key, article_id, clean_text, clean_url, slugify, story_key
 from tests.conftest import SEEDS, write_record
@@ -197,3 +205,19 @@ def test_parsing_on_several_cores_gives_what_one_core_gives(tmp_path: Path, monk
     assert [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in one] == \
            [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in several]
     assert sum(r.error is not None for r in several) == 12
+
+
+@given(st.lists(st.sampled_from(["---", "...", "--- ", "---\xa0", "----", " ---", "a: 1", "", " ", "x"]), max_size=8),
+       st.sampled_from(["\n", "\r\n", "\x85", "\u2028", "\x0c"]), st.booleans())
+def test_front_matter_is_found_as_line_by_line_reading_finds_it(lines: list[str], newline: str, final: bool) -> None:
+    text = newline.join(lines) + (newline if final else "")
+    if not text:
+        return
+
+    def outcome(read: Callable[[Path, str], str]) -> str:
+        try:
+            return "ok: " + read(Path("r.md"), text)
+        except RecordError as e:
+            return "error: " + e.reason
+
+    assert outcome(front_matter_text) == outcome(_front_matter_by_lines)
