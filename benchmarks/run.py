@@ -111,7 +111,7 @@ def bench_size(size: int, repeat: int, data: Path) -> dict[str, Scenario]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     config = work / "feeds.yaml"
-    config.write_text(f"state_db: {work / 'state.db'}\n", encoding="utf-8")
+    config.write_text(f"state_db: {work / 'state.db'}\ncache_db: {work / 'cache.db'}\n", encoding="utf-8")
     feeds_cmd = [sys.executable, "-m", "feeds", "build", "--seeds", str(records), "--out", str(work / "out"),
                  "--now", NOW, "--config", str(config)]
     site = hugo_site(work, records)
@@ -123,7 +123,7 @@ def bench_size(size: int, repeat: int, data: Path) -> dict[str, Scenario]:
         for i in range(repeat):
             for name, prepare in (
                 ("cold", lambda: (shutil.rmtree(work / "out", ignore_errors=True),
-                                  [p.unlink() for p in work.glob("state.db*")])),
+                                  [p.unlink() for p in [*work.glob("state.db*"), *work.glob("cache.db*")]])),
                 ("warm", lambda: None),
                 ("one changed", lambda n=i: changed.write_text(
                     original.replace("quality: ", f"quality: 1{n}", 1), encoding="utf-8")),

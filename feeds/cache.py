@@ -1,8 +1,16 @@
-"""The parse cache: re-parse only the record files that changed since the last run.
+"""The parse cache: parse only the record files that changed since the last run, and
+read whole Articles only for the stories a changed feed shows.
 
-Parsing YAML is nearly the whole cost of a build. Each file's result is kept in the state
-database, keyed by path, size and mtime; when those differ, the content hash decides (a
-``touch`` or a checkout that rewrites a file unchanged costs a read, not a parse).
+Each record file's result is kept in a local SQLite file (``cache_db``), keyed by the
+file's resolved path: its size, mtime and content hash, a :class:`~feeds.model.Summary`
+(what ranking needs) with the file's error and notes, and the pickled Article. A build
+reads every Summary, which is cheap, and only the Articles it renders. When size or
+mtime differ, the content hash decides (a ``touch`` or a checkout that rewrites a file
+unchanged costs a read, not a parse).
+
+The cache is the standard library's sqlite3, not the state database: it is local to the
+machine that builds, may be deleted at any time, and a rebuild after one changed record
+must not pay for importing a database toolkit.
 """
 
 from __future__ import annotations
@@ -11,71 +19,95 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from types import TracebackType
 
 from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_record, read_bytes
-from feeds.state import parse_cache, transaction
+from feeds.manifest import Scanned
+from feeds.model import Article, Summary
 
-# Bump when Article or the cleaning rules change: entries of another version are re-parsed.
-CACHE_VERSION = 2
-
-
-def _pack(loaded: Loaded) -> bytes:
-    """What a file gave, without its path: the Article, or the reason it was skipped, and
-    the notes."""
-    reason = loaded.error.reason if loaded.error else None
-    notes = tuple(n.reason for n in loaded.notes)
-    return pickle.dumps((CACHE_VERSION, loaded.article, reason, notes), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpack(payload: bytes, path: Path) -> Loaded | None:
-    try:
-        version, article, reason, notes = pickle.loads(payload)
-    except Exception:
-        return None
-    if version != CACHE_VERSION:
-        return None
-    return Loaded(
-        path,
-        article=article,
-        error=RecordError(path, reason) if reason is not None else None,
-        notes=tuple(RecordNotice(path, n) for n in notes),
-    )
-
+# Bump when Article, Summary or the cleaning rules change: the cache starts again.
+CACHE_VERSION = 3
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
 
-Parsed = tuple[str, int, int, str, bytes | None]  # path, size, mtime_ns, sha256, payload
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One record file as the last parse of its bytes left it."""
+
+    path: Path  # as found under the folder the caller gave
+    key: str  # the resolved path: the cache's key
+    sha256: str
+    summary: Summary | None  # None: the file was skipped, for ``error``
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def loaded_error(self) -> RecordError | None:
+        return RecordError(self.path, self.error) if self.error is not None else None
+
+    @property
+    def record_notes(self) -> tuple[RecordNotice, ...]:
+        return tuple(RecordNotice(self.path, n) for n in self.notes)
+
+
+@dataclass
+class Index:
+    """Every record file under a folder, in path order, and how many were parsed now."""
+
+    entries: list[Entry]
+    parsed: int = 0
+    fresh: dict[str, bytes] = field(default_factory=dict)  # key -> payload parsed in this run
+
+
+# A parsed file: key, size, mtime_ns, sha256, payload (pickled Article, or None when the
+# bytes are the cached ones), summary (pickled Summary, error and notes).
+Parsed = tuple[str, int, int, str, bytes | None, bytes | None]
+
+
+def _summarise(loaded: Loaded, key: str) -> tuple[bytes, bytes]:
+    """The payload and the summary blob of one file's result."""
+    article = loaded.article
+    summary = article.summary(key) if article is not None else None
+    reason = loaded.error.reason if loaded.error else None
+    notes = tuple(n.reason for n in loaded.notes)
+    return (pickle.dumps(article, protocol=pickle.HIGHEST_PROTOCOL),
+            pickle.dumps((summary, reason, notes), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list[Parsed]:
-    """Parse record files (a worker's unit of work). ``batch`` pairs each path with the
+    """Parse record files (a worker's unit of work). ``batch`` pairs each key with the
     content hash the cache has for it: an equal hash means the file did not really change,
     and it is not parsed (payload None)."""
     results: list[Parsed] = []
-    for name, expected in batch:
-        path = Path(name)
+    for key, expected in batch:
+        path = Path(key)
         try:
-            stat = path.stat()
+            stat = os.stat(key)
             data = read_bytes(path, max_bytes)
         except OSError as e:
-            results.append((name, -1, -1, "", _pack(Loaded(path, error=RecordError(path, f"cannot read: {e.strerror or e}")))))
+            loaded = Loaded(path, error=RecordError(path, f"cannot read: {e.strerror or e}"))
+            results.append((key, -1, -1, "", *_summarise(loaded, key)))
             continue
         except RecordError as e:
-            results.append((name, stat.st_size, stat.st_mtime_ns, "", _pack(Loaded(path, error=e))))
+            results.append((key, stat.st_size, stat.st_mtime_ns, "", *_summarise(Loaded(path, error=e), key)))
             continue
         digest = hashlib.sha256(data).hexdigest()
-        payload = None if digest == expected else _pack(load_record(path, max_bytes, data))
-        results.append((name, stat.st_size, stat.st_mtime_ns, digest, payload))
+        if digest == expected:
+            results.append((key, stat.st_size, stat.st_mtime_ns, digest, None, None))
+        else:
+            results.append((key, stat.st_size, stat.st_mtime_ns, digest,
+                            *_summarise(load_record(path, max_bytes, data), key)))
     return results
 
 
@@ -94,66 +126,101 @@ def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterato
             yield from results
 
 
-def load_cached(
-    engine: Engine | None,
-    folder: Path,
-    paths: Sequence[Path],
-    max_bytes: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[Loaded], int]:
-    """One Loaded per path (paths under ``folder``, as the user gave them), from the cache
-    where the file is unchanged, parsed (in parallel) where not. Returns the results and
-    how many files were parsed. Cache entries, keyed by resolved path, for files under
-    ``folder`` that are gone are dropped. With no ``engine``, parses all."""
-    resolved = str(folder.resolve())
-    given = str(folder)
-    keys = [resolved + str(p)[len(given):] for p in paths]  # resolve() per file costs
-    rows: dict[str, Any] = {}
-    if engine is not None:
-        prefix = resolved + "/"
-        with engine.connect() as db:
-            rows = {row.path: row for row in db.execute(
-                sa.select(parse_cache).where(parse_cache.c.path.startswith(prefix, autoescape=True)))}
-    results: list[Loaded | None] = []
-    stale: dict[str, Any] = {}
-    todo: list[tuple[str, str | None]] = []
-    where: dict[str, int] = {}
-    for path, key in zip(paths, keys, strict=True):
-        row = rows.pop(key, None)
-        loaded = None
-        if row is not None:
-            try:
-                stat = os.stat(key)
-                if (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-                    loaded = _unpack(row.payload, path)
-            except OSError:
-                pass
-        if loaded is None:
-            where[key] = len(results)
-            todo.append((key, row.sha256 if row is not None else None))
-            if row is not None:
-                stale[key] = row  # its payload serves again if only the stat changed
-        results.append(loaded)
-    if progress:
-        progress(len(paths) - len(todo), len(paths))
-    changed: list[dict[str, object]] = []
-    parsed = 0
-    for done, (key, size, mtime_ns, digest, payload) in enumerate(parse_all(todo, max_bytes), start=1):
-        if payload is None:  # same bytes as cached: only the stat changed
-            payload = stale[key].payload
-        else:
-            parsed += 1
-        index = where[key]
-        results[index] = _unpack(payload, paths[index])
-        if digest:
-            changed.append({"path": key, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "payload": payload})
+class RecordCache:
+    """The parse cache in ``path``; with None, one that keeps nothing (``--no-cache``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.db = _connect(path)
+
+    def __enter__(self) -> RecordCache:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.db.close()
+
+    def index(self, folder: Path, scanned: Scanned, max_bytes: int,
+              progress: Progress | None = None) -> Index:
+        """An Entry for every scanned file (paths under ``folder``, as the caller gave
+        them): from the cache where size and mtime match, parsed (in parallel) where
+        not. Entries of files under ``folder`` that are gone are dropped."""
+        resolved = str(folder.resolve())
+        given = len(str(folder))
+        keys = [resolved + name[given:] for name, _, _ in scanned]  # resolve() per file costs
+        prefix = resolved + os.sep
+        cached = {row[0]: row for row in self.db.execute(
+            "SELECT path, size, mtime_ns, sha256, summary FROM records WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))}
+        slots: list[Entry | None] = []
+        todo: list[tuple[str, str | None]] = []
+        where: dict[str, int] = {}
+        for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
+            row = cached.pop(key, None)
+            if row is not None and (row[1], row[2]) == (size, mtime_ns):
+                slots.append(_entry(Path(given_name), key, row[3], row[4]))
+                continue
+            where[key] = len(slots)
+            todo.append((key, row[3] if row is not None else None))
+            slots.append(None)
         if progress:
-            progress(len(paths) - len(todo) + done, len(paths))
-    if engine is not None:
-        with transaction(engine) as db:
-            gone = list(rows) + [str(c["path"]) for c in changed]
-            for start in range(0, len(gone), 500):
-                db.execute(parse_cache.delete().where(parse_cache.c.path.in_(gone[start:start + 500])))
-            if changed:
-                db.execute(parse_cache.insert(), changed)
-    return [r for r in results if r is not None], parsed
+            progress(len(scanned) - len(todo), len(scanned))
+        index = Index([])
+        changed: list[tuple[object, ...]] = []
+        restat: list[tuple[object, ...]] = []
+        for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, max_bytes), 1):
+            name = Path(scanned[where[key]][0])
+            if summary is None:  # the bytes the cache has: only size or mtime moved
+                restat.append((size, mtime_ns, key))
+                old = self.db.execute("SELECT summary FROM records WHERE path = ?", (key,)).fetchone()
+                slots[where[key]] = _entry(name, key, digest, old[0])
+            else:
+                index.parsed += 1
+                assert payload is not None
+                index.fresh[key] = payload
+                slots[where[key]] = _entry(name, key, digest, summary)
+                if digest:  # an unreadable file is not cached: it is tried again next time
+                    changed.append((key, size, mtime_ns, digest, summary, payload))
+            if progress:
+                progress(len(scanned) - len(todo) + done, len(scanned))
+        index.entries = [e for e in slots if e is not None]
+        with self.db:  # one transaction: the cache never holds half a build's changes
+            self.db.executemany("DELETE FROM records WHERE path = ?", [(k,) for k in cached])
+            self.db.executemany("UPDATE records SET size = ?, mtime_ns = ? WHERE path = ?", restat)
+            self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", changed)
+        return index
+
+    def articles(self, index: Index, keys: Iterable[str]) -> dict[str, Article]:
+        """The Articles of these record files (keys of entries that have a summary)."""
+        wanted = set(keys)
+        found = {k: pickle.loads(index.fresh[k]) for k in wanted if k in index.fresh}
+        rest = sorted(wanted - found.keys())
+        for start in range(0, len(rest), 500):
+            chunk = rest[start:start + 500]
+            rows = self.db.execute(
+                f"SELECT path, payload FROM records WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((key, pickle.loads(payload)) for key, payload in rows)
+        return found
+
+
+def _entry(path: Path, key: str, sha256: str, blob: bytes) -> Entry:
+    summary, error, notes = pickle.loads(blob)
+    return Entry(path, key, sha256, summary, error, notes)
+
+
+def _connect(path: Path | None) -> sqlite3.Connection:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=30,
+                         isolation_level=None if path is None else "DEFERRED")
+    db.execute("PRAGMA journal_mode=WAL")  # a reader (the daemon) never waits for a build
+    db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last write costs a parse
+    with db:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        if row is None or row[0] != str(CACHE_VERSION):
+            db.execute("DROP TABLE IF EXISTS records")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
+        db.execute("CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                   "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL, "
+                   "payload BLOB NOT NULL)")
+    return db

@@ -73,20 +73,21 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     try:
         config = load_config(config_path)
         config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
-        report = inputs = None
+        report = inputs = scanned = None
         if not no_cache and config.seeds.is_dir():
             # Nothing changed? Then say so without loading the library or any record.
             from feeds import manifest
             from feeds.paths import templates_dir
 
-            inputs, _ = manifest.fingerprint(config, config.seeds, templates_dir())
+            scanned = manifest.scan(config.seeds)
+            inputs = manifest.fingerprint(config, config.seeds, templates_dir(), scanned)
             report = manifest.check(inputs, config.out, moment)
         if report is None:
             from feeds import api
 
             with _progress() as progress:
                 report = api.build(config, now=moment, progress=progress, use_cache=not no_cache,
-                                   inputs=inputs)
+                                   inputs=inputs, scanned=scanned)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     print_report(report, config.out, time.perf_counter() - started)
@@ -326,7 +327,9 @@ def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
     )
     click.echo(
         f"{_plural(len(report.topics), 'topic')} (+ all). Wrote {_plural(len(report.written), 'file')}"
-        f" to {out}/, {len(report.unchanged)} unchanged, in {elapsed:.2f} s."
+        f" to {out}/, {len(report.unchanged)} unchanged"
+        + (f", {len(report.removed)} removed" if report.removed else "")
+        + f", in {elapsed:.2f} s."
     )
 
 

@@ -95,6 +95,7 @@ class Config:
     out: Path = Path("out")
     topics: tuple[Topic, ...] = ()
     state_db: str = "sqlite:///feeds.db"
+    cache_db: Path = Path("feeds-cache.db")
     timezone: str = "UTC"
     digest_items_per_topic: int = 5
     mail_from: str = "feeds <feeds@localhost>"
@@ -194,6 +195,10 @@ def _parse(key: str, value: Any, path: Path) -> Any:
         case "seeds" | "out":
             if not isinstance(value, str) or not value:
                 raise fail("expected a folder path")
+            return here / Path(value).expanduser()
+        case "cache_db":
+            if not isinstance(value, str) or not value:
+                raise fail("expected a file path")
             return here / Path(value).expanduser()
         case "topics":
             return tuple(_topic_definitions(value, here, fail))

@@ -8,7 +8,6 @@ becomes a :class:`~feeds.errors.RecordError` naming the file and the reason; the
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,12 +18,12 @@ import yaml
 
 from feeds import fastyaml
 from feeds.errors import InvalidRecord, RecordError, RecordNotice
+from feeds.manifest import scan
 from feeds.model import Article
 from feeds.normalise import CONTROL_CHARACTERS, to_article
 
 log = logging.getLogger(__name__)
 
-RECORD_SUFFIXES = (".md", ".markdown")
 
 # Front matter goes through feeds.fastyaml, which reads the plain subset records use and
 # hands everything else to PyYAML: libyaml's safe loader where PyYAML has it (much faster
@@ -43,19 +42,8 @@ class Loaded:
 
 
 def iter_record_paths(folder: Path) -> list[Path]:
-    """Every record file below ``folder``, sorted, so every run reads them in one order.
-
-    Hidden files and folders (``.git``, editor swap files) are not records.
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(
-            Path(root, f) for f in files if f.endswith(RECORD_SUFFIXES) and not f.startswith(".")
-        )
-    return sorted(found)
+    """Every record file below ``folder``, in path order (see :func:`feeds.manifest.scan`)."""
+    return [Path(path) for path, _, _ in scan(folder)]
 
 
 def read_bytes(path: Path, max_bytes: int) -> bytes:

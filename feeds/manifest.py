@@ -30,31 +30,49 @@ VERSION = 1
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def fingerprint(config: Config, seeds: Path, templates: Path) -> tuple[str, int]:
-    """A hash of every input of a build, and the number of record files."""
-    from feeds.load import RECORD_SUFFIXES
+RECORD_SUFFIXES = (".md", ".markdown")
+Scanned = list[tuple[str, int, int]]  # record file path (under the folder as given), size, mtime_ns
 
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in asdict(config).items() if k not in ("secret", "smtp", "source")}
-    digest.update(json.dumps(settings, default=str, sort_keys=True).encode())
-    digest.update(str(seeds.resolve()).encode())
-    lines: list[str] = []
-    folders = [str(seeds)]
-    while folders:  # the same files iter_record_paths reads, in one order; scandir is cheap
+
+def scan(folder: Path) -> Scanned:
+    """Every record file below ``folder`` with its size and mtime, in path order (by path
+    components, as :class:`~pathlib.Path` sorts), so every run reads them in one order.
+
+    Hidden files and folders (``.git``, editor swap files) are not records; symbolic links
+    to folders are not followed. One walk serves the fingerprint and the parse cache.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    found: Scanned = []
+    folders = [str(folder)]
+    while folders:  # scandir: names and types in one call, stat only for records
         with os.scandir(folders.pop()) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir():
+                if entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
                 elif entry.name.endswith(RECORD_SUFFIXES):
-                    stat = entry.stat()
-                    lines.append(f"{entry.path}\0{stat.st_size}\0{stat.st_mtime_ns}")
-    lines.sort()
-    digest.update("\n".join(lines).encode())
-    count = len(lines)
+                    try:
+                        stat = entry.stat()
+                    except OSError:  # gone since listed, or a dangling link: not a record now
+                        continue
+                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
+    found.sort(key=lambda item: item[0].split(os.sep))
+    return found
+
+
+def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned | None = None) -> str:
+    """A hash of every input of a build: the config, each record file's path, size and
+    mtime (``scanned``, or a fresh :func:`scan`), the templates and this code."""
+    digest = hashlib.sha256()
+    settings = {k: v for k, v in asdict(config).items() if k not in ("secret", "smtp", "source")}
+    digest.update(json.dumps(settings, default=str, sort_keys=True).encode())
+    digest.update(str(seeds.resolve()).encode())
+    for path, size, mtime_ns in scan(seeds) if scanned is None else scanned:
+        digest.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
     digest.update(code_fingerprint(templates).encode())
-    return digest.hexdigest(), count
+    return digest.hexdigest()
 
 
 def code_fingerprint(templates: Path) -> str:
@@ -79,6 +97,13 @@ def previous_contents(out: Path) -> dict[str, str]:
     data = read(out)
     contents = data.get("contents") if data else None
     return contents if isinstance(contents, dict) else {}
+
+
+def previous_outputs(out: Path) -> set[str]:
+    """The files under out/ the last build wrote or kept."""
+    data = read(out)
+    outputs = data.get("outputs") if data else None
+    return set(outputs) if isinstance(outputs, dict) else set()
 
 
 def read(out: Path) -> dict[str, Any] | None:

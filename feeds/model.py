@@ -90,6 +90,37 @@ class Article:
     def is_video(self) -> bool:
         return self.kind is Kind.VIDEO
 
+    @property
+    def outlet(self) -> str:
+        """The provider's name, case-folded ("" if none): one outlet, however it is written."""
+        return self.provider.name.casefold() if self.provider else ""
+
+    @property
+    def related_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.related)
+
+    def summary(self, source: str) -> Summary:
+        return Summary(self.id, self.published, self.quality, self.outlet, self.topics,
+                       self.related_ids, (source,))
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What ranking, grouping and topics need of an Article, and where it came from.
+
+    A build ranks every record's Summary and reads whole Articles only for the stories a
+    changed feed shows: a few hundred, not every record. ``sources`` names the record
+    files (parse-cache keys) behind it, more than one where duplicates were merged.
+    """
+
+    id: str
+    published: datetime
+    quality: float
+    outlet: str
+    topics: tuple[str, ...]
+    related_ids: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+
 
 @dataclass(frozen=True, slots=True)
 class Topic:
@@ -160,4 +191,4 @@ def _fast_pickling(*classes: type) -> None:
         cls.__reduce__ = reduce  # type: ignore[assignment, method-assign]
 
 
-_fast_pickling(Provider, Image, Coverage, Article)
+_fast_pickling(Provider, Image, Coverage, Article, Summary)

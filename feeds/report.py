@@ -20,3 +20,4 @@ class BuildReport:
     topics: tuple[str, ...] = ()  # topic slugs with a feed, "all" not counted
     written: tuple[str, ...] = ()  # paths under out/ whose bytes changed
     unchanged: tuple[str, ...] = field(default=(), repr=False)
+    removed: tuple[str, ...] = ()  # paths under out/ the last build wrote and this one did not

@@ -17,8 +17,29 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar
 
-from feeds.model import Article, Story
+from feeds.model import Article, Story, Summary
+
+
+class Rankable(Protocol):
+    """What ranking reads of an article: an :class:`Article` or its :class:`Summary`."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def published(self) -> datetime: ...
+    @property
+    def quality(self) -> float: ...
+    @property
+    def outlet(self) -> str: ...
+    @property
+    def related_ids(self) -> tuple[str, ...]: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+
+R = TypeVar("R", bound=Rankable)
 
 
 def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
@@ -29,7 +50,7 @@ def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
     return article.quality * decay
 
 
-def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, float, str]:
+def rank_key(article: Rankable, half_life: timedelta) -> tuple[float, float, float, str]:
     """Sort key, best first: ``(-strength, -quality, -published, id)``.
 
     ``strength = log2(quality) + published / half_life`` orders articles exactly as
@@ -46,14 +67,19 @@ def rank_key(article: Article, half_life: timedelta) -> tuple[float, float, floa
     return (-strength, -article.quality, -published, article.id)
 
 
+def duplicate_groups(items: Iterable[R]) -> list[list[R]]:
+    """Items that share an id (records of one page), in the order they came."""
+    groups: dict[str, list[R]] = {}
+    for item in items:
+        groups.setdefault(item.id, []).append(item)
+    return list(groups.values())
+
+
 def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[Article]:
     """One Article per id: records of the same page (amp or tracking variants of one URL)
     become the best-ranked of them, carrying the topics and related coverage of all."""
-    groups: dict[str, list[Article]] = {}
-    for article in articles:
-        groups.setdefault(article.id, []).append(article)
     merged: list[Article] = []
-    for group in groups.values():
+    for group in duplicate_groups(articles):
         if len(group) == 1:
             merged.append(group[0])
             continue
@@ -61,6 +87,23 @@ def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[
         topics = tuple(dict.fromkeys(t for a in group for t in a.topics))
         related = tuple({c.id: c for a in reversed(group) for c in a.related}.values())
         merged.append(replace(group[0], topics=topics, related=related))
+    return merged
+
+
+def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[Summary]:
+    """:func:`merge_duplicates` for Summaries: the same ranking fields, topics and related
+    ids as the merged Article's, and the sources of every record in the group, in their
+    order, so the merged Article can be made from them."""
+    merged: list[Summary] = []
+    for group in duplicate_groups(summaries):
+        if len(group) == 1:
+            merged.append(group[0])
+            continue
+        sources = tuple(source for s in group for source in s.sources)
+        group.sort(key=lambda s: rank_key(s, half_life))
+        topics = tuple(dict.fromkeys(t for s in group for t in s.topics))
+        related = tuple(dict.fromkeys(i for s in reversed(group) for i in s.related_ids))
+        merged.append(replace(group[0], topics=topics, related_ids=related, sources=sources))
     return merged
 
 
@@ -73,7 +116,25 @@ def select(
     max_per_provider: int | None = None,
     max_age: timedelta | None = None,
 ) -> tuple[Story, ...]:
-    """The best ``limit`` stories published by ``now``, best first.
+    """The best ``limit`` stories published by ``now``, best first (see :func:`rank_stories`)."""
+    return tuple(
+        Story(lead, tuple(also))
+        for lead, also in rank_stories(articles, now=now, half_life=half_life, limit=limit,
+                                       max_per_provider=max_per_provider, max_age=max_age)
+    )
+
+
+def rank_stories(
+    articles: Sequence[R],
+    *,
+    now: datetime,
+    half_life: timedelta,
+    limit: int,
+    max_per_provider: int | None = None,
+    max_age: timedelta | None = None,
+) -> list[tuple[R, list[R]]]:
+    """The best ``limit`` stories published by ``now``, best first, each as its lead and
+    the articles folded into it.
 
     Guarantees: at most ``limit`` stories; no article id appears twice; records that name
     each other in ``related`` are one story, led by the best-ranked of them; with
@@ -85,8 +146,8 @@ def select(
     ]
     eligible.sort(key=lambda a: rank_key(a, half_life))
 
-    leads: list[Article] = []
-    folded: list[list[Article]] = []
+    leads: list[R] = []
+    folded: list[list[R]] = []
     story_of: dict[str, int] = {}  # article id (led, folded or named as related) -> story
     per_provider: dict[str, int] = {}
     placed: set[str] = set()
@@ -96,14 +157,14 @@ def select(
         # Same story if a lead names this article as related, or this article names a lead.
         index = story_of.get(article.id)
         if index is None:
-            index = next((story_of[c.id] for c in article.related if c.id in story_of), None)
+            index = next((story_of[i] for i in article.related_ids if i in story_of), None)
         if index is not None:
             folded[index].append(article)
             placed.add(article.id)
             continue
         if len(leads) >= limit:
             continue  # full: later articles may still fold into a story, never lead one
-        outlet = article.provider.name.casefold() if article.provider else ""
+        outlet = article.outlet
         if max_per_provider is not None and per_provider.get(outlet, 0) >= max_per_provider:
             continue
         per_provider[outlet] = per_provider.get(outlet, 0) + 1
@@ -112,6 +173,6 @@ def select(
         folded.append([])
         placed.add(article.id)
         story_of[article.id] = index
-        for coverage in article.related:
-            story_of.setdefault(coverage.id, index)
-    return tuple(Story(lead, tuple(also)) for lead, also in zip(leads, folded, strict=True))
+        for related in article.related_ids:
+            story_of.setdefault(related, index)
+    return list(zip(leads, folded, strict=True))

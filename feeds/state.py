@@ -76,16 +76,6 @@ job_runs = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-parse_cache = sa.Table(
-    "parse_cache", metadata,
-    sa.Column("path", sa.Text, primary_key=True),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),
-)
-
-
 class StateError(FeedsError):
     """The state database cannot be opened or used."""
 

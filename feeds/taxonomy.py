@@ -10,11 +10,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from feeds.model import Article, Topic
+from feeds.model import Topic
 from feeds.normalise import slugify
 
 ALL = "all"  # out/topics/all/: every article, whatever its topics
+
+
+class HasTopics(Protocol):
+    """An Article or its Summary: topics are all this module reads of either."""
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class Taxonomy:
             current = self.topics[current].parent
         return tuple(chain)
 
-    def feeds_for(self, article: Article) -> frozenset[str]:
+    def feeds_for(self, article: HasTopics) -> frozenset[str]:
         """The slugs of every topic feed that carries ``article`` (not counting ``all``)."""
         slugs: set[str] = set()
         for name in article.topics:
@@ -52,7 +60,7 @@ class Taxonomy:
         return tuple(t for t in self.topics.values() if t.parent == slug)
 
 
-def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[Article]) -> Taxonomy:
+def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[HasTopics]) -> Taxonomy:
     """Merge configured topic definitions with the topic names found in ``articles``.
 
     A defined topic answers to its name, slug and aliases (``_id``, ``shortname``). A name

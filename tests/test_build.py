@@ -165,8 +165,8 @@ def test_no_file_lands_outside_out(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     build(seeds, out)
     everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()}
-    # Besides out/: the records, and the state database (parse cache) where the config says.
-    outside = {p for p in everything if not str(p).startswith(("deep/out/", "seeds/", "feeds.db"))}
+    # Besides out/: the records, and the parse cache where the config says.
+    outside = {p for p in everything if not str(p).startswith(("deep/out/", "seeds/", "feeds-cache.db"))}
     assert outside == set()
     slugs = {p.name for p in (out / "topics").iterdir()}
     assert {"aws-ai", "unicode-topic", "topic-all", "all"} <= slugs
@@ -355,9 +355,9 @@ def test_a_deleted_output_or_a_changed_template_means_a_real_build(tmp_path: Pat
     from feeds.render import templates_dir
     shutil.copytree(templates_dir(), templates)
     from feeds import manifest
-    inputs_before, _ = manifest.fingerprint(Config(), SEEDS, templates)
+    inputs_before = manifest.fingerprint(Config(), SEEDS, templates)
     (templates / "index.html").write_text((templates / "index.html").read_text() + "<!-- edited -->")
-    inputs_after, _ = manifest.fingerprint(Config(), SEEDS, templates)
+    inputs_after = manifest.fingerprint(Config(), SEEDS, templates)
     assert inputs_before != inputs_after
 
 

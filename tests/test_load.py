@@ -193,18 +193,24 @@ def test_parsing_on_several_cores_gives_what_one_core_gives(tmp_path: Path, monk
 
     from benchmarks.generate import generate
     from feeds import cache
-    paths = generate(tmp_path / "records", 450, seed=5)
+    from feeds.manifest import scan
+    generate(tmp_path / "records", 450, seed=5)
     for bad in (Path(__file__).parent / "data/bad").glob("*.md"):
         shutil.copy(bad, tmp_path / "records" / bad.name)
-    paths = sorted((tmp_path / "records").glob("*.md"))
-    monkeypatch.setattr(cache, "PARALLEL_AFTER", 10**9)
-    one, parsed_one = cache.load_cached(None, tmp_path, paths, 1_048_576)
-    monkeypatch.setattr(cache, "PARALLEL_AFTER", 1)
-    several, parsed_several = cache.load_cached(None, tmp_path, paths, 1_048_576)
-    assert parsed_one == parsed_several == len(paths)
-    assert [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in one] == \
-           [(r.path, r.article, str(r.error), [str(n) for n in r.notes]) for r in several]
-    assert sum(r.error is not None for r in several) == 12
+    scanned = scan(tmp_path / "records")
+
+    def parse(parallel_after: int) -> tuple[list[tuple[object, ...]], int]:
+        monkeypatch.setattr(cache, "PARALLEL_AFTER", parallel_after)
+        with cache.RecordCache(None) as store:
+            index = store.index(tmp_path / "records", scanned, 1_048_576)
+            articles = store.articles(index, [e.key for e in index.entries if e.summary])
+        return [(e.path, e.sha256, e.summary, articles.get(e.key), e.error, e.notes) for e in index.entries], index.parsed
+
+    one, parsed_one = parse(10**9)
+    several, parsed_several = parse(1)
+    assert parsed_one == parsed_several == len(scanned) > 450
+    assert one == several
+    assert sum(entry[4] is not None for entry in several) == 12
 
 
 @given(st.lists(st.sampled_from(["---", "...", "--- ", "---\xa0", "----", " ---", "a: 1", "", " ", "x"]), max_size=8),

@@ -7,7 +7,6 @@ skips, unless FEEDS_REQUIRE_POSTGRES is set.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -74,15 +73,3 @@ def test_a_digest_sent_with_a_postgres_ledger_goes_once(database: str, tmp_path:
             result = run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(config))
             assert result.exit_code == 0, result.output
         assert sorted(m["To"] for m in server.received()) == ["ada@example.org", "bob@example.org"]
-
-
-def test_the_parse_cache_on_postgres(database: str, tmp_path: Path) -> None:
-    seeds = tmp_path / "seeds"
-    shutil.copytree(SEEDS, seeds)
-    config = tmp_path / "feeds.yaml"
-    config.write_text(f"seeds: {seeds}\nout: {tmp_path / 'out'}\nstate_db: {database}\n")
-    build = ["build", "--config", str(config), "--now", "2020-06-18T00:00:00Z"]
-    assert "Read 5 records: 5 articles" in run_cli(*build).stdout
-    record = next(seeds.glob("2020-06-17-facial*.md"))
-    record.write_text(record.read_text().replace("Should police", "Must police"))
-    assert "Read 5 records (4 unchanged since the last build)" in run_cli(*build).stdout

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Generic
 
-from sqlalchemy.engine import Engine
-
-from feeds import manifest, state
-from feeds.cache import load_cached
+from feeds import manifest
+from feeds.cache import Entry, Progress, RecordCache
 from feeds.config import Config
 from feeds.errors import FeedsError, RecordError
-from feeds.load import Loaded, iter_record_paths
-from feeds.model import Article
+from feeds.load import Loaded
+from feeds.model import Article, Story, Summary
 from feeds.paths import templates_dir
 from feeds.render import jinja_env
 from feeds.render.feeds import (
@@ -25,15 +24,18 @@ from feeds.render.feeds import (
     render_opml,
     render_rss,
 )
-from feeds.render.site import render_index
+from feeds.render.site import IndexTopic, render_index
 from feeds.report import BuildReport
-from feeds.select import merge_duplicates, select
+from feeds.select import R, merge_duplicates, merge_summaries, rank_stories
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["EPOCH", "Corpus", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
+           "plan_topics", "render_site", "stable_until"]
 
-Progress = Callable[[int, int], None]  # (done, total)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HEADLINES = 3  # top stories per topic on the index page
+INDEX = "index.html"
 
 
 def build(
@@ -45,64 +47,105 @@ def build(
     progress: Progress | None = None,
     use_cache: bool = True,
     inputs: str | None = None,
+    scanned: manifest.Scanned | None = None,
 ) -> BuildReport:
     """Build every topic's RSS, Atom and JSON feed, the OPML list and the index page.
 
     ``now`` fixes the clock: only articles published by then count, so a past corpus
     ranks as it did then. Output depends only on the records, the config and ``now``:
     the same input gives byte-identical files, and unchanged files are not rewritten.
-    With ``use_cache``, a build with nothing new stops early, and only record files that
-    changed since the last build are parsed. ``inputs`` is :func:`manifest.fingerprint`'s
-    hash when the caller has just taken it.
+    With ``use_cache``, a build with nothing new stops early, only record files that
+    changed since the last build are parsed, and only feeds whose stories changed are
+    rendered. ``scanned`` and ``inputs`` are :func:`manifest.scan`'s and
+    :func:`manifest.fingerprint`'s results when the caller has just taken them.
     """
     out = out or config.out
     seeds = seeds or config.seeds
     if not seeds.is_dir():
         raise FeedsError(f"{seeds}: no such folder of records")
+    if scanned is None:
+        scanned = manifest.scan(seeds)
     if inputs is None:  # the caller may have taken it already (the CLI, before importing us)
-        inputs, _ = manifest.fingerprint(config, seeds, templates_dir())  # before reading a record
+        inputs = manifest.fingerprint(config, seeds, templates_dir(), scanned)
     if use_cache:
         fresh = manifest.check(inputs, out, now)
         if fresh is not None:
             return fresh
-    engine = state.open_state(config.state_db) if use_cache else None
-    corpus = load_corpus(config, seeds=seeds, progress=progress, cache=engine)
-    docs = plan_feeds(config, corpus.taxonomy, corpus.articles, now)
-    code = manifest.code_fingerprint(templates_dir())
-    contents = {doc.slug: manifest.content_digest(code, doc) for doc in docs}
-    before = manifest.previous_contents(out) if use_cache else {}
-    same = {slug for slug, digest in contents.items()
-            if before.get(slug) == digest and all((out / f"topics/{slug}/{n}").is_file() for n in FORMATS)}
-    files = render_site(config, docs, skip=same)
+    with RecordCache(config.cache_db if use_cache else None) as cache:
+        index = cache.index(seeds, scanned, config.max_record_bytes, progress)
+        summaries = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+        taxonomy = build_taxonomy(config.topics, summaries)
+        plans = plan_topics(config, taxonomy, summaries, now)
+        # What each output holds, as digests: equal digests mean equal files, so those
+        # need neither rendering nor their Articles read.
+        shas = {e.key: e.sha256 for e in index.entries}
+        code = manifest.code_fingerprint(templates_dir())
+        contents = {plan.slug: manifest.content_digest(code, plan.contents(shas)) for plan in plans}
+        contents[INDEX] = manifest.content_digest(code, (
+            config.title, config.description, config.language, site_updated(plans),
+            [(plan.contents(shas, HEADLINES), len(plan.stories)) for plan in plans]))
+        before = manifest.previous_contents(out) if use_cache else {}
+        previous = manifest.previous_outputs(out)
+        same = {name for name, digest in contents.items() if before.get(name) == digest
+                and all((out / path).is_file() for path in outputs_of(name))}
+        wanted = {source for plan in plans if plan.slug not in same for source in plan.sources()}
+        if INDEX not in same:
+            wanted.update(source for plan in plans for source in plan.sources(HEADLINES))
+        articles = cache.articles(index, wanted)
+    files = render_site(config, plans, Resolver(articles, config.half_life), skip=same)
 
     written: list[str] = []
     unchanged: list[str] = []
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
     sizes = {name: len(data) for name, data in files.items()}
-    for slug in same:  # not rendered: the files from the last build are these feeds already
-        for name in FORMATS:
-            relative = f"topics/{slug}/{name}"
+    for name in same:  # not rendered: the files from the last build are these already
+        for relative in outputs_of(name):
             sizes[relative] = (out / relative).stat().st_size
             unchanged.append(relative)
+    # A topic no record names any more: its feeds go, rather than stand still for ever.
+    removed = sorted(previous - sizes.keys())
+    for relative in removed:
+        remove_output(out, relative)
+    records = sum(1 for e in index.entries if e.summary is not None)
     report = BuildReport(
-        records=len(corpus.loaded),
-        parsed=corpus.parsed,
-        articles=len(corpus.articles),
-        duplicates=corpus.duplicates,
-        skipped=corpus.skipped,
-        notes=tuple(note for item in corpus.loaded for note in item.notes),
-        topics=tuple(corpus.taxonomy.topics),
+        records=len(index.entries),
+        parsed=index.parsed,
+        articles=len(summaries),
+        duplicates=records - len(summaries),
+        skipped=tuple(e.loaded_error for e in index.entries if e.loaded_error is not None),
+        notes=tuple(note for e in index.entries for note in e.record_notes),
+        topics=tuple(taxonomy.topics),
         written=tuple(written),
         unchanged=tuple(unchanged),
+        removed=tuple(removed),
     )
     manifest.save(out, inputs=inputs, valid_from=now,
-                  valid_until=stable_until(corpus.articles, now, config.max_age),
+                  valid_until=stable_until(summaries, now, config.max_age),
                   report=report, outputs=sizes, contents=contents)
     return report
 
 
-def stable_until(articles: Sequence[Article], now: datetime, max_age: timedelta | None) -> datetime | None:
+def remove_output(out: Path, relative: str) -> None:
+    """Delete a file this tool wrote under out/ (never a path outside it), and its folder
+    if that is left empty."""
+    path = out / relative
+    if ".." in Path(relative).parts or Path(relative).is_absolute():
+        return  # a manifest edited by hand cannot make a build delete elsewhere
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass  # not empty, or gone
+
+
+def outputs_of(name: str) -> list[str]:
+    """The files under out/ that a content digest's name covers."""
+    return [INDEX] if name == INDEX else [f"topics/{name}/{fmt}" for fmt in FORMATS]
+
+
+def stable_until(articles: Sequence[Article | Summary], now: datetime,
+                 max_age: timedelta | None) -> datetime | None:
     """The first moment after ``now`` at which the same articles could give other feeds: a
     record dated in the future becomes visible, or an article grows older than
     ``max_age``. None if no such moment comes."""
@@ -136,32 +179,93 @@ def load_corpus(
     *,
     seeds: Path | None = None,
     progress: Progress | None = None,
-    cache: Engine | None = None,
+    use_cache: bool = True,
 ) -> Corpus:
-    """Read every record under ``seeds`` (default: the config's), one result per file.
-    With a ``cache`` (the state database), only files that changed are parsed again."""
+    """Read every record under ``seeds`` (default: the config's), one result per file,
+    through the parse cache (only files that changed are parsed again)."""
     seeds = seeds or config.seeds
     try:
-        paths = iter_record_paths(seeds)
+        scanned = manifest.scan(seeds)
     except FileNotFoundError as e:
         raise FeedsError(f"{seeds}: no such folder of records") from e
-    loaded, parsed = load_cached(cache, seeds, paths, config.max_record_bytes, progress)
+    with RecordCache(config.cache_db if use_cache else None) as cache:
+        index = cache.index(seeds, scanned, config.max_record_bytes, progress)
+        found = cache.articles(index, (e.key for e in index.entries if e.summary is not None))
+    loaded = tuple(_loaded(e, found) for e in index.entries)
     articles = merge_duplicates([i.article for i in loaded if i.article is not None], config.half_life)
-    return Corpus(tuple(loaded), tuple(articles), build_taxonomy(config.topics, articles), parsed)
+    return Corpus(loaded, tuple(articles), build_taxonomy(config.topics, articles), index.parsed)
 
 
-def plan_feeds(
-    config: Config, taxonomy: Taxonomy, articles: Sequence[Article], now: datetime
-) -> list[FeedDoc]:
-    """One FeedDoc per topic (sub-topics' articles included), ``all`` first, then by name."""
-    members: dict[str, list[Article]] = {slug: [] for slug in taxonomy.topics}
+def _loaded(entry: Entry, found: Mapping[str, Article]) -> Loaded:
+    return Loaded(entry.path, article=found.get(entry.key), error=entry.loaded_error, notes=entry.record_notes)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class FeedPlan(Generic[R]):
+    """One topic's feed before rendering: its stories as leads and folded articles, of
+    whole Articles or of Summaries (then :class:`Resolver` makes them Articles)."""
+
+    slug: str
+    name: str
+    title: str
+    description: str
+    base_url: str
+    language: str
+    stories: list[tuple[R, list[R]]]
+    updated: datetime  # the newest item's date, never the clock
+
+    def doc(self, resolve: Callable[[R], Article], limit: int | None = None) -> FeedDoc:
+        return FeedDoc(
+            slug=self.slug, name=self.name, title=self.title, description=self.description,
+            base_url=self.base_url, language=self.language, updated=self.updated,
+            stories=tuple(Story(resolve(lead), tuple(resolve(a) for a in also))
+                          for lead, also in self.stories[:limit]),
+        )
+
+    def sources(self: FeedPlan[Summary], limit: int | None = None) -> list[str]:
+        """The record files behind the first ``limit`` stories (leads only when limited:
+        the index page shows no folded coverage)."""
+        return [source for lead, also in self.stories[:limit]
+                for s in ([lead] if limit else [lead, *also]) for source in s.sources]
+
+    def contents(self: FeedPlan[Summary], shas: Mapping[str, str], limit: int | None = None) -> object:
+        """Everything the rendered feed depends on: the feed's own fields, and for each of
+        its stories the content hashes of the record files behind every article."""
+        def files(s: Summary) -> list[str]:
+            return [shas[source] for source in s.sources]
+        return (self.slug, self.name, self.title, self.description, self.base_url, self.language,
+                self.updated.isoformat(),
+                [(files(lead), [] if limit else [files(a) for a in also]) for lead, also in self.stories[:limit]])
+
+
+class Resolver:
+    """A Summary's Article: read from the cache, or merged from its duplicates' Articles
+    exactly as :func:`merge_duplicates` merges them in a full load."""
+
+    def __init__(self, articles: Mapping[str, Article], half_life: timedelta) -> None:
+        self.articles = articles
+        self.half_life = half_life
+
+    def __call__(self, summary: Summary) -> Article:
+        if len(summary.sources) == 1:
+            return self.articles[summary.sources[0]]
+        [merged] = merge_duplicates([self.articles[s] for s in summary.sources], self.half_life)
+        return merged
+
+
+def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: datetime) -> list[FeedPlan[R]]:
+    """One FeedPlan per topic (sub-topics' articles included), ``all`` first, then by name."""
+    members: dict[str, list[R]] = {slug: [] for slug in taxonomy.topics}
     for article in articles:
         for slug in taxonomy.feeds_for(article):
             members[slug].append(article)
     fallback = max((a.published for a in articles if a.published <= now), default=EPOCH)
 
-    def doc(slug: str, name: str, description: str, pool: Sequence[Article]) -> FeedDoc:
-        stories = select(
+    def plan(slug: str, name: str, description: str, pool: Sequence[R]) -> FeedPlan[R]:
+        stories = rank_stories(
             pool,
             now=now,
             half_life=config.half_life,
@@ -169,7 +273,7 @@ def plan_feeds(
             max_per_provider=config.max_items_per_provider,
             max_age=config.max_age,
         )
-        return FeedDoc(
+        return FeedPlan(
             slug=slug,
             name=name,
             title=f"{config.title}: {name}",
@@ -178,30 +282,50 @@ def plan_feeds(
             language=config.language,
             stories=stories,
             # From the newest item, never the clock, so rebuilds are byte-identical.
-            updated=max((s.lead.published for s in stories), default=fallback),
+            updated=max((lead.published for lead, _ in stories), default=fallback),
         )
 
-    docs = [doc(ALL, "All topics", config.description, articles)]
+    plans = [plan(ALL, "All topics", config.description, articles)]
     for slug, topic in sorted(taxonomy.topics.items(), key=lambda kv: (kv[1].name.casefold(), kv[0])):
         description = topic.description or f"The best {topic.name} stories, ranked by quality and recency."
-        docs.append(doc(slug, topic.name, description, members[slug]))
-    return docs
+        plans.append(plan(slug, topic.name, description, members[slug]))
+    return plans
 
 
-def render_site(config: Config, docs: Sequence[FeedDoc], skip: Set[str] = frozenset()) -> dict[str, bytes]:
-    """Every output file, by its path under ``out/``; the feeds of topics in ``skip`` are
-    left out (their files are known to be current)."""
+def plan_feeds(config: Config, taxonomy: Taxonomy, articles: Sequence[Article], now: datetime) -> list[FeedDoc]:
+    """One FeedDoc per topic from whole Articles (see :func:`plan_topics`)."""
+    return [plan.doc(_same) for plan in plan_topics(config, taxonomy, articles, now)]
+
+
+def _same(article: Article) -> Article:
+    return article
+
+
+def site_updated(plans: Sequence[FeedPlan[R]]) -> datetime:
+    return max((p.updated for p in plans), default=EPOCH)
+
+
+def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article],
+                skip: Set[str] = frozenset()) -> dict[str, bytes]:
+    """Every output file, by its path under ``out/``, but those named in ``skip`` (topic
+    slugs, or the index page): their files are known to be current. ``resolve`` gives
+    the plans' items as Articles."""
     files: dict[str, bytes] = {}
-    for doc in docs:
-        if doc.slug in skip:
+    docs = [plan.doc(resolve, limit=0) for plan in plans]  # no stories: for the OPML list
+    for plan in plans:
+        if plan.slug in skip:
             continue
+        doc = plan.doc(resolve)
         files[f"topics/{doc.slug}/rss.xml"] = render_rss(doc)
         files[f"topics/{doc.slug}/atom.xml"] = render_atom(doc)
         files[f"topics/{doc.slug}/feed.json"] = render_json(doc)
-    updated = max((d.updated for d in docs), default=EPOCH)
+    updated = site_updated(plans)
     files["feeds.opml"] = render_opml(docs, title=config.title, updated=updated)
-    files["index.html"] = render_index(
-        jinja_env(), docs, title=config.title, description=config.description,
-        language=config.language, updated=updated,
-    )
+    if INDEX not in skip:
+        topics = [IndexTopic(doc, len(plan.stories), tuple(resolve(lead) for lead, _ in plan.stories[:HEADLINES]))
+                  for doc, plan in zip(docs, plans, strict=True)]
+        files[INDEX] = render_index(
+            jinja_env(), topics, title=config.title, description=config.description,
+            language=config.language, updated=updated,
+        )
     return files

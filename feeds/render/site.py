@@ -3,18 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import jinja2
 
+from feeds.model import Article
 from feeds.render.feeds import FORMATS, FeedDoc
 
 FORMAT_LABELS = {"rss.xml": "RSS", "atom.xml": "Atom", "feed.json": "JSON Feed"}
 
 
+@dataclass(frozen=True)
+class IndexTopic:
+    """A topic as the index page lists it: its feed's fields, how many stories the feed
+    holds and the leads of the first few (all the page shows of them)."""
+
+    feed: FeedDoc
+    count: int
+    headlines: tuple[Article, ...]
+
+    @property
+    def slug(self) -> str:
+        return self.feed.slug
+
+    @property
+    def name(self) -> str:
+        return self.feed.name
+
+    @property
+    def title(self) -> str:
+        return self.feed.title
+
+    def url(self, filename: str) -> str:
+        return self.feed.url(filename)
+
+
 def render_index(
-    env: jinja2.Environment, docs: Sequence[FeedDoc], *, title: str, description: str,
-    language: str, updated: datetime, headlines: int = 3,
+    env: jinja2.Environment, topics: Sequence[IndexTopic], *, title: str, description: str,
+    language: str, updated: datetime,
 ) -> bytes:
     """A plain page listing topics with links, and ``<link rel="alternate">`` autodiscovery
     for every feed so a browser or reader pointed at the site finds them all."""
@@ -23,9 +50,8 @@ def render_index(
         description=description,
         language=language,
         updated=updated,
-        docs=docs,
+        docs=topics,
         formats=[(name, FORMAT_LABELS[name], media_type) for name, media_type in FORMATS.items()],
-        headlines=headlines,
-        opml_url=(docs[0].base_url if docs else "") + "feeds.opml",
+        opml_url=(topics[0].feed.base_url if topics else "") + "feeds.opml",
     )
     return page.encode("utf-8")

@@ -1,0 +1,165 @@
+"""Rebuilds that read the parse cache and render only changed feeds must write exactly what
+a build from nothing writes, and touch only the feeds a change reaches."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from benchmarks.generate import generate
+from feeds import api
+from feeds.api.builds import plan_topics, render_site
+from feeds.config import Config
+from feeds.manifest import NAME as MANIFEST
+from feeds.normalise import slugify
+from feeds.render.feeds import FORMATS
+from tests.conftest import SEEDS, write_record
+
+NOW = datetime(2021, 1, 1, tzinfo=UTC)
+
+
+def reference(config: Config, records: Path) -> dict[str, bytes]:
+    """Every output as the plain way makes it: every record parsed, duplicates merged and
+    stories ranked over whole Articles, every feed rendered (no summaries, no digests)."""
+    corpus = api.load_corpus(config, seeds=records, use_cache=False)
+    plans = plan_topics(config, corpus.taxonomy, corpus.articles, NOW)
+    return render_site(config, plans, lambda article: article)
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def front(path: Path) -> dict[str, object]:
+    return yaml.safe_load(path.read_text(encoding="utf-8").split("---\n")[1])  # type: ignore[no-any-return]
+
+
+def write(path: Path, fields: dict[str, object]) -> None:
+    path.write_text("---\n" + yaml.safe_dump(fields, sort_keys=False, allow_unicode=True) + "---\n",
+                    encoding="utf-8")
+
+
+def mutate(rng: random.Random, records: Path, step: int) -> str:
+    """One change of the kinds a news archive sees, chosen by ``rng``; says which."""
+    paths = sorted(records.glob("*.md"))
+    added = [p for p in paths if p.name.startswith("zz-")]  # records in stories: change them often
+    path = rng.choice(added if added and rng.random() < 0.5 else paths)
+    try:
+        other = front(rng.choice(paths))
+    except yaml.YAMLError:  # one broken earlier
+        other = {"webUrl": "https://example.com/gone"}
+    kind = rng.choice(["quality", "topics", "delete", "duplicate", "related", "title", "broken",
+                       "touch", "new topic", "date"])
+    try:
+        fields = front(path)
+    except yaml.YAMLError:
+        fields = None
+    if kind == "delete" or fields is None:
+        path.unlink()
+        return f"deleted {path.name}"
+    if kind == "touch":
+        os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))
+        return f"touched {path.name}"
+    if kind == "broken":
+        path.write_text("---\ntitle: [unclosed\n---\n", encoding="utf-8")
+        return f"broke {path.name}"
+    if kind == "duplicate":  # the same page again (amp copy), better or worse
+        copy = dict(fields, webUrl=str(fields.get("webUrl", "https://example.com/x")) + "/amp/",
+                    quality=rng.randrange(1, 400), topics=[rng.choice(["Topic AI", "Topic Chips"])],
+                    related=[{"title": f"Coverage {step}", "webUrl": f"https://cover.example.net/{step}",
+                              "provider": {"name": f"Cover {step}"}},
+                             {"title": "Same story", "webUrl": other.get("webUrl"), "provider": {"name": "Y"}}])
+        write(records / f"zz-dup-{step}.md", copy)
+        return f"duplicated {path.name}"
+    if kind == "related":  # new coverage naming an existing record: one story
+        new = dict(fields, title=f"Follow-up {step}", webUrl=f"https://follow.example.org/{step}",
+                   quality=rng.randrange(1, 400),
+                   related=[{"title": "Earlier", "webUrl": other.get("webUrl"), "provider": {"name": "X"}}])
+        write(records / f"zz-related-{step}.md", new)
+        return f"related to another record, from zz-related-{step}.md"
+    if kind == "quality":
+        fields["quality"] = rng.randrange(0, 400)
+    elif kind == "topics":
+        fields["topics"] = rng.sample(["Topic AI", "Topic Robotics", "Topic Chips", "Topic Space"], 2)
+    elif kind == "new topic":
+        fields["topics"] = [f"Brand New {step}"]
+    elif kind == "title":
+        fields["title"] = f"Retitled {step}"
+    elif kind == "date":
+        fields["publishedDateTime"] = datetime(2020, 12, rng.randrange(1, 31), tzinfo=UTC)
+    write(path, fields)
+    return f"{kind} of {path.name}"
+
+
+def test_rebuilds_write_what_a_build_from_nothing_writes(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    generate(records, 120, seed=3)
+    for seed in SEEDS.glob("*.md"):
+        shutil.copy(seed, records / seed.name)
+    # Feeds long enough to hold most records, so most changes reach one.
+    config = replace(Config(), cache_db=tmp_path / "cache.db", items_per_feed=40, max_items_per_provider=8)
+    out = tmp_path / "out"
+    api.build(config, now=NOW, seeds=records, out=out)
+    rng = random.Random(2026)
+    for step in range(40):
+        changes = [mutate(rng, records, step * 10 + i) for i in range(rng.choice((1, 1, 2, 3)))]
+        report = api.build(config, now=NOW, seeds=records, out=out)
+        assert outputs(out) == reference(config, records), changes
+        assert report.parsed <= len(changes) * 2, (changes, report.parsed)
+
+
+def test_one_changed_record_rewrites_only_its_topics_feeds(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    generate(records, 300, seed=8)
+    config = replace(Config(), cache_db=tmp_path / "cache.db", items_per_feed=10)
+    out = tmp_path / "out"
+    api.build(config, now=NOW, seeds=records, out=out)
+    # A record good enough to enter its feeds: every feed it is in must change.
+    path = sorted(records.glob("*.md"))[123]
+    fields = front(path)
+    write(path, dict(fields, quality=10_000, publishedDateTime=datetime(2020, 12, 31, tzinfo=UTC)))
+    report = api.build(config, now=NOW, seeds=records, out=out)
+    assert report.parsed == 1
+    topics = {slugify(t) for t in fields["topics"]}  # type: ignore[attr-defined]
+    feeds = {name.split("/")[1] for name in report.written if name.startswith("topics/")}
+    assert feeds == topics | {"all"}
+    # The index page lists headlines, and both it and the OPML list say when news last came.
+    assert set(report.written) - {f"topics/{t}/{f}" for t in feeds for f in FORMATS} <= {"index.html", "feeds.opml"}
+    assert outputs(out) == reference(config, records)
+
+
+def test_a_build_without_the_cache_writes_what_the_plain_way_makes(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    generate(records, 150, seed=4)
+    config = replace(Config(), cache_db=tmp_path / "cache.db", items_per_feed=30)
+    api.build(config, now=NOW, seeds=records, out=tmp_path / "out", use_cache=False)
+    assert outputs(tmp_path / "out") == reference(config, records)
+
+
+def test_a_duplicate_that_names_a_lead_folds_its_whole_group_into_that_story(tmp_path: Path) -> None:
+    # C and B are one page (B is its amp copy); C ranks higher, but only B names A.
+    # Merged, they carry B's related entry, so the page folds into A's story.
+    records = tmp_path / "records"
+    a = {"webUrl": "https://a.example.com/lead", "title": "Lead", "quality": 300,
+         "provider": {"name": "Outlet A"}}
+    write_record(records / "a.md", **a)
+    write_record(records / "b.md", webUrl="https://c.example.com/page/amp/", title="Amp copy", quality=20,
+                 provider={"name": "Outlet C"},
+                 related=[{"title": "Lead", "webUrl": a["webUrl"], "provider": {"name": "Outlet A"}}])
+    write_record(records / "c.md", webUrl="https://c.example.com/page", title="Page", quality=90,
+                 provider={"name": "Outlet C"})
+    write_record(records / "d.md", webUrl="https://d.example.com/other", title="Other", quality=60)
+    config = replace(Config(), cache_db=tmp_path / "cache.db")
+    out = tmp_path / "out"
+    api.build(config, now=NOW, seeds=records, out=out)
+    feed = json.loads((out / "topics/all/feed.json").read_text(encoding="utf-8"))
+    assert [item["title"] for item in feed["items"]] == ["Lead", "Other"]
+    assert outputs(out) == reference(config, records)
