@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 
 from feeds.errors import RecordError, RecordNotice
-from feeds.load import Loaded, load_record, read_bytes
+from feeds.load import Loaded, load_record
 from feeds.manifest import Scanned
 from feeds.model import Article, Summary
 
@@ -45,12 +45,16 @@ Progress = Callable[[int, int], None]  # (done, total)
 class Entry:
     """One record file as the last parse of its bytes left it."""
 
-    path: Path  # as found under the folder the caller gave
+    name: str  # the file's path as found under the folder the caller gave
     key: str  # the resolved path: the cache's key
     sha256: str
     summary: Summary | None  # None: the file was skipped, for ``error``
     error: str | None = None
     notes: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return Path(self.name)
 
     @property
     def loaded_error(self) -> RecordError | None:
@@ -93,14 +97,14 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
     for key, expected in batch:
         path = Path(key)
         try:
-            stat = os.stat(key)
-            data = read_bytes(path, max_bytes)
+            stat, data = _read(path, max_bytes)
         except OSError as e:
             loaded = Loaded(path, error=RecordError(path, f"cannot read: {e.strerror or e}"))
             results.append((key, -1, -1, "", *_summarise(loaded, key)))
             continue
-        except RecordError as e:
-            results.append((key, stat.st_size, stat.st_mtime_ns, "", *_summarise(Loaded(path, error=e), key)))
+        if data is None:
+            error = RecordError(path, f"larger than max_record_bytes ({max_bytes} bytes)")
+            results.append((key, stat.st_size, stat.st_mtime_ns, "", *_summarise(Loaded(path, error=error), key)))
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest == expected:
@@ -109,6 +113,24 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
             results.append((key, stat.st_size, stat.st_mtime_ns, digest,
                             *_summarise(load_record(path, max_bytes, data), key)))
     return results
+
+
+def _read(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes | None]:
+    """The file's stat and bytes (None if more than ``max_bytes``), from one open file, so
+    the stat describes the bytes read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stat = os.fstat(fd)
+        chunks = [os.read(fd, max_bytes + 1)]
+        total = len(chunks[0])
+        while chunks[-1] and total < stat.st_size and total <= max_bytes:  # a short read
+            chunks.append(os.read(fd, max_bytes + 1 - total))
+            total += len(chunks[-1])
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        return stat, None
+    return stat, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterator[Parsed]:
@@ -157,7 +179,7 @@ class RecordCache:
         for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
             row = cached.pop(key, None)
             if row is not None and (row[1], row[2]) == (size, mtime_ns):
-                slots.append(_entry(Path(given_name), key, row[3], row[4]))
+                slots.append(_entry(given_name, key, row[3], row[4]))
                 continue
             where[key] = len(slots)
             todo.append((key, row[3] if row is not None else None))
@@ -168,7 +190,7 @@ class RecordCache:
         changed: list[tuple[object, ...]] = []
         restat: list[tuple[object, ...]] = []
         for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, max_bytes), 1):
-            name = Path(scanned[where[key]][0])
+            name = scanned[where[key]][0]
             if summary is None:  # the bytes the cache has: only size or mtime moved
                 restat.append((size, mtime_ns, key))
                 old = self.db.execute("SELECT summary FROM records WHERE path = ?", (key,)).fetchone()
@@ -202,9 +224,9 @@ class RecordCache:
         return found
 
 
-def _entry(path: Path, key: str, sha256: str, blob: bytes) -> Entry:
+def _entry(name: str, key: str, sha256: str, blob: bytes) -> Entry:
     summary, error, notes = pickle.loads(blob)
-    return Entry(path, key, sha256, summary, error, notes)
+    return Entry(name, key, sha256, summary, error, notes)
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:

@@ -10,7 +10,7 @@ import operator
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 IMAGE_TYPES = {
@@ -104,13 +104,13 @@ class Article:
                        self.related_ids, (source,))
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     """What ranking, grouping and topics need of an Article, and where it came from.
 
     A build ranks every record's Summary and reads whole Articles only for the stories a
     changed feed shows: a few hundred, not every record. ``sources`` names the record
     files (parse-cache keys) behind it, more than one where duplicates were merged.
+    A named tuple: a build loads one per record, and tuples are the cheapest to make.
     """
 
     id: str
@@ -191,4 +191,4 @@ def _fast_pickling(*classes: type) -> None:
         cls.__reduce__ = reduce  # type: ignore[assignment, method-assign]
 
 
-_fast_pickling(Provider, Image, Coverage, Article, Summary)
+_fast_pickling(Provider, Image, Coverage, Article)

@@ -103,7 +103,7 @@ def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[
         group.sort(key=lambda s: rank_key(s, half_life))
         topics = tuple(dict.fromkeys(t for s in group for t in s.topics))
         related = tuple(dict.fromkeys(i for s in reversed(group) for i in s.related_ids))
-        merged.append(replace(group[0], topics=topics, related_ids=related, sources=sources))
+        merged.append(group[0]._replace(topics=topics, related_ids=related, sources=sources))
     return merged
 
 
@@ -132,19 +132,22 @@ def rank_stories(
     limit: int,
     max_per_provider: int | None = None,
     max_age: timedelta | None = None,
+    ranked: bool = False,
 ) -> list[tuple[R, list[R]]]:
     """The best ``limit`` stories published by ``now``, best first, each as its lead and
     the articles folded into it.
 
     Guarantees: at most ``limit`` stories; no article id appears twice; records that name
     each other in ``related`` are one story, led by the best-ranked of them; with
-    ``max_per_provider``, no outlet leads more than that many stories.
+    ``max_per_provider``, no outlet leads more than that many stories. ``ranked``: the
+    caller has sorted ``articles`` by :func:`rank_key` already (one sort for every feed).
     """
     eligible = [
         a for a in articles
         if a.published <= now and (max_age is None or now - a.published <= max_age)
     ]
-    eligible.sort(key=lambda a: rank_key(a, half_life))
+    if not ranked:
+        eligible.sort(key=lambda a: rank_key(a, half_life))
 
     leads: list[R] = []
     folded: list[list[R]] = []

@@ -82,12 +82,12 @@ def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[HasTopics]) 
                                  topic.description, topic.keywords, topic.aliases)
 
     forms: dict[str, Counter[str]] = {}
-    for article in articles:
-        for name in article.topics:
-            if name.casefold() in names:
-                continue
-            slug = _unreserved(slugify(name))
-            forms.setdefault(slug, Counter())[name] += 1
+    used = Counter(name for article in articles for name in article.topics)  # few names, many uses
+    for name, count in used.items():
+        if name.casefold() in names:
+            continue
+        slug = _unreserved(slugify(name))
+        forms.setdefault(slug, Counter())[name] += count
     for slug, counter in forms.items():
         if slug in topics:  # a name that differs from a definition's only in punctuation
             for name in counter:

@@ -380,3 +380,14 @@ def test_a_change_renders_only_the_feeds_whose_stories_changed(tmp_path: Path, m
     build(seeds, out)
     assert sorted(rendered) == ["ai-in-healthcare", "all"]
     assert_feeds_parse_back_intact(out, expected_docs(seeds, SEEDS_NOW))
+
+
+def test_a_build_does_not_import_the_digest_machinery() -> None:
+    # The CLI's build imports feeds.api lazily; a rebuild must not pay for SQLAlchemy.
+    import subprocess
+    import sys
+
+    code = ("import sys, feeds.api as api; api.build; "
+            "print(sorted(api.__all__) == sorted(api._MODULES), 'sqlalchemy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "False"]

@@ -5,36 +5,65 @@ delivers editions; the subscriber functions keep the list. The CLI and the sched
 these; they do not reach into the stages themselves.
 """
 
-from feeds.api.builds import (
-    EPOCH,
-    Corpus,
-    Progress,
-    build,
-    load_corpus,
-    plan_feeds,
-    render_site,
-    stable_until,
-)
-from feeds.api.digests import (
-    DigestReport,
-    digest,
-    digest_secret,
-    preview,
-    unsubscribe_url,
-    write_archive,
-)
-from feeds.api.subscribers import (
-    ImportReport,
-    SubscriberError,
-    add_subscriber,
-    check_subscription,
-    import_subscribers,
-    known_topics,
-    list_subscribers,
-    remove_subscriber,
-)
-from feeds.render.feeds import FeedDoc
-from feeds.report import BuildReport
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from feeds.api.builds import (
+        EPOCH,
+        Corpus,
+        Progress,
+        build,
+        load_corpus,
+        plan_feeds,
+        render_site,
+        stable_until,
+    )
+    from feeds.api.digests import (
+        DigestReport,
+        digest,
+        digest_secret,
+        preview,
+        unsubscribe_url,
+        write_archive,
+    )
+    from feeds.api.subscribers import (
+        ImportReport,
+        SubscriberError,
+        add_subscriber,
+        check_subscription,
+        import_subscribers,
+        known_topics,
+        list_subscribers,
+        remove_subscriber,
+    )
+    from feeds.render.feeds import FeedDoc
+    from feeds.report import BuildReport
+
+
+# Where each name lives: imported on first use, so a build does not import the digest's
+# database toolkit and mail machinery (a third of a second) just to rank records.
+_MODULES = {
+    **dict.fromkeys(["EPOCH", "Corpus", "Progress", "build", "load_corpus", "plan_feeds", "render_site",
+                     "stable_until"], "feeds.api.builds"),
+    **dict.fromkeys(["DigestReport", "digest", "digest_secret", "preview", "unsubscribe_url",
+                     "write_archive"], "feeds.api.digests"),
+    **dict.fromkeys(["ImportReport", "SubscriberError", "add_subscriber", "check_subscription",
+                     "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
+                    "feeds.api.subscribers"),
+    "FeedDoc": "feeds.render.feeds",
+    "BuildReport": "feeds.report",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_MODULES[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EPOCH",

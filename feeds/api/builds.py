@@ -26,7 +26,7 @@ from feeds.render.feeds import (
 )
 from feeds.render.site import IndexTopic, render_index
 from feeds.report import BuildReport
-from feeds.select import R, merge_duplicates, merge_summaries, rank_stories
+from feeds.select import R, merge_duplicates, merge_summaries, rank_key, rank_stories
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
 
@@ -258,6 +258,7 @@ class Resolver:
 
 def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: datetime) -> list[FeedPlan[R]]:
     """One FeedPlan per topic (sub-topics' articles included), ``all`` first, then by name."""
+    articles = sorted(articles, key=lambda a: rank_key(a, config.half_life))  # once, for every feed
     members: dict[str, list[R]] = {slug: [] for slug in taxonomy.topics}
     for article in articles:
         for slug in taxonomy.feeds_for(article):
@@ -272,6 +273,7 @@ def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: 
             limit=config.items_per_feed,
             max_per_provider=config.max_items_per_provider,
             max_age=config.max_age,
+            ranked=True,
         )
         return FeedPlan(
             slug=slug,
