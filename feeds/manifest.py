@@ -44,22 +44,24 @@ def scan(folder: Path) -> Scanned:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
     found: Scanned = []
-    folders = [str(folder)]
-    while folders:  # scandir: names and types in one call, stat only for records
-        with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.path)
-                elif entry.name.endswith(RECORD_SUFFIXES):
-                    try:
-                        stat = entry.stat()
-                    except OSError:  # gone since listed, or a dangling link: not a record now
-                        continue
-                    found.append((entry.path, stat.st_size, stat.st_mtime_ns))
-    found.sort(key=lambda item: item[0].split(os.sep))
+    _scan_into(str(folder), found)
     return found
+
+
+def _scan_into(folder: str, found: Scanned) -> None:
+    # Each folder's entries by name, descending into sub-folders in turn: Path's order
+    # (component by component) without a sort key per file.
+    with os.scandir(folder) as listing:
+        entries = sorted((e for e in listing if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            _scan_into(entry.path, found)
+        elif entry.name.endswith(RECORD_SUFFIXES):
+            try:
+                stat = entry.stat()
+            except OSError:  # gone since listed, or a dangling link: not a record now
+                continue
+            found.append((entry.path, stat.st_size, stat.st_mtime_ns))
 
 
 def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned | None = None) -> str:
@@ -69,8 +71,8 @@ def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned |
     settings = {k: v for k, v in asdict(config).items() if k not in ("secret", "smtp", "source")}
     digest.update(json.dumps(settings, default=str, sort_keys=True).encode())
     digest.update(str(seeds.resolve()).encode())
-    for path, size, mtime_ns in scan(seeds) if scanned is None else scanned:
-        digest.update(f"{path}\0{size}\0{mtime_ns}\n".encode())
+    digest.update("".join(f"{path}\0{size}\0{mtime_ns}\n"
+                          for path, size, mtime_ns in (scan(seeds) if scanned is None else scanned)).encode())
     digest.update(code_fingerprint(templates).encode())
     return digest.hexdigest()
 

@@ -227,3 +227,15 @@ def test_front_matter_is_found_as_line_by_line_reading_finds_it(lines: list[str]
             return "error: " + e.reason
 
     assert outcome(front_matter_text) == outcome(_front_matter_by_lines)
+
+
+def test_records_are_found_in_path_order_whatever_the_names(tmp_path: Path) -> None:
+    names = ["a.md", "a-b/c.md", "a/b.md", "a/b/c.md", "a.b/x.md", "a b.md", "A.md", "a0.md",
+             "z/.hidden.md", ".git/x.md", "é.md", "a/a-z.md", "a/a/z.md", "notes.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("---\ntitle: x\n---\n", encoding="utf-8")
+    found = iter_record_paths(tmp_path)
+    assert found == sorted(found)
+    assert {p.relative_to(tmp_path).as_posix() for p in found} == {
+        n for n in names if n.endswith(".md") and "/." not in "/" + n}
