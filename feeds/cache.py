@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_record
@@ -33,7 +34,7 @@ from feeds.manifest import Scanned
 from feeds.model import Article, Summary
 
 # Bump when Article, Summary or the cleaning rules change: the cache starts again.
-CACHE_VERSION = 3
+CACHE_VERSION = 5
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
@@ -41,9 +42,9 @@ BATCH = 64
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One record file as the last parse of its bytes left it."""
+class Entry(NamedTuple):
+    """One record file as the last parse of its bytes left it (a named tuple: a build
+    makes one per record file)."""
 
     name: str  # the file's path as found under the folder the caller gave
     key: str  # the resolved path: the cache's key
@@ -80,9 +81,10 @@ Parsed = tuple[str, int, int, str, bytes | None, bytes | None]
 
 
 def _summarise(loaded: Loaded, key: str) -> tuple[bytes, bytes]:
-    """The payload and the summary blob of one file's result."""
+    """The payload and the summary blob of one file's result (the Summary as a plain
+    tuple, which unpickles faster than any class)."""
     article = loaded.article
-    summary = article.summary(key) if article is not None else None
+    summary = tuple(article.summary(key)) if article is not None else None
     reason = loaded.error.reason if loaded.error else None
     notes = tuple(n.reason for n in loaded.notes)
     return (pickle.dumps(article, protocol=pickle.HIGHEST_PROTOCOL),
@@ -225,8 +227,12 @@ class RecordCache:
 
 
 def _entry(name: str, key: str, sha256: str, blob: bytes) -> Entry:
-    summary, error, notes = pickle.loads(blob)
-    return Entry(name, key, sha256, summary, error, notes)
+    packed, error, notes = pickle.loads(blob)
+    return _make_entry((name, key, sha256, packed and _make_summary(packed), error, notes))
+
+
+_make_entry = Entry._make  # tuple.__new__ underneath: no Python-level __new__ per record
+_make_summary = Summary._make
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 IMAGE_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
@@ -99,8 +102,13 @@ class Article:
     def related_ids(self) -> tuple[str, ...]:
         return tuple(c.id for c in self.related)
 
+    @property
+    def microseconds(self) -> int:
+        """Publication time in whole microseconds since 1970 (exact, unlike a float)."""
+        return (self.published - EPOCH) // MICROSECOND
+
     def summary(self, source: str) -> Summary:
-        return Summary(self.id, self.published, self.quality, self.outlet, self.topics,
+        return Summary(self.id, self.microseconds, self.quality, self.outlet, self.topics,
                        self.related_ids, (source,))
 
 
@@ -114,12 +122,16 @@ class Summary(NamedTuple):
     """
 
     id: str
-    published: datetime
+    microseconds: int  # publication time, as Article.microseconds
     quality: float
     outlet: str
     topics: tuple[str, ...]
     related_ids: tuple[str, ...]
     sources: tuple[str, ...] = ()
+
+    @property
+    def published(self) -> datetime:
+        return EPOCH + self.microseconds * MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)

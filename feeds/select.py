@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 
-from feeds.model import Article, Story, Summary
+from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 
 
 class Rankable(Protocol):
@@ -28,7 +28,7 @@ class Rankable(Protocol):
     @property
     def id(self) -> str: ...
     @property
-    def published(self) -> datetime: ...
+    def microseconds(self) -> int: ...
     @property
     def quality(self) -> float: ...
     @property
@@ -58,7 +58,7 @@ def rank_key(article: Rankable, half_life: timedelta) -> tuple[float, float, flo
     makes two strengths equal, the higher quality wins, then the newer article, then the
     smaller id, so every run and machine agrees.
     """
-    published = article.published.timestamp()
+    published = article.microseconds / 1_000_000  # what datetime.timestamp() gives, exactly
     strength = (
         math.log2(article.quality) + published / half_life.total_seconds()
         if article.quality > 0
@@ -142,10 +142,10 @@ def rank_stories(
     ``max_per_provider``, no outlet leads more than that many stories. ``ranked``: the
     caller has sorted ``articles`` by :func:`rank_key` already (one sort for every feed).
     """
-    eligible = [
-        a for a in articles
-        if a.published <= now and (max_age is None or now - a.published <= max_age)
-    ]
+    # In whole microseconds: exact, and integer comparisons are cheap.
+    until = (now - EPOCH) // MICROSECOND
+    since = until - max_age // MICROSECOND if max_age is not None else None
+    eligible = [a for a in articles if a.microseconds <= until and (since is None or a.microseconds >= since)]
     if not ranked:
         eligible.sort(key=lambda a: rank_key(a, half_life))
 

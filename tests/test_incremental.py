@@ -163,3 +163,20 @@ def test_a_duplicate_that_names_a_lead_folds_its_whole_group_into_that_story(tmp
     feed = json.loads((out / "topics/all/feed.json").read_text(encoding="utf-8"))
     assert [item["title"] for item in feed["items"]] == ["Lead", "Other"]
     assert outputs(out) == reference(config, records)
+
+
+def test_summaries_keep_every_date_to_the_microsecond(tmp_path: Path) -> None:
+    from feeds.cache import RecordCache
+    from feeds.manifest import scan
+
+    records = tmp_path / "records"
+    dates = ["1900-01-01T00:00:00.000001Z", "2020-06-17T12:34:56.999999+02:00", "2099-12-31T23:59:59.5Z"]
+    for i, date in enumerate(dates):
+        write_record(records / f"{i}.md", publishedDateTime=date, webUrl=f"https://example.com/{i}")
+    for _ in range(2):  # parsed, then read back from the cache
+        with RecordCache(tmp_path / "cache.db") as cache:
+            index = cache.index(records, scan(records), 100_000)
+            articles = cache.articles(index, [e.key for e in index.entries])
+        assert [e.summary.published for e in index.entries if e.summary] == \
+               [articles[e.key].published for e in index.entries] == \
+               [datetime.fromisoformat(d) for d in dates]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Generic
 
@@ -13,7 +13,7 @@ from feeds.cache import Entry, Progress, RecordCache
 from feeds.config import Config
 from feeds.errors import FeedsError, RecordError
 from feeds.load import Loaded
-from feeds.model import Article, Story, Summary
+from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 from feeds.paths import templates_dir
 from feeds.render import jinja_env
 from feeds.render.feeds import (
@@ -33,7 +33,6 @@ from feeds.write import write_if_changed
 __all__ = ["EPOCH", "Corpus", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
            "plan_topics", "render_site", "stable_until"]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HEADLINES = 3  # top stories per topic on the index page
 INDEX = "index.html"
 
@@ -149,11 +148,12 @@ def stable_until(articles: Sequence[Article | Summary], now: datetime,
     """The first moment after ``now`` at which the same articles could give other feeds: a
     record dated in the future becomes visible, or an article grows older than
     ``max_age``. None if no such moment comes."""
-    moments = [a.published for a in articles if a.published > now]
+    until = (now - EPOCH) // MICROSECOND
+    moments = [a.microseconds for a in articles if a.microseconds > until]
     if max_age is not None:
-        moments += [a.published + max_age + timedelta(microseconds=1)
-                    for a in articles if a.published <= now <= a.published + max_age]
-    return min(moments, default=None)
+        age = max_age // MICROSECOND
+        moments += [a.microseconds + age + 1 for a in articles if a.microseconds <= until <= a.microseconds + age]
+    return EPOCH + min(moments) * MICROSECOND if moments else None
 
 
 @dataclass(frozen=True)
@@ -258,18 +258,24 @@ class Resolver:
 
 def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: datetime) -> list[FeedPlan[R]]:
     """One FeedPlan per topic (sub-topics' articles included), ``all`` first, then by name."""
-    articles = sorted(articles, key=lambda a: rank_key(a, config.half_life))  # once, for every feed
+    half_life = config.half_life
+    articles = sorted(articles, key=lambda a: rank_key(a, half_life))  # once, for every feed
     members: dict[str, list[R]] = {slug: [] for slug in taxonomy.topics}
+    feeds_of: dict[tuple[str, ...], frozenset[str]] = {}  # few combinations of topics, many articles
     for article in articles:
-        for slug in taxonomy.feeds_for(article):
+        slugs = feeds_of.get(article.topics)
+        if slugs is None:
+            slugs = feeds_of[article.topics] = taxonomy.feeds_for(article)
+        for slug in slugs:
             members[slug].append(article)
-    fallback = max((a.published for a in articles if a.published <= now), default=EPOCH)
+    until = (now - EPOCH) // MICROSECOND
+    fallback = EPOCH + max((a.microseconds for a in articles if a.microseconds <= until), default=0) * MICROSECOND
 
     def plan(slug: str, name: str, description: str, pool: Sequence[R]) -> FeedPlan[R]:
         stories = rank_stories(
             pool,
             now=now,
-            half_life=config.half_life,
+            half_life=half_life,
             limit=config.items_per_feed,
             max_per_provider=config.max_items_per_provider,
             max_age=config.max_age,
@@ -284,7 +290,7 @@ def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: 
             language=config.language,
             stories=stories,
             # From the newest item, never the clock, so rebuilds are byte-identical.
-            updated=max((lead.published for lead, _ in stories), default=fallback),
+            updated=EPOCH + max(lead.microseconds for lead, _ in stories) * MICROSECOND if stories else fallback,
         )
 
     plans = [plan(ALL, "All topics", config.description, articles)]
