@@ -67,21 +67,27 @@ def rank_key(article: Rankable, half_life: timedelta) -> tuple[float, float, flo
     return (-strength, -article.quality, -published, article.id)
 
 
-def duplicate_groups(items: Iterable[R]) -> list[list[R]]:
-    """Items that share an id (records of one page), in the order they came."""
+def duplicate_groups(items: Iterable[R]) -> tuple[dict[str, R], dict[str, list[R]]]:
+    """Items by id, first come first, and the groups of items that share an id (records
+    of one page), each in the order they came. Lists only for groups: most ids have one."""
+    first: dict[str, R] = {}
     groups: dict[str, list[R]] = {}
     for item in items:
-        groups.setdefault(item.id, []).append(item)
-    return list(groups.values())
+        earlier = first.setdefault(item.id, item)
+        if earlier is not item:
+            groups.setdefault(item.id, [earlier]).append(item)
+    return first, groups
 
 
 def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[Article]:
     """One Article per id: records of the same page (amp or tracking variants of one URL)
     become the best-ranked of them, carrying the topics and related coverage of all."""
+    first, groups = duplicate_groups(articles)
     merged: list[Article] = []
-    for group in duplicate_groups(articles):
-        if len(group) == 1:
-            merged.append(group[0])
+    for ident, article in first.items():
+        group = groups.get(ident)
+        if group is None:
+            merged.append(article)
             continue
         group.sort(key=lambda a: rank_key(a, half_life))
         topics = tuple(dict.fromkeys(t for a in group for t in a.topics))
@@ -94,10 +100,12 @@ def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[
     """:func:`merge_duplicates` for Summaries: the same ranking fields, topics and related
     ids as the merged Article's, and the sources of every record in the group, in their
     order, so the merged Article can be made from them."""
+    first, groups = duplicate_groups(summaries)
     merged: list[Summary] = []
-    for group in duplicate_groups(summaries):
-        if len(group) == 1:
-            merged.append(group[0])
+    for ident, summary in first.items():
+        group = groups.get(ident)
+        if group is None:
+            merged.append(summary)
             continue
         sources = tuple(source for s in group for source in s.sources)
         group.sort(key=lambda s: rank_key(s, half_life))
@@ -159,8 +167,8 @@ def rank_stories(
             continue
         # Same story if a lead names this article as related, or this article names a lead.
         index = story_of.get(article.id)
-        if index is None:
-            index = next((story_of[i] for i in article.related_ids if i in story_of), None)
+        if index is None and not story_of.keys().isdisjoint(article.related_ids):  # isdisjoint: quick
+            index = next(story_of[i] for i in article.related_ids if i in story_of)
         if index is not None:
             folded[index].append(article)
             placed.add(article.id)
