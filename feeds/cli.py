@@ -15,8 +15,8 @@ import click
 
 from feeds import __version__, logs
 from feeds.config import Config, load_config
-from feeds.digest import CADENCES
 from feeds.errors import FeedsError
+from feeds.model import CADENCES
 from feeds.report import BuildReport
 
 if TYPE_CHECKING:  # the library is imported only by the commands that need it: start-up

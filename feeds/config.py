@@ -21,7 +21,6 @@ import yaml
 
 from feeds.errors import ConfigError
 from feeds.model import Topic
-from feeds.normalise import clean_url, slugify
 
 DEFAULT_BASE_URL = "http://localhost:8000/"  # where `feeds serve` listens by default
 
@@ -168,6 +167,10 @@ def _parse(key: str, value: Any, path: Path) -> Any:
                 raise fail("expected non-empty text")
             return value.strip()
         case "base_url":
+            from feeds.normalise import (
+                clean_url,  # only here: a build that has nothing to do never needs it
+            )
+
             url = clean_url(value)
             if url is None:
                 raise fail("expected an absolute http(s) URL, such as https://example.com/feeds/")
@@ -366,6 +369,8 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     if not isinstance(name, str) or not name.strip():
         raise fail(f"topic definition {ident or raw!r} has no name")
     name = name.strip()
+    from feeds.normalise import slugify
+
     slug = slugify(ident if isinstance(ident, str) and ident.strip() else name)
     aliases = tuple(
         a.strip() for a in (ident, raw.get("shortname")) if isinstance(a, str) and a.strip()

@@ -14,11 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
-from feeds.model import Article, Story, Topic
+from feeds.model import CADENCES, Article, Story, Topic
 from feeds.select import select
 from feeds.taxonomy import ALL, Taxonomy
 
-CADENCES = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
 ALL_TOPICS = Topic(ALL, "All topics")
 
 

@@ -18,7 +18,6 @@ from feeds.api.subscribers import check_subscription, known_topics
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import SmtpSender, write_outbox
 from feeds.digest import (
-    CADENCES,
     Edition,
     edition_day,
     edition_key,
@@ -28,7 +27,7 @@ from feeds.digest import (
     unsubscribe_token,
 )
 from feeds.errors import FeedsError
-from feeds.model import ArchivedEdition
+from feeds.model import CADENCES, ArchivedEdition
 from feeds.render import jinja_env
 from feeds.render.digest import (
     GMAIL_CLIP_BYTES,
