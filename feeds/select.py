@@ -14,7 +14,7 @@ that has left a feed never comes back.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
@@ -82,37 +82,38 @@ def duplicate_groups(items: Iterable[R]) -> tuple[dict[str, R], dict[str, list[R
 def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[Article]:
     """One Article per id: records of the same page (amp or tracking variants of one URL)
     become the best-ranked of them, carrying the topics and related coverage of all."""
-    first, groups = duplicate_groups(articles)
-    merged: list[Article] = []
-    for ident, article in first.items():
-        group = groups.get(ident)
-        if group is None:
-            merged.append(article)
-            continue
-        group.sort(key=lambda a: rank_key(a, half_life))
-        topics = tuple(dict.fromkeys(t for a in group for t in a.topics))
-        related = tuple({c.id: c for a in reversed(group) for c in a.related}.values())
-        merged.append(replace(group[0], topics=topics, related=related))
-    return merged
+    def merge(group: list[Article], ranked: list[Article]) -> Article:
+        related = tuple({c.id: c for a in reversed(ranked) for c in a.related}.values())
+        return replace(ranked[0], topics=_topics(ranked), related=related)
+
+    return _merge(articles, half_life, merge)
 
 
 def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[Summary]:
     """:func:`merge_duplicates` for Summaries: the same ranking fields, topics and related
     ids as the merged Article's, and the sources of every record in the group, in their
     order, so the merged Article can be made from them."""
-    first, groups = duplicate_groups(summaries)
-    merged: list[Summary] = []
-    for ident, summary in first.items():
-        group = groups.get(ident)
-        if group is None:
-            merged.append(summary)
-            continue
+    def merge(group: list[Summary], ranked: list[Summary]) -> Summary:
+        related = tuple(dict.fromkeys(i for s in reversed(ranked) for i in s.related_ids))
         sources = tuple(source for s in group for source in s.sources)
-        group.sort(key=lambda s: rank_key(s, half_life))
-        topics = tuple(dict.fromkeys(t for s in group for t in s.topics))
-        related = tuple(dict.fromkeys(i for s in reversed(group) for i in s.related_ids))
-        merged.append(group[0]._replace(topics=topics, related_ids=related, sources=sources))
+        return ranked[0]._replace(topics=_topics(ranked), related_ids=related, sources=sources)
+
+    return _merge(summaries, half_life, merge)
+
+
+def _merge(items: Iterable[R], half_life: timedelta, merge: Callable[[list[R], list[R]], R]) -> list[R]:
+    """One item per id, in the order ids first came; ``merge`` makes one of a group (in
+    the order they came, and best-ranked first)."""
+    first, groups = duplicate_groups(items)
+    merged: list[R] = []
+    for ident, item in first.items():
+        group = groups.get(ident)
+        merged.append(item if group is None else merge(group, sorted(group, key=lambda a: rank_key(a, half_life))))
     return merged
+
+
+def _topics(ranked: Sequence[Rankable]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t for a in ranked for t in a.topics))
 
 
 def select(
