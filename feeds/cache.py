@@ -191,27 +191,35 @@ class RecordCache:
         index = Index([])
         changed: list[tuple[object, ...]] = []
         restat: list[tuple[object, ...]] = []
-        for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, max_bytes), 1):
-            name = scanned[where[key]][0]
-            if summary is None:  # the bytes the cache has: only size or mtime moved
-                restat.append((size, mtime_ns, key))
-                old = self.db.execute("SELECT summary FROM records WHERE path = ?", (key,)).fetchone()
-                slots[where[key]] = _entry(name, key, digest, old[0])
-            else:
-                index.parsed += 1
-                assert payload is not None
-                index.fresh[key] = payload
-                slots[where[key]] = _entry(name, key, digest, summary)
-                if digest:  # an unreadable file is not cached: it is tried again next time
-                    changed.append((key, size, mtime_ns, digest, summary, payload))
-            if progress:
-                progress(len(scanned) - len(todo) + done, len(scanned))
-        index.entries = [e for e in slots if e is not None]
-        with self.db:  # one transaction: the cache never holds half a build's changes
+        # One transaction: the cache never holds half a build's changes. Rows go in as
+        # results come, while the workers parse on, rather than all at the end.
+        with self.db:
+            for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, max_bytes), 1):
+                name = scanned[where[key]][0]
+                if summary is None:  # the bytes the cache has: only size or mtime moved
+                    restat.append((size, mtime_ns, key))
+                    old = self.db.execute("SELECT summary FROM records WHERE path = ?", (key,)).fetchone()
+                    slots[where[key]] = _entry(name, key, digest, old[0])
+                else:
+                    index.parsed += 1
+                    assert payload is not None
+                    index.fresh[key] = payload
+                    slots[where[key]] = _entry(name, key, digest, summary)
+                    if digest:  # an unreadable file is not cached: it is tried again next time
+                        changed.append((key, size, mtime_ns, digest, summary, payload))
+                if len(changed) >= BATCH:
+                    self._insert(changed)
+                if progress:
+                    progress(len(scanned) - len(todo) + done, len(scanned))
+            self._insert(changed)
             self.db.executemany("DELETE FROM records WHERE path = ?", [(k,) for k in cached])
             self.db.executemany("UPDATE records SET size = ?, mtime_ns = ? WHERE path = ?", restat)
-            self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", changed)
+        index.entries = [e for e in slots if e is not None]
         return index
+
+    def _insert(self, rows: list[tuple[object, ...]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+        rows.clear()
 
     def articles(self, index: Index, keys: Iterable[str]) -> dict[str, Article]:
         """The Articles of these record files (keys of entries that have a summary)."""

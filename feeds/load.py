@@ -65,13 +65,22 @@ def read_front_matter(path: Path, data: bytes) -> tuple[Any, tuple[str, ...]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise RecordError(path, f"not UTF-8: byte 0x{data[e.start]:02x} at offset {e.start}") from e
-    return parse_front_matter(path, text.removeprefix("\ufeff"))
+    return parse_front_matter(path, text.removeprefix("\ufeff"), usual=usual_bytes(data) or None)
 
 
-def parse_front_matter(path: Path, text: str) -> tuple[Any, tuple[str, ...]]:
-    """The YAML between the ``---`` lines, and notes on what had to be cleaned first."""
+def usual_bytes(data: bytes) -> bool:
+    """True if UTF-8 ``data`` certainly holds none of :data:`_UNUSUAL`'s characters (a tenth
+    of the cost of the regex over the decoded text); False if it may."""
+    return (not data.translate(None, _USUAL_BYTES) and b"\xc2" not in data  # C1 controls are C2 80-9F
+            and b"\xe2\x80\xa8" not in data and b"\xe2\x80\xa9" not in data and b"\xef\xbf" not in data)
+
+
+def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tuple[Any, tuple[str, ...]]:
+    """The YAML between the ``---`` lines, and notes on what had to be cleaned first.
+    ``usual``: the caller knows the text holds none of :data:`_UNUSUAL`'s characters."""
     notes: tuple[str, ...] = ()
-    usual = not _UNUSUAL.search(text)  # one scan instead of two on nearly every record
+    if usual is None:
+        usual = not _UNUSUAL.search(text)  # one scan instead of two on nearly every record
     if not usual and CONTROL_CHARACTERS.search(text):
         # The YAML reader refuses them outright; they are noise, not reason to lose a record.
         text = CONTROL_CHARACTERS.sub("", text)
@@ -102,6 +111,9 @@ def parse_front_matter(path: Path, text: str) -> tuple[Any, tuple[str, ...]]:
 _OTHER_BREAKS = re.compile("[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 _CLOSING_LINE = re.compile(r"\n(?:---|\.\.\.)[^\S\n]*(?=\n|\Z)")
 # Control characters and those other breaks: text without any needs neither looked at.
+# Bytes that are never (part of) one of those characters in UTF-8: printable ASCII, tab,
+# line feed, and the bytes of multi-byte sequences (checked apart in usual_bytes).
+_USUAL_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n" + bytes(range(0x80, 0x100))
 _UNUSUAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\r\u2028\u2029\ufffe\uffff]")
 
 

@@ -368,13 +368,13 @@ def test_a_change_renders_only_the_feeds_whose_stories_changed(tmp_path: Path, m
     out = tmp_path / "out"
     build(seeds, out)
     rendered: list[str] = []
-    real = stage.render_rss
+    real = stage.render_feeds
 
-    def counting(doc: api.FeedDoc) -> bytes:  # the real renderer, watched
+    def counting(doc: api.FeedDoc) -> dict[str, bytes]:  # the real renderer, watched
         rendered.append(doc.slug)
         return real(doc)
 
-    monkeypatch.setattr(stage, "render_rss", counting)
+    monkeypatch.setattr(stage, "render_feeds", counting)
     write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
                  webUrl="https://example.com/laundry", quality=500)
     build(seeds, out)

@@ -239,3 +239,10 @@ def test_records_are_found_in_path_order_whatever_the_names(tmp_path: Path) -> N
     assert found == sorted(found)
     assert {p.relative_to(tmp_path).as_posix() for p in found} == {
         n for n in names if n.endswith(".md") and "/." not in "/" + n}
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.text(alphabet="a\n\t\r\x00\x1f\x7f\x80\x85\x9f\xa0\u2028\u2029\ufeff\ufffe\uffff", max_size=10))
+def test_the_byte_check_never_calls_text_usual_that_is_not(text: str) -> None:
+    from feeds.load import _UNUSUAL, usual_bytes
+    if usual_bytes(text.encode("utf-8")):
+        assert not _UNUSUAL.search(text)

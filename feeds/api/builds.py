@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence, Set
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Generic
+from typing import Any, Generic
 
 from feeds import manifest
 from feeds.cache import Entry, Progress, RecordCache
@@ -19,10 +23,8 @@ from feeds.render import jinja_env
 from feeds.render.feeds import (
     FORMATS,
     FeedDoc,
-    render_atom,
-    render_json,
+    render_feeds,
     render_opml,
-    render_rss,
 )
 from feeds.render.site import IndexTopic, render_index
 from feeds.report import BuildReport
@@ -320,13 +322,10 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
     the plans' items as Articles."""
     files: dict[str, bytes] = {}
     docs = [plan.doc(resolve, limit=0) for plan in plans]  # no stories: for the OPML list
-    for plan in plans:
-        if plan.slug in skip:
-            continue
-        doc = plan.doc(resolve)
-        files[f"topics/{doc.slug}/rss.xml"] = render_rss(doc)
-        files[f"topics/{doc.slug}/atom.xml"] = render_atom(doc)
-        files[f"topics/{doc.slug}/feed.json"] = render_json(doc)
+    todo = [plan for plan in plans if plan.slug not in skip]
+    for plan, rendered in zip(todo, render_all(todo, resolve), strict=True):
+        for name, data in rendered.items():
+            files[f"topics/{plan.slug}/{name}"] = data
     updated = site_updated(plans)
     files["feeds.opml"] = render_opml(docs, title=config.title, updated=updated)
     if INDEX not in skip:
@@ -337,3 +336,29 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
             language=config.language, updated=updated,
         )
     return files
+
+
+PARALLEL_FEEDS = 8  # feeds to render; fewer are quicker in this process than with workers
+_JOB: tuple[Sequence[FeedPlan[Any]], Callable[[Any], Article]] | None = None  # for forked workers
+
+
+def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) -> list[dict[str, bytes]]:
+    """Each plan's feed in every format, on every core when there are many. Workers are
+    forked, so they share the plans and Articles without copying them; a process with
+    threads (the daemon) renders here, since forking a threaded process can deadlock."""
+    global _JOB
+    cores = os.cpu_count() or 1
+    if len(plans) < PARALLEL_FEEDS or cores < 2 or threading.active_count() > 1:
+        return [render_feeds(plan.doc(resolve)) for plan in plans]
+    _JOB = (plans, resolve)
+    try:
+        with ProcessPoolExecutor(max_workers=min(cores, 8), mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_render_one, range(len(plans))))
+    finally:
+        _JOB = None
+
+
+def _render_one(index: int) -> dict[str, bytes]:
+    assert _JOB is not None, "only in a worker forked by render_all"
+    plans, resolve = _JOB
+    return render_feeds(plans[index].doc(resolve))

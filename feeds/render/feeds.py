@@ -12,7 +12,7 @@ RSS and Atom go through feedgen 1.0, around three of its traps:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -101,7 +101,14 @@ class _Entry(FeedEntry):  # type: ignore[misc]
         return entry
 
 
-def _generator(doc: FeedDoc, fmt: str) -> FeedGenerator:
+Html = Mapping[int, str]  # id(story) -> its summary_html, made once for a feed's three formats
+
+
+def _html(doc: FeedDoc) -> Html:
+    return {id(story): summary_html(story) for story in doc.stories}
+
+
+def _generator(doc: FeedDoc, fmt: str, html: Html) -> FeedGenerator:
     fg = FeedGenerator()
     fg.load_extension("media", atom=True, rss=True)
     fg.load_extension("dc", atom=False, rss=True)
@@ -118,11 +125,11 @@ def _generator(doc: FeedDoc, fmt: str) -> FeedGenerator:
     fg.ttl(15)
     fg.author({"name": doc.title})  # Atom needs an author; entries name their outlet
     for story in doc.stories:
-        _add_entry(fg, story, fmt)
+        _add_entry(fg, story, fmt, html[id(story)])
     return fg
 
 
-def _add_entry(fg: FeedGenerator, story: Story, fmt: str) -> None:
+def _add_entry(fg: FeedGenerator, story: Story, fmt: str, html: str) -> None:
     lead = story.lead
     fe = fg.add_entry(_Entry(), order="append")
     fe.id(f"urn:uuid:{lead.id}")
@@ -132,9 +139,9 @@ def _add_entry(fg: FeedGenerator, story: Story, fmt: str) -> None:
     fe.published(lead.published)
     fe.updated(lead.published)
     if fmt == "atom":
-        fe.summary(summary_html(story), type="html")
+        fe.summary(html, type="html")
     else:
-        fe.description(summary_html(story))
+        fe.description(html)
     author = _author(lead)
     if author:
         if fmt == "atom":
@@ -155,21 +162,39 @@ def _add_entry(fg: FeedGenerator, story: Story, fmt: str) -> None:
         fe.media.thumbnail(url=image.url, group=None, **size)
 
 
+def render_feeds(doc: FeedDoc) -> dict[str, bytes]:
+    """All three formats of one feed, by file name (each story's HTML made once)."""
+    html = _html(doc)
+    return {"rss.xml": _rss(doc, html), "atom.xml": _atom(doc, html), "feed.json": _json(doc, html)}
+
+
 def render_rss(doc: FeedDoc) -> bytes:
     """RSS 2.0 with Media RSS images and an ``atom:link rel="self"``."""
-    return bytes(_generator(doc, "rss").rss_str(pretty=True))
+    return _rss(doc, _html(doc))
 
 
 def render_atom(doc: FeedDoc) -> bytes:
     """Atom 1.0 (RFC 4287) with image enclosure links."""
-    return bytes(_generator(doc, "atom").atom_str(pretty=True))
+    return _atom(doc, _html(doc))
+
+
+def render_json(doc: FeedDoc) -> bytes:
+    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written with the standard library."""
+    return _json(doc, _html(doc))
+
+
+def _rss(doc: FeedDoc, html: Html) -> bytes:
+    return bytes(_generator(doc, "rss", html).rss_str(pretty=True))
+
+
+def _atom(doc: FeedDoc, html: Html) -> bytes:
+    return bytes(_generator(doc, "atom", html).atom_str(pretty=True))
 
 
 # ------------------------------------------------------------------------ JSON Feed
 
 
-def render_json(doc: FeedDoc) -> bytes:
-    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written with the standard library."""
+def _json(doc: FeedDoc, html: Html) -> bytes:
     feed: dict[str, object] = {
         "version": JSON_FEED_VERSION,
         "title": doc.title,
@@ -177,18 +202,18 @@ def render_json(doc: FeedDoc) -> bytes:
         "feed_url": doc.url("feed.json"),
         "description": doc.description,
         "language": doc.language,
-        "items": [_json_item(story) for story in doc.stories],
+        "items": [_json_item(story, html[id(story)]) for story in doc.stories],
     }
     return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def _json_item(story: Story) -> dict[str, object]:
+def _json_item(story: Story, html: str) -> dict[str, object]:
     lead = story.lead
     item: dict[str, object] = {
         "id": f"urn:uuid:{lead.id}",
         "url": lead.url,
         "title": lead.title,
-        "content_html": summary_html(story),
+        "content_html": html,
         "date_published": _rfc3339(lead.published),
     }
     if lead.excerpt:
