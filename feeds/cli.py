@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from feeds import __version__, logs
-from feeds.config import Config, load_config
+from feeds.config import CADENCES, Config, load_config
 from feeds.errors import FeedsError
-from feeds.model import CADENCES
 from feeds.report import BuildReport
 
 if TYPE_CHECKING:  # the library is imported only by the commands that need it: start-up

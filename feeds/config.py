@@ -14,13 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 from feeds.errors import ConfigError
-from feeds.model import Topic
+
+if TYPE_CHECKING:  # imported where Topics are made: a rebuild with nothing to do never needs it
+    from feeds.model import Topic
+
+CADENCES = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}  # a digest's period
 
 DEFAULT_BASE_URL = "http://localhost:8000/"  # where `feeds serve` listens by default
 
@@ -377,6 +381,8 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     )
     parent = raw.get("parent")
     keywords = raw.get("keywords") or ()
+    from feeds.model import Topic
+
     return Topic(
         slug=slug,
         name=name,

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
-from feeds.model import CADENCES, Article, Story, Topic
+from feeds.config import CADENCES
+from feeds.model import Article, Story, Topic
 from feeds.select import select
 from feeds.taxonomy import ALL, Taxonomy
 

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-CADENCES = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}  # a digest's period
 
 IMAGE_TYPES = {
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",

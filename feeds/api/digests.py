@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from feeds import state
 from feeds.api.builds import Corpus, load_corpus
 from feeds.api.subscribers import check_subscription, known_topics
-from feeds.config import Config, SmtpConfig
+from feeds.config import CADENCES, Config, SmtpConfig
 from feeds.deliver import SmtpSender, write_outbox
 from feeds.digest import (
     Edition,
@@ -27,7 +27,7 @@ from feeds.digest import (
     unsubscribe_token,
 )
 from feeds.errors import FeedsError
-from feeds.model import CADENCES, ArchivedEdition
+from feeds.model import ArchivedEdition
 from feeds.render import jinja_env
 from feeds.render.digest import (
     GMAIL_CLIP_BYTES,

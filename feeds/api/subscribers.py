@@ -13,9 +13,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from feeds import state
 from feeds.api.builds import Corpus, load_corpus
-from feeds.config import Config
+from feeds.config import CADENCES, Config
 from feeds.errors import FeedsError
-from feeds.model import CADENCES
 from feeds.normalise import slugify
 from feeds.taxonomy import ALL
 
