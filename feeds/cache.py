@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from feeds.errors import RecordError, RecordNotice
-from feeds.load import Loaded, load_record
+from feeds.load import Loaded, load_records
 from feeds.manifest import Scanned
 from feeds.model import Article, Summary
 
@@ -94,8 +94,10 @@ def _summarise(loaded: Loaded, key: str) -> tuple[bytes, bytes]:
 def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list[Parsed]:
     """Parse record files (a worker's unit of work). ``batch`` pairs each key with the
     content hash the cache has for it: an equal hash means the file did not really change,
-    and it is not parsed (payload None)."""
-    results: list[Parsed] = []
+    and it is not parsed (payload None). Stage by stage over the batch, like load_records."""
+    results: list[Parsed | None] = []
+    todo: list[tuple[Path, bytes]] = []
+    where: list[tuple[int, str, os.stat_result, str]] = []
     for key, expected in batch:
         path = Path(key)
         try:
@@ -111,10 +113,13 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
         digest = hashlib.sha256(data).hexdigest()
         if digest == expected:
             results.append((key, stat.st_size, stat.st_mtime_ns, digest, None, None))
-        else:
-            results.append((key, stat.st_size, stat.st_mtime_ns, digest,
-                            *_summarise(load_record(path, max_bytes, data), key)))
-    return results
+            continue
+        where.append((len(results), key, stat, digest))
+        todo.append((path, data))
+        results.append(None)
+    for (index, key, stat, digest), loaded in zip(where, load_records(todo), strict=True):
+        results[index] = (key, stat.st_size, stat.st_mtime_ns, digest, *_summarise(loaded, key))
+    return [r for r in results if r is not None]
 
 
 def _read(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes | None]:
