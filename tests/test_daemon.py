@@ -23,6 +23,9 @@ from tests.conftest import run_cli, write_record
 from tests.mail import Recorder, smtp_server
 
 NOW = datetime.now(UTC)
+# The daily digest's time in these tests: half a day from now, so its real slot never
+# falls inside a test (a fixed 07:00 made tests run between 07:00 and 07:30 UTC see a digest).
+DAILY_AT = f"{NOW + timedelta(hours=12):%H:%M}"
 
 
 # ----------------------------------------------------------------------- DST trigger
@@ -97,7 +100,7 @@ smtp:
   backoff_seconds: 0.05
 schedule:
   build_every_minutes: 60
-  daily_digest_at: "07:00"
+  daily_digest_at: "{DAILY_AT}"
   weekly_digest_at: null
   lease_seconds: 3
 {extra}""", encoding="utf-8")
@@ -165,7 +168,7 @@ def test_a_restart_after_a_missed_slot_sends_once(tmp_path: Path, mail: tuple[Re
     server, port = mail
     slot = (NOW - timedelta(minutes=10)).replace(second=0, microsecond=0)
     config = daemon_config(tmp_path, port, seeds=fresh_seeds(tmp_path))
-    config.write_text(config.read_text().replace('daily_digest_at: "07:00"', f'daily_digest_at: "{slot:%H:%M}"'))
+    config.write_text(config.read_text().replace(f'daily_digest_at: "{DAILY_AT}"', f'daily_digest_at: "{slot:%H:%M}"'))
     addresses = subscribe_many(config, tmp_path, 3)
     # The daemon was down over three daily slots, the last of them ten minutes ago.
     set_next_run(load_config(config), str(config), "digest-daily", slot - timedelta(days=2))
@@ -275,4 +278,4 @@ def test_status_shows_next_runs_and_last_results(tmp_path: Path, mail: tuple[Rec
     out = run_cli("status", "--config", str(config)).stdout
     assert "Daemon: not running" in out
     assert "last ok at" in out and "3 records" in out
-    assert "local[07:00 UTC]" in out
+    assert f"local[{DAILY_AT} UTC]" in out
