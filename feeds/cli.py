@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from feeds import __version__, logs
+from feeds import __version__
 from feeds.config import CADENCES, Config, load_config
 from feeds.errors import FeedsError
 from feeds.report import BuildReport
@@ -46,9 +46,14 @@ def utc_now() -> datetime:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
               help="How much to log to stderr, as one JSON object per line.")
-def cli(log_level: str) -> None:
+@click.pass_context
+def cli(ctx: click.Context, log_level: str) -> None:
     """Ranked per-topic RSS, Atom and JSON feeds from a folder of news-article records."""
-    logs.setup(log_level)
+    ctx.obj = log_level
+    if ctx.invoked_subcommand != "build":  # build sets logging up once it has work to do
+        from feeds import logs
+
+        logs.setup(log_level)
 
 
 @cli.command()
@@ -82,7 +87,9 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
             inputs = manifest.fingerprint(config, config.seeds, templates_dir(), scanned)
             report = manifest.check(inputs, config.out, moment)
         if report is None:
-            from feeds import api
+            from feeds import api, logs
+
+            logs.setup(click.get_current_context().obj or "warning")
 
             with _progress() as progress:
                 report = api.build(config, now=moment, progress=progress, use_cache=not no_cache,

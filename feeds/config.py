@@ -15,7 +15,6 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -214,6 +213,8 @@ def _parse(key: str, value: Any, path: Path) -> Any:
                 raise fail("expected a SQLite file path or an SQLAlchemy URL")
             return value if "://" in value else f"sqlite:///{here / Path(value).expanduser()}"
         case "timezone":
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when the config names one
+
             try:
                 ZoneInfo(str(value))
             except (ZoneInfoNotFoundError, ValueError) as e:

@@ -204,7 +204,9 @@ def _json(doc: FeedDoc, html: Html) -> bytes:
         "language": doc.language,
         "items": [_json_item(story, html[id(story)]) for story in doc.stories],
     }
-    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    # Compact: every reader polling the feed downloads a third less, and the standard
+    # library's C encoder writes it (it cannot indent).
+    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def _json_item(story: Story, html: str) -> dict[str, object]:
