@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from feeds.errors import RecordError, RecordNotice
-from feeds.load import Loaded, load_records
+from feeds.load import Loaded, load_records, read_bytes
 from feeds.manifest import Scanned
 from feeds.model import Article, Summary
 
@@ -101,14 +101,9 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
     for key, expected in batch:
         path = Path(key)
         try:
-            stat, data = _read(path, max_bytes)
-        except OSError as e:
-            loaded = Loaded(path, error=RecordError(path, f"cannot read: {e.strerror or e}"))
-            results.append((key, -1, -1, "", *_summarise(loaded, key)))
-            continue
-        if data is None:
-            error = RecordError(path, f"larger than max_record_bytes ({max_bytes} bytes)")
-            results.append((key, stat.st_size, stat.st_mtime_ns, "", *_summarise(Loaded(path, error=error), key)))
+            stat, data = read_bytes(path, max_bytes)
+        except RecordError as e:  # not cached (no hash): tried again next time
+            results.append((key, -1, -1, "", *_summarise(Loaded(path, error=e), key)))
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest == expected:
@@ -120,24 +115,6 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
     for (index, key, stat, digest), loaded in zip(where, load_records(todo), strict=True):
         results[index] = (key, stat.st_size, stat.st_mtime_ns, digest, *_summarise(loaded, key))
     return [r for r in results if r is not None]
-
-
-def _read(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes | None]:
-    """The file's stat and bytes (None if more than ``max_bytes``), from one open file, so
-    the stat describes the bytes read."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        stat = os.fstat(fd)
-        chunks = [os.read(fd, max_bytes + 1)]
-        total = len(chunks[0])
-        while chunks[-1] and total < stat.st_size and total <= max_bytes:  # a short read
-            chunks.append(os.read(fd, max_bytes + 1 - total))
-            total += len(chunks[-1])
-    finally:
-        os.close(fd)
-    if total > max_bytes:
-        return stat, None
-    return stat, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterator[Parsed]:

@@ -8,6 +8,7 @@ becomes a :class:`~feeds.errors.RecordError` naming the file and the reason; the
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,16 +48,30 @@ def iter_record_paths(folder: Path) -> list[Path]:
     return [Path(path) for path, _, _ in scan(folder)]
 
 
-def read_bytes(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes, at most ``max_bytes`` of them. Raises RecordError."""
+def read_bytes(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes]:
+    """The file's stat and bytes, from one open file (so the stat describes the bytes).
+    Raises RecordError if it cannot be read or holds more than ``max_bytes``."""
     try:
-        with path.open("rb") as f:
-            data = f.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as e:
         raise RecordError(path, f"cannot read: {e.strerror or e}") from e
+    try:
+        stat = os.fstat(fd)
+        # Ask for the size fstat gave (and one byte more, to see growth): asking for
+        # max_bytes allocates a megabyte per file, which cost more than the read.
+        data = os.read(fd, min(stat.st_size, max_bytes) + 1)
+        while len(data) > stat.st_size and len(data) <= max_bytes:  # it grew: read on
+            more = os.read(fd, max_bytes + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as e:
+        raise RecordError(path, f"cannot read: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise RecordError(path, f"larger than max_record_bytes ({max_bytes} bytes)")
-    return data
+    return stat, data
 
 
 def read_front_matter(path: Path, data: bytes) -> tuple[Any, tuple[str, ...]]:
@@ -169,7 +184,7 @@ def load_record(path: Path, max_bytes: int, data: bytes | None = None) -> Loaded
     anything the file contains."""
     if data is None:
         try:
-            data = read_bytes(path, max_bytes)
+            _, data = read_bytes(path, max_bytes)
         except RecordError as e:
             return Loaded(path, error=e)
     return load_records([(path, data)])[0]

@@ -246,3 +246,15 @@ def test_the_byte_check_never_calls_text_usual_that_is_not(text: str) -> None:
     from feeds.load import _UNUSUAL, usual_bytes
     if usual_bytes(text.encode("utf-8")):
         assert not _UNUSUAL.search(text)
+
+
+def test_a_record_may_be_exactly_max_bytes_long_and_not_one_more(tmp_path: Path) -> None:
+    from feeds.load import read_bytes
+    path = tmp_path / "r.md"
+    path.write_bytes(b"x" * 100)
+    stat, data = read_bytes(path, 100)
+    assert data == b"x" * 100 and stat.st_size == 100
+    with pytest.raises(RecordError, match=r"larger than max_record_bytes \(99 bytes\)"):
+        read_bytes(path, 99)
+    with pytest.raises(RecordError, match="cannot read"):
+        read_bytes(tmp_path / "missing.md", 100)
