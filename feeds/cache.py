@@ -16,6 +16,7 @@ must not pay for importing a database toolkit.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -32,6 +33,8 @@ from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_records, read_bytes
 from feeds.manifest import Scanned
 from feeds.model import Article, Summary
+
+log = logging.getLogger(__name__)
 
 # Bump when Article, Summary or the cleaning rules change: the cache starts again.
 CACHE_VERSION = 5
@@ -226,10 +229,34 @@ _make_summary = Summary._make
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
+    """The cache's database; one that is not a database (a crash's debris, another file
+    by that name) is started again, since a cache may always be thrown away."""
+    try:
+        return _open(path)
+    except sqlite3.OperationalError:
+        raise  # locked, read-only, no space: not the cache's fault, and not ours to delete
+    except sqlite3.DatabaseError as e:
+        if path is None:
+            raise
+        log.warning("parse cache unreadable, starting it again", extra={"path": str(path), "error": str(e)})
+        for stale in (path, *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm"))):
+            stale.unlink(missing_ok=True)
+        return _open(path)
+
+
+def _open(path: Path | None) -> sqlite3.Connection:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=30,
-                         isolation_level=None if path is None else "DEFERRED")
+    db = sqlite3.connect(str(path) if path is not None else ":memory:", timeout=30)
+    try:
+        _prepare(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _prepare(db: sqlite3.Connection) -> None:
     # A rollback journal, not WAL: a cold build writes every record's row once, where WAL
     # writes it twice (log, then checkpoint); 0.1 s of a 10k-record build. Readers are
     # other builds, which wait at most for a commit.
@@ -244,4 +271,3 @@ def _connect(path: Path | None) -> sqlite3.Connection:
         db.execute("CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
                    "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL, "
                    "payload BLOB NOT NULL)")
-    return db

@@ -180,3 +180,15 @@ def test_summaries_keep_every_date_to_the_microsecond(tmp_path: Path) -> None:
         assert [e.summary.published for e in index.entries if e.summary] == \
                [articles[e.key].published for e in index.entries] == \
                [datetime.fromisoformat(d) for d in dates]
+
+
+def test_a_cache_that_is_not_a_database_is_started_again(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    generate(records, 20, seed=9)
+    cache = tmp_path / "cache.db"
+    cache.write_bytes(b"not a database, perhaps half a file left by a crash" * 100)
+    config = replace(Config(), cache_db=cache)
+    first = api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
+    assert first.parsed == first.records == 20 and not first.skipped
+    second = api.build(config, now=NOW, seeds=records, out=tmp_path / "again")
+    assert second.parsed == 0 and outputs(tmp_path / "again") == outputs(tmp_path / "out")
