@@ -163,24 +163,11 @@ def _add_entry(fg: FeedGenerator, story: Story, fmt: str, html: str) -> None:
 
 
 def render_feeds(doc: FeedDoc) -> dict[str, bytes]:
-    """All three formats of one feed, by file name (each story's HTML made once)."""
+    """All three formats of one feed, by file name: RSS 2.0 with Media RSS images and an
+    ``atom:link rel="self"``, Atom 1.0 (RFC 4287) with image enclosure links, and JSON Feed
+    1.1 written with the standard library. Each story's HTML is made once for all three."""
     html = _html(doc)
     return {"rss.xml": _rss(doc, html), "atom.xml": _atom(doc, html), "feed.json": _json(doc, html)}
-
-
-def render_rss(doc: FeedDoc) -> bytes:
-    """RSS 2.0 with Media RSS images and an ``atom:link rel="self"``."""
-    return _rss(doc, _html(doc))
-
-
-def render_atom(doc: FeedDoc) -> bytes:
-    """Atom 1.0 (RFC 4287) with image enclosure links."""
-    return _atom(doc, _html(doc))
-
-
-def render_json(doc: FeedDoc) -> bytes:
-    """JSON Feed 1.1 (https://jsonfeed.org/version/1.1), written with the standard library."""
-    return _json(doc, _html(doc))
 
 
 def _rss(doc: FeedDoc, html: Html) -> bytes:
