@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import pickle
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -127,6 +125,9 @@ def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterato
     if len(todo) < PARALLEL_AFTER or (os.cpu_count() or 1) < 2:
         yield from parse_batch(todo, max_bytes)
         return
+    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
+    from concurrent.futures import ProcessPoolExecutor
+
     method = "fork" if threading.active_count() == 1 else "spawn"
     batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
     with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8),

@@ -362,24 +362,51 @@ def test_a_deleted_output_or_a_changed_template_means_a_real_build(tmp_path: Pat
 
 
 def test_a_change_renders_only_the_feeds_whose_stories_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import feeds.api.builds as stage
+    import feeds.render.feeds as renderers
     seeds = tmp_path / "seeds"
     shutil.copytree(SEEDS, seeds)
     out = tmp_path / "out"
     build(seeds, out)
     rendered: list[str] = []
-    real = stage.render_feeds
+    real = renderers.render_feeds
 
     def counting(doc: api.FeedDoc) -> dict[str, bytes]:  # the real renderer, watched
         rendered.append(doc.slug)
         return real(doc)
 
-    monkeypatch.setattr(stage, "render_feeds", counting)
+    monkeypatch.setattr(renderers, "render_feeds", counting)
     write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
                  webUrl="https://example.com/laundry", quality=500)
     build(seeds, out)
     assert sorted(rendered) == ["ai-in-healthcare", "all"]
     assert_feeds_parse_back_intact(out, expected_docs(seeds, SEEDS_NOW))
+
+
+def test_a_change_no_feed_shows_renders_nothing_and_loads_no_renderer(tmp_path: Path) -> None:
+    # A record too old for any feed changes: every output stands, so the rebuild must not
+    # pay for importing Jinja or feedgen (a fresh interpreter, as the command runs).
+    import subprocess
+    import sys
+
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    old = write_record(seeds / "old.md", title="Old news", publishedDateTime="2019-01-01T00:00:00Z",
+                       webUrl="https://example.com/old")
+    config = tmp_path / "feeds.yaml"
+    config.write_text("max_age_days: 30\n", encoding="utf-8")
+    out = tmp_path / "out"
+    command = ["build", "--seeds", str(seeds), "--out", str(out), "--now", SEEDS_NOW, "--config", str(config)]
+    assert "Wrote 20 files" in run_cli(*command).stdout
+    before = snapshot(out)
+    write_record(old, title="Old news, corrected", publishedDateTime="2019-01-01T00:00:00Z",
+                 webUrl="https://example.com/old")
+    code = ("import atexit, runpy, sys; sys.argv = ['feeds', *sys.argv[1:]]; "
+            "atexit.register(lambda: print('jinja2' in sys.modules, 'feedgen' in sys.modules)); "
+            "runpy.run_module('feeds', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, check=True)
+    assert "(5 unchanged since the last build)" in result.stdout and "Wrote 0 files" in result.stdout
+    assert result.stdout.split()[-2:] == ["False", "False"]
+    assert snapshot(out) == before
 
 
 def test_a_build_does_not_import_the_digest_machinery() -> None:

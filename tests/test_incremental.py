@@ -19,7 +19,7 @@ from feeds.api.builds import plan_topics, render_site
 from feeds.config import Config
 from feeds.manifest import NAME as MANIFEST
 from feeds.normalise import slugify
-from feeds.render.feeds import FORMATS
+from feeds.render import FORMATS
 from tests.conftest import SEEDS, write_record
 
 NOW = datetime(2021, 1, 1, tzinfo=UTC)

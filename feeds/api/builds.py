@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence, Set
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic
 
 from feeds import manifest
 from feeds.cache import Entry, Progress, RecordCache
@@ -19,24 +17,24 @@ from feeds.errors import FeedsError, RecordError
 from feeds.load import Loaded
 from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 from feeds.paths import templates_dir
-from feeds.render import jinja_env
-from feeds.render.feeds import (
-    FORMATS,
-    FeedDoc,
-    render_feeds,
-    render_opml,
-)
-from feeds.render.site import IndexTopic, render_index
+from feeds.render import FORMATS
 from feeds.report import BuildReport
 from feeds.select import R, merge_duplicates, merge_summaries, rank_key, rank_stories
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
+
+# The renderers (Jinja, feedgen, lxml: ~50 ms of imports) are imported where a feed or
+# page is rendered: a rebuild whose feeds all stand unchanged renders nothing.
+if TYPE_CHECKING:
+    from feeds.render.feeds import FeedDoc
 
 __all__ = ["EPOCH", "Corpus", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
            "plan_topics", "render_site", "stable_until"]
 
 HEADLINES = 3  # top stories per topic on the index page
 INDEX = "index.html"
+OPML = "feeds.opml"
+PAGES = (INDEX, OPML)  # outputs named by their own path; the rest are topics' feeds
 
 
 def build(
@@ -85,6 +83,8 @@ def build(
         contents[INDEX] = manifest.content_digest(code, (
             config.title, config.description, config.language, site_updated(plans),
             [(plan.contents(shas, HEADLINES), len(plan.stories)) for plan in plans]))
+        contents[OPML] = manifest.content_digest(code, (
+            config.title, site_updated(plans), [plan.contents(shas, 0) for plan in plans]))
         before = manifest.previous_contents(out) if use_cache else {}
         previous = manifest.previous_outputs(out)
         same = {name for name, digest in contents.items() if before.get(name) == digest
@@ -142,7 +142,7 @@ def remove_output(out: Path, relative: str) -> None:
 
 def outputs_of(name: str) -> list[str]:
     """The files under out/ that a content digest's name covers."""
-    return [INDEX] if name == INDEX else [f"topics/{name}/{fmt}" for fmt in FORMATS]
+    return [name] if name in PAGES else [f"topics/{name}/{fmt}" for fmt in FORMATS]
 
 
 def stable_until(articles: Sequence[Article | Summary], now: datetime,
@@ -220,6 +220,8 @@ class FeedPlan(Generic[R]):
     updated: datetime  # the newest item's date, never the clock
 
     def doc(self, resolve: Callable[[R], Article], limit: int | None = None) -> FeedDoc:
+        from feeds.render.feeds import FeedDoc
+
         return FeedDoc(
             slug=self.slug, name=self.name, title=self.title, description=self.description,
             base_url=self.base_url, language=self.language, updated=self.updated,
@@ -318,16 +320,23 @@ def site_updated(plans: Sequence[FeedPlan[R]]) -> datetime:
 def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article],
                 skip: Set[str] = frozenset()) -> dict[str, bytes]:
     """Every output file, by its path under ``out/``, but those named in ``skip`` (topic
-    slugs, or the index page): their files are known to be current. ``resolve`` gives
-    the plans' items as Articles."""
+    slugs, the index page or the OPML list): their files are known to be current.
+    ``resolve`` gives the plans' items as Articles."""
     files: dict[str, bytes] = {}
-    docs = [plan.doc(resolve, limit=0) for plan in plans]  # no stories: for the OPML list
     todo = [plan for plan in plans if plan.slug not in skip]
+    if not todo and all(page in skip for page in PAGES):
+        return files
+    from feeds.render import jinja_env
+    from feeds.render.feeds import render_opml
+    from feeds.render.site import IndexTopic, render_index
+
+    docs = [plan.doc(resolve, limit=0) for plan in plans]  # no stories: the OPML list's
     for plan, rendered in zip(todo, render_all(todo, resolve), strict=True):
         for name, data in rendered.items():
             files[f"topics/{plan.slug}/{name}"] = data
     updated = site_updated(plans)
-    files["feeds.opml"] = render_opml(docs, title=config.title, updated=updated)
+    if OPML not in skip:
+        files[OPML] = render_opml(docs, title=config.title, updated=updated)
     if INDEX not in skip:
         topics = [IndexTopic(doc, len(plan.stories), tuple(resolve(lead) for lead, _ in plan.stories[:HEADLINES]))
                   for doc, plan in zip(docs, plans, strict=True)]
@@ -347,9 +356,14 @@ def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) ->
     forked, so they share the plans and Articles without copying them; a process with
     threads (the daemon) renders here, since forking a threaded process can deadlock."""
     global _JOB
+    from feeds.render.feeds import render_feeds
+
     cores = os.cpu_count() or 1
     if len(plans) < PARALLEL_FEEDS or cores < 2 or threading.active_count() > 1:
         return [render_feeds(plan.doc(resolve)) for plan in plans]
+    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
+    from concurrent.futures import ProcessPoolExecutor
+
     _JOB = (plans, resolve)
     try:
         with ProcessPoolExecutor(max_workers=min(cores, 8), mp_context=multiprocessing.get_context("fork")) as pool:
@@ -361,4 +375,6 @@ def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) ->
 def _render_one(index: int) -> dict[str, bytes]:
     assert _JOB is not None, "only in a worker forked by render_all"
     plans, resolve = _JOB
+    from feeds.render.feeds import render_feeds
+
     return render_feeds(plans[index].doc(resolve))

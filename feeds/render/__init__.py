@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from feeds.paths import templates_dir
+
+if TYPE_CHECKING:  # imported when an environment is made: a build that renders nothing
+    import jinja2  # never pays for Jinja
+
+FORMATS = {  # a feed's file name -> media type; a public contract, as subscribers' URLs depend on it
+    "rss.xml": "application/rss+xml",
+    "atom.xml": "application/atom+xml",
+    "feed.json": "application/feed+json",
+}
 
 
 def _escape_unless_plain_text(name: str | None) -> bool:
@@ -20,6 +28,8 @@ def jinja_env(folder: Path | None = None) -> jinja2.Environment:
     ``select_autoescape()`` only covers .html/.xml names and so leaves ``.mjml`` raw;
     record text is untrusted, so markup is always escaped, whatever its suffix.
     """
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(folder or templates_dir()),
         autoescape=_escape_unless_plain_text,

@@ -25,12 +25,8 @@ from feedgen.feed import FeedGenerator
 
 import feeds
 from feeds.model import ArchivedEdition, Article, Story
+from feeds.render import FORMATS
 
-FORMATS = {  # file name -> media type; a public contract, as subscribers' URLs depend on it
-    "rss.xml": "application/rss+xml",
-    "atom.xml": "application/atom+xml",
-    "feed.json": "application/feed+json",
-}
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 
 

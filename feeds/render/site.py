@@ -9,7 +9,8 @@ from datetime import datetime
 import jinja2
 
 from feeds.model import Article
-from feeds.render.feeds import FORMATS, FeedDoc
+from feeds.render import FORMATS
+from feeds.render.feeds import FeedDoc
 
 FORMAT_LABELS = {"rss.xml": "RSS", "atom.xml": "Atom", "feed.json": "JSON Feed"}
 
