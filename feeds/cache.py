@@ -2,11 +2,12 @@
 read whole Articles only for the stories a changed feed shows.
 
 Each record file's result is kept in a local SQLite file (``cache_db``), keyed by the
-file's resolved path: its size, mtime and content hash, a :class:`~feeds.model.Summary`
-(what ranking needs) with the file's error and notes, and the pickled Article. A build
-reads every Summary, which is cheap, and only the Articles it renders. When size or
-mtime differ, the content hash decides (a ``touch`` or a checkout that rewrites a file
-unchanged costs a read, not a parse).
+file's resolved path: its size, mtime and content hash with a :class:`~feeds.model.Summary`
+(what ranking needs), the file's error and notes in one table, and the pickled Article in
+another. A build reads every Summary, which is cheap (the Articles, twenty times their size,
+are not on the pages it reads), and only the Articles it renders. When size or mtime
+differ, the content hash decides (a ``touch`` or a checkout that rewrites a file unchanged
+costs a read, not a parse).
 
 The cache is the standard library's sqlite3, not the state database: it is local to the
 machine that builds, may be deleted at any time, and a rebuild after one changed record
@@ -35,7 +36,7 @@ from feeds.model import Article, Summary
 log = logging.getLogger(__name__)
 
 # Bump when Article, Summary or the cleaning rules change: the cache starts again.
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
@@ -159,24 +160,26 @@ class RecordCache:
         keys = [resolved + name[given:] for name, _, _ in scanned]  # resolve() per file costs
         prefix = resolved + os.sep
         cached = {row[0]: row for row in self.db.execute(
-            "SELECT path, size, mtime_ns, sha256, summary FROM records WHERE path >= ? AND path < ?",
+            "SELECT path, size, mtime_ns, sha256, summary FROM files WHERE path >= ? AND path < ?",
             (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))}
         slots: list[Entry | None] = []
         todo: list[tuple[str, str | None]] = []
         where: dict[str, int] = {}
+        pop, append, loads = cached.pop, slots.append, pickle.loads  # a loop run per record
         for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
-            row = cached.pop(key, None)
-            if row is not None and (row[1], row[2]) == (size, mtime_ns):
-                slots.append(_entry(given_name, key, row[3], row[4]))
+            row = pop(key, None)
+            if row is not None and row[1] == size and row[2] == mtime_ns:
+                packed, error, notes = loads(row[4])
+                append(_make_entry((given_name, key, row[3], packed and _make_summary(packed), error, notes)))
                 continue
             where[key] = len(slots)
             todo.append((key, row[3] if row is not None else None))
-            slots.append(None)
+            append(None)
         if progress:
             progress(len(scanned) - len(todo), len(scanned))
         index = Index([])
-        changed: list[tuple[object, ...]] = []
-        restat: list[tuple[object, ...]] = []
+        changed: list[tuple[str, int, int, str, bytes, bytes]] = []
+        restat: list[tuple[int, int, str]] = []
         # One transaction: the cache never holds half a build's changes. Rows go in as
         # results come, while the workers parse on, rather than all at the end.
         with self.db:
@@ -184,7 +187,7 @@ class RecordCache:
                 name = scanned[where[key]][0]
                 if summary is None:  # the bytes the cache has: only size or mtime moved
                     restat.append((size, mtime_ns, key))
-                    old = self.db.execute("SELECT summary FROM records WHERE path = ?", (key,)).fetchone()
+                    old = self.db.execute("SELECT summary FROM files WHERE path = ?", (key,)).fetchone()
                     slots[where[key]] = _entry(name, key, digest, old[0])
                 else:
                     index.parsed += 1
@@ -198,13 +201,16 @@ class RecordCache:
                 if progress:
                     progress(len(scanned) - len(todo) + done, len(scanned))
             self._insert(changed)
-            self.db.executemany("DELETE FROM records WHERE path = ?", [(k,) for k in cached])
-            self.db.executemany("UPDATE records SET size = ?, mtime_ns = ? WHERE path = ?", restat)
+            gone = [(k,) for k in cached]
+            self.db.executemany("DELETE FROM files WHERE path = ?", gone)
+            self.db.executemany("DELETE FROM articles WHERE path = ?", gone)
+            self.db.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", restat)
         index.entries = [e for e in slots if e is not None]
         return index
 
-    def _insert(self, rows: list[tuple[object, ...]]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", rows)
+    def _insert(self, rows: list[tuple[str, int, int, str, bytes, bytes]]) -> None:
+        self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", [row[:5] for row in rows])
+        self.db.executemany("INSERT OR REPLACE INTO articles VALUES (?, ?)", [(row[0], row[5]) for row in rows])
         rows.clear()
 
     def articles(self, index: Index, keys: Iterable[str]) -> dict[str, Article]:
@@ -215,7 +221,7 @@ class RecordCache:
         for start in range(0, len(rest), 500):
             chunk = rest[start:start + 500]
             rows = self.db.execute(
-                f"SELECT path, payload FROM records WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+                f"SELECT path, payload FROM articles WHERE path IN ({','.join('?' * len(chunk))})", chunk)
             found.update((key, pickle.loads(payload)) for key, payload in rows)
         return found
 
@@ -267,8 +273,9 @@ def _prepare(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
         if row is None or row[0] != str(CACHE_VERSION):
-            db.execute("DROP TABLE IF EXISTS records")
+            for table in ("records", "files", "articles"):  # records: versions 1 to 5
+                db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
-        db.execute("CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
-                   "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL, "
-                   "payload BLOB NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
+                   "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS articles (path TEXT PRIMARY KEY, payload BLOB NOT NULL)")
