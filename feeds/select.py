@@ -58,13 +58,31 @@ def rank_key(article: Rankable, half_life: timedelta) -> tuple[float, float, flo
     makes two strengths equal, the higher quality wins, then the newer article, then the
     smaller id, so every run and machine agrees.
     """
+    return (-_strength(article, half_life.total_seconds()), -article.quality,
+            -article.microseconds / 1_000_000, article.id)
+
+
+def _strength(article: Rankable, half_life_seconds: float) -> float:
     published = article.microseconds / 1_000_000  # what datetime.timestamp() gives, exactly
-    strength = (
-        math.log2(article.quality) + published / half_life.total_seconds()
-        if article.quality > 0
-        else -math.inf
-    )
-    return (-strength, -article.quality, -published, article.id)
+    return math.log2(article.quality) + published / half_life_seconds if article.quality > 0 else -math.inf
+
+
+def rank_sorted(items: Iterable[R], half_life: timedelta) -> list[R]:
+    """``items`` sorted by :func:`rank_key`. Sorting floats is some seven times quicker
+    than sorting tuples, so the sort is on strength alone; then each run of equal
+    strengths (rare) is put in :func:`rank_key` order."""
+    seconds = half_life.total_seconds()
+    pool = list(items)
+    strengths = [-_strength(item, seconds) for item in pool]
+    order = sorted(range(len(pool)), key=strengths.__getitem__)
+    ranked = [pool[i] for i in order]
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or strengths[order[end]] != strengths[order[start]]:
+            if end - start > 1:
+                ranked[start:end] = sorted(ranked[start:end], key=lambda a: rank_key(a, half_life))
+            start = end
+    return ranked
 
 
 def duplicate_groups(items: Iterable[R]) -> tuple[dict[str, R], dict[str, list[R]]]:
@@ -108,7 +126,7 @@ def _merge(items: Iterable[R], half_life: timedelta, merge: Callable[[list[R], l
     merged: list[R] = []
     for ident, item in first.items():
         group = groups.get(ident)
-        merged.append(item if group is None else merge(group, sorted(group, key=lambda a: rank_key(a, half_life))))
+        merged.append(item if group is None else merge(group, rank_sorted(group, half_life)))
     return merged
 
 
@@ -149,14 +167,14 @@ def rank_stories(
     Guarantees: at most ``limit`` stories; no article id appears twice; records that name
     each other in ``related`` are one story, led by the best-ranked of them; with
     ``max_per_provider``, no outlet leads more than that many stories. ``ranked``: the
-    caller has sorted ``articles`` by :func:`rank_key` already (one sort for every feed).
+    caller has put ``articles`` in :func:`rank_key` order already (one sort for every feed).
     """
     # In whole microseconds: exact, and integer comparisons are cheap.
     until = (now - EPOCH) // MICROSECOND
     since = until - max_age // MICROSECOND if max_age is not None else None
     eligible = [a for a in articles if a.microseconds <= until and (since is None or a.microseconds >= since)]
     if not ranked:
-        eligible.sort(key=lambda a: rank_key(a, half_life))
+        eligible = rank_sorted(eligible, half_life)
 
     leads: list[R] = []
     folded: list[list[R]] = []

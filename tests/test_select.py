@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from feeds.model import Article, Coverage, Provider
 from feeds.normalise import article_id
-from feeds.select import merge_duplicates, rank_key, score, select
+from feeds.select import merge_duplicates, rank_key, rank_sorted, score, select
 
 HALF_LIFE = timedelta(hours=48)
 T0 = datetime(2020, 6, 1, tzinfo=UTC)
@@ -110,6 +110,14 @@ def test_no_flapping_as_the_clock_advances(articles, limit, cap, max_age, offset
         left |= previous - current
         assert not (current & left), "an item came back after leaving the feed"
         previous = current
+
+
+@given(st.lists(st.builds(make, n=st.integers(0, 30), quality=st.sampled_from([0.0, 1.0, 2.0, 50.0, 1e-300]),
+                          hours=st.sampled_from([0.0, 48.0, 96.0, 1e-9])), max_size=40))
+def test_rank_sorted_is_sorting_by_rank_key(articles: list[Article]) -> None:
+    # Few qualities and moments: many equal strengths, so the tie-breaking runs are exercised
+    # (quality 2 at hour 0 and quality 1 at hour 48 are equally strong; so are all of quality 0).
+    assert rank_sorted(articles, HALF_LIFE) == sorted(articles, key=lambda a: rank_key(a, HALF_LIFE))
 
 
 def test_rank_key_orders_as_score_does_even_when_scores_underflow() -> None:

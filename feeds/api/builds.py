@@ -19,7 +19,7 @@ from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 from feeds.paths import templates_dir
 from feeds.render import FORMATS
 from feeds.report import BuildReport
-from feeds.select import R, merge_duplicates, merge_summaries, rank_key, rank_stories
+from feeds.select import R, merge_duplicates, merge_summaries, rank_sorted, rank_stories
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
 
@@ -263,7 +263,7 @@ class Resolver:
 def plan_topics(config: Config, taxonomy: Taxonomy, articles: Sequence[R], now: datetime) -> list[FeedPlan[R]]:
     """One FeedPlan per topic (sub-topics' articles included), ``all`` first, then by name."""
     half_life = config.half_life
-    articles = sorted(articles, key=lambda a: rank_key(a, half_life))  # once, for every feed
+    articles = rank_sorted(articles, half_life)  # once, for every feed
     members: dict[str, list[R]] = {slug: [] for slug in taxonomy.topics}
     feeds_of: dict[tuple[str, ...], frozenset[str]] = {}  # few combinations of topics, many articles
     for article in articles:
