@@ -178,22 +178,23 @@ def rank_stories(
 
     leads: list[R] = []
     folded: list[list[R]] = []
-    story_of: dict[str, int] = {}  # article id (led, folded or named as related) -> story
+    story_of: dict[str, int] = {}  # article id (a lead's, or one a lead names as related) -> story
+    named = story_of.keys()  # a live view: isdisjoint against it is quick
     per_provider: dict[str, int] = {}
     placed: set[str] = set()
-    for article in eligible:
-        if article.id in placed:
+    rest = iter(eligible if limit > 0 else ())
+    for article in rest:
+        ident = article.id
+        if ident in placed:
             continue
         # Same story if a lead names this article as related, or this article names a lead.
-        index = story_of.get(article.id)
-        if index is None and not story_of.keys().isdisjoint(article.related_ids):  # isdisjoint: quick
+        index = story_of.get(ident)
+        if index is None and not named.isdisjoint(article.related_ids):
             index = next(story_of[i] for i in article.related_ids if i in story_of)
         if index is not None:
             folded[index].append(article)
-            placed.add(article.id)
+            placed.add(ident)
             continue
-        if len(leads) >= limit:
-            continue  # full: later articles may still fold into a story, never lead one
         outlet = article.outlet
         if max_per_provider is not None and per_provider.get(outlet, 0) >= max_per_provider:
             continue
@@ -201,8 +202,22 @@ def rank_stories(
         index = len(leads)
         leads.append(article)
         folded.append([])
-        placed.add(article.id)
-        story_of[article.id] = index
+        placed.add(ident)
+        story_of[ident] = index
         for related in article.related_ids:
             story_of.setdefault(related, index)
+        if len(leads) == limit:
+            break
+    # Full: the stories are settled, and the remaining articles (most, in a big feed) can
+    # only fold into them. The same rules, in the order that rejects most articles soonest.
+    for article in rest:
+        ident = article.id
+        index = story_of.get(ident)
+        if index is None:
+            if named.isdisjoint(article.related_ids):
+                continue
+            index = next(story_of[i] for i in article.related_ids if i in story_of)
+        if ident not in placed:
+            folded[index].append(article)
+            placed.add(ident)
     return list(zip(leads, folded, strict=True))
