@@ -66,7 +66,7 @@ def related_entry(rng: random.Random, n: int) -> str:
 """
 
 
-def record(rng: random.Random, n: int, url: str, published: datetime) -> str:
+def record(rng: random.Random, n: int, url: str, published: datetime, quality: int | None = None) -> str:
     name, domain = rng.choice(OUTLETS)
     video = rng.random() < 0.06
     large = rng.random() < 0.3
@@ -84,7 +84,7 @@ originalUrl: "{url}"
 webUrl: "{url}"
 ampWebUrl: "{url}/amp/"
 type: {kind}
-quality: {rng.randrange(0, 160)}
+quality: {rng.randrange(0, 160) if quality is None else quality}
 heat: {rng.randrange(-1, 160)}
 {featured}
 provider:
@@ -123,6 +123,16 @@ def generate(folder: Path, count: int, seed: int = 2020) -> list[Path]:
         path.write_text(record(rng, n, url, published), encoding="utf-8")
         paths.append(path)
     return paths
+
+
+def breaking_news(folder: Path, n: int, now: datetime) -> Path:
+    """A new record, published an hour before ``now`` with the top quality: it leads the
+    all feed and its topics' feeds (the case of a rebuild after news arrives)."""
+    published = now - timedelta(hours=1)
+    url = f"https://outlet1.example.com/{published:%Y/%m/%d}/breaking-{n}"
+    path = folder / f"{published:%Y-%m-%d}-breaking-{n:06d}.md"
+    path.write_text(record(random.Random(n), n, url, published, quality=159), encoding="utf-8")
+    return path
 
 
 def main() -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import feedparser
+
 from benchmarks import run
 
 
@@ -14,7 +16,7 @@ def test_runner_works_at_200_records(tmp_path: Path) -> None:
     run.main(["--sizes", "200", "--repeat", "1", "--data", str(tmp_path / "data"), "--results", str(results),
               "--no-plot", "--digest-subscribers", "40"])
     text = results.read_text()
-    for scenario in ("cold", "warm", "one changed"):
+    for scenario in ("cold", "warm", "one changed", "one added"):
         row = next(line for line in text.splitlines() if line.startswith(f"| 200 | {scenario} |"))
         assert re.search(r"\| \d+\.\d{3} / \d+\.\d{3} / \d+\.\d{3} \|", row), row
     assert re.search(r"personalised editions\s+rendered per second", text)
@@ -23,3 +25,7 @@ def test_runner_works_at_200_records(tmp_path: Path) -> None:
     hugo_feeds = list((tmp_path / "data/run-200/hugo-out/topics").glob("*/index.xml"))
     feeds_feeds = list((tmp_path / "data/run-200/out/topics").glob("*/rss.xml"))
     assert len(hugo_feeds) >= 30 and len(feeds_feeds) == len(hugo_feeds) + 1  # + all/
+    # The last rebuild was the one after news arrived: the new record leads the all feed.
+    first = feedparser.parse((tmp_path / "data/run-200/out/topics/all/rss.xml").read_bytes()).entries[0]
+    assert "/breaking-" in first.link
+    assert not list((tmp_path / "data/records-200").glob("*breaking*"))  # taken away again
