@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
 from pathlib import Path, PurePosixPath
 
 from feeds.errors import FeedsError
@@ -44,7 +44,7 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
         raise OutputError(f"{target}: cannot read: {e.strerror or e}") from e
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = _create_beside(target)
     except OSError as e:
         raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
     try:
@@ -52,7 +52,7 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; feeds are public files
+        os.chmod(tmp, 0o644)  # whatever the umask: feeds are public files
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -61,3 +61,16 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
             raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
         raise
     return True
+
+
+def _create_beside(target: Path) -> tuple[int, str]:
+    """A new, empty hidden file in ``target``'s folder, made by this call alone (O_EXCL):
+    named by process id and a counter, where tempfile's random names would cost a rebuild
+    the import of tempfile, shutil and random for one file."""
+    for n in itertools.count():
+        tmp = str(target.with_name(f".{target.name}.{os.getpid()}.{n}.tmp"))
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
+        except FileExistsError:  # a crashed run's leftover, or another thread's file now
+            continue
+    raise AssertionError("unreachable")

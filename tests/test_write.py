@@ -86,3 +86,16 @@ def test_a_failed_rename_leaves_the_old_file_whole_and_no_temp_file(tmp_path: Pa
         write_if_changed(tmp_path, "f/b.xml", b"new")
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == ["a.xml", "b.xml"]
     assert (tmp_path / "f/a.xml").read_bytes() == b"old"
+
+
+def test_a_crashed_runs_leftover_temp_file_neither_blocks_nor_is_taken(tmp_path: Path) -> None:
+    # Temporary names are the process id and a counter: a leftover under this very name
+    # (a crashed run that had our pid) must not stop the write, nor be renamed into place.
+    (tmp_path / "f").mkdir()
+    leftover = tmp_path / f"f/.a.xml.{os.getpid()}.0.tmp"
+    leftover.write_bytes(b"half a fe")
+    assert write_if_changed(tmp_path, "f/a.xml", b"whole")
+    assert (tmp_path / "f/a.xml").read_bytes() == b"whole"
+    assert (tmp_path / "f/a.xml").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [leftover.name, "a.xml"]
+    assert leftover.read_bytes() == b"half a fe"
