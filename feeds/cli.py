@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -245,6 +244,8 @@ def run(config_path: Path | None, no_serve: bool) -> None:
     Stops gracefully on SIGTERM or Ctrl-C: a digest being sent finishes its current
     message. Example: feeds --log-level info run --config /etc/feeds/feeds.yaml
     """
+    import signal
+
     from feeds.scheduler import Daemon
 
     config = _config(config_path)

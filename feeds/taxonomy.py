@@ -34,6 +34,9 @@ class Taxonomy:
 
     topics: Mapping[str, Topic]
     names: Mapping[str, str] = field(repr=False)  # casefolded name/alias -> slug
+    # A record's topic name -> the feeds it puts an article in: a build asks for every
+    # record, and records use few names.
+    _feeds_of_name: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     def slug_for(self, name: str) -> str | None:
         return self.names.get(name.casefold())
@@ -51,9 +54,11 @@ class Taxonomy:
         """The slugs of every topic feed that carries ``article`` (not counting ``all``)."""
         slugs: set[str] = set()
         for name in article.topics:
-            slug = self.slug_for(name)
-            if slug:
-                slugs.update(self.lineage(slug))
+            feeds = self._feeds_of_name.get(name)
+            if feeds is None:
+                slug = self.slug_for(name)
+                feeds = self._feeds_of_name[name] = self.lineage(slug) if slug else ()
+            slugs.update(feeds)
         return frozenset(slugs)
 
     def children(self, slug: str) -> tuple[Topic, ...]:
