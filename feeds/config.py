@@ -16,8 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from feeds import fastyaml
 from feeds.errors import ConfigError
 
 if TYPE_CHECKING:  # imported where Topics are made: a rebuild with nothing to do never needs it
@@ -130,10 +129,10 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return with_environment(Config())
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(path, f"cannot read: {e.strerror or e}") from e
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+    except ValueError as e:  # not YAML, not UTF-8, or a date that does not exist
         raise ConfigError(path, f"not valid YAML: {_first_line(e)}") from e
     if raw is None:
         raw = {}
@@ -355,10 +354,10 @@ def _topics_from_path(path: Path, fail: Any) -> list[Topic]:
     topics: list[Topic] = []
     for file in files:
         try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+            raw = read_yaml(file.read_text(encoding="utf-8"))
         except OSError as e:
             raise fail(f"cannot read {file}: {e.strerror or e}") from e
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
+        except ValueError as e:
             raise fail(f"{file}: not valid YAML: {_first_line(e)}") from e
         for entry in raw if isinstance(raw, list) else [raw]:
             if not isinstance(entry, Mapping):
@@ -392,6 +391,22 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
         keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
         aliases=aliases,
     )
+
+
+def read_yaml(text: str) -> Any:
+    """The document in ``text`` as ``yaml.safe_load`` reads it, read by
+    :mod:`feeds.fastyaml` when it is in its plain subset: every command reads the config,
+    and then need not import PyYAML. Malformed YAML raises ValueError."""
+    try:
+        return fastyaml.load(text)
+    except fastyaml.Unsupported:
+        pass
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(str(e)) from e
 
 
 def _first_line(error: Exception) -> str:

@@ -10,26 +10,46 @@ mean). Anything outside the subset (flow collections, anchors and aliases, tags,
 scalars, comments, multi-line scalars, single quotes, tabs, complex keys) raises
 :class:`Unsupported`, and the caller uses PyYAML. Tests check that the two agree on every
 real record and on generated documents.
+
+PyYAML itself is imported only when a scalar needs its resolver: strings, decimal
+integers, UTC timestamps, booleans and nulls are read here, and importing PyYAML (~17 ms,
+most of it compiling one regular expression) is a twentieth of a rebuild's budget.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from yaml.constructor import SafeConstructor
-from yaml.nodes import ScalarNode
-from yaml.resolver import Resolver
+if TYPE_CHECKING:
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
 
 
 class Unsupported(Exception):
     """The text is outside the subset this reader handles; use PyYAML."""
 
 
-_RESOLVER = Resolver()
-_CONSTRUCTOR = SafeConstructor()
+@functools.cache
+def _pyyaml() -> tuple[Resolver, SafeConstructor]:
+    from yaml.constructor import SafeConstructor
+    from yaml.resolver import Resolver
+
+    return Resolver(), SafeConstructor()
+
+
 _STR = "tag:yaml.org,2002:str"
+# The first characters of PyYAML's implicit resolvers (yaml.resolver.Resolver's table; a
+# test holds the two equal): a plain scalar that starts with any other character is a string.
+RESOLVED_FIRST = frozenset("!&*+-.0123456789<=FNOTYfnoty~")
+# YAML 1.1's booleans and nulls, as PyYAML reads them (a test asks PyYAML for each).
+WORDS: dict[str, bool | None] = {
+    **dict.fromkeys("yes Yes YES true True TRUE on On ON".split(), True),
+    **dict.fromkeys("no No NO false False FALSE off Off OFF".split(), False),
+    **dict.fromkeys("~ null Null NULL".split(), None),
+}
 # Plain scalars that are certainly strings: letters first, then nothing YAML 1.1 reads
 # as a bool or null. Everything else asks PyYAML's resolver.
 _SURE_STRING = re.compile(r"[A-Za-z_][\w .,/@()&+'-]*")
@@ -77,12 +97,19 @@ def _plain(value: str) -> Any:
     if stamp:
         year, month, day, hour, minute, second = map(int, stamp.groups())
         return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
-    tag = _RESOLVER.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+    if value in WORDS:
+        return WORDS[value]
+    if value and value[0] not in RESOLVED_FIRST:
+        return value
+    from yaml.nodes import ScalarNode
+
+    resolver, constructor = _pyyaml()
+    tag = resolver.resolve(ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if tag == _STR:
         return value
     if tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"):
         raise Unsupported(value)
-    return _CONSTRUCTOR.construct_object(ScalarNode(tag, value))
+    return constructor.construct_object(ScalarNode(tag, value))
 
 
 def double_quoted(body: str) -> str:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from feeds import fastyaml
 from feeds.errors import InvalidRecord, RecordError, RecordNotice
 from feeds.manifest import scan
@@ -28,9 +26,8 @@ T = TypeVar("T")
 
 
 # Front matter goes through feeds.fastyaml, which reads the plain subset records use and
-# hands everything else to PyYAML: libyaml's safe loader where PyYAML has it (much faster
-# than the pure-Python one, same values).
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# hands everything else to PyYAML (imported then): libyaml's safe loader where PyYAML has
+# it (much faster than the pure-Python one, same values).
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +105,10 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
         return fastyaml.load(text), notes  # the plain subset: no anchors, so no alias bombs
     except fastyaml.Unsupported:
         pass
+    import yaml
+
     try:
-        raw = yaml.load(text, Loader=_Loader)  # a safe loader
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # a safe loader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2

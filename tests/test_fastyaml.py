@@ -106,3 +106,43 @@ def test_arbitrary_text_never_disagrees(text: str) -> None:
 def test_the_fast_path_is_used_for_records() -> None:
     text = front_matter(next(SEEDS.glob("*.md")))
     assert fastyaml.load(text)["provider"]["name"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(
+    st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " éü中", min_size=1, max_size=20),
+    st.sampled_from([".5", ".inf", "+1", "-2.5", "~", "<<", "=", "0x1F", "1:20", "Yes", "n", "NULL", "off", "Off!",
+                     "/tmp/a", "%x", "1e3", "2020-06-17", "é", "TRUE", "t"]),
+))
+def test_plain_scalars_of_every_first_character_agree(value: str) -> None:
+    # Scalars starting with a character no PyYAML resolver claims are read as strings
+    # without asking PyYAML; every first character is tried here.
+    agrees(f"key: {value}\nlist:\n  - {value}\n")
+
+
+def test_the_first_characters_and_words_read_without_pyyaml_are_pyyamls() -> None:
+    from yaml.resolver import Resolver
+    table = Resolver.yaml_implicit_resolvers
+    assert None not in table  # no resolver looks at every scalar
+    assert fastyaml.RESOLVED_FIRST == {first for first in table if first}
+    for word, value in fastyaml.WORDS.items():
+        assert repr(yaml.safe_load(f"k: {word}")["k"]) == repr(value), word
+    bools = Resolver.yaml_implicit_resolvers["y"][0][1]  # yes|Yes|...: every YAML 1.1 boolean word
+    words = {w.strip() for w in bools.pattern.strip("^$()?:").split("|")}
+    assert {w for w in fastyaml.WORDS if fastyaml.WORDS[w] is not None} == words
+
+
+def test_a_plain_config_and_a_usual_record_are_read_without_importing_pyyaml(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.generate import generate
+    [record] = generate(tmp_path / "records", 1, seed=3)
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"seeds: {tmp_path / 'records'}\nitems_per_feed: 20\nmax_age_days: null\n"
+                      "serve:\n  port: 8001\n", encoding="utf-8")
+    code = ("import sys; from pathlib import Path; from feeds.config import load_config; from feeds.load import load_record; "
+            f"c = load_config(Path({str(config)!r})); r = load_record(Path({str(record)!r}), 1 << 20); "
+            "print(c.items_per_feed, c.serve.port, r.article is not None, 'yaml' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["20", "8001", "True", "False"]
