@@ -362,9 +362,9 @@ def main() -> None:
         # A build's files are written and closed and its report printed: the interpreter's
         # teardown, freeing every record's summary one by one, would add ~30 ms to a quick
         # rebuild for nothing (mypy exits the same way).
-        import logging
-
-        logging.shutdown()
+        logging = sys.modules.get("logging")  # imported only by a build that had work
+        if logging is not None:
+            logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(end.code if isinstance(end.code, int) else 0 if end.code is None else 1)

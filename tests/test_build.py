@@ -431,6 +431,21 @@ def test_a_change_no_feed_shows_renders_nothing_and_loads_no_renderer(tmp_path: 
     assert snapshot(out) == before
 
 
+def test_a_rebuild_with_nothing_to_do_imports_no_library_parser_or_logging(tmp_path: Path) -> None:
+    # Its start-up is most of its time: the manifest check runs before any of these.
+    import subprocess
+    import sys
+
+    command = ["build", "--seeds", str(SEEDS), "--out", str(tmp_path / "out"), "--now", SEEDS_NOW]
+    build(SEEDS, tmp_path / "out")
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "feeds", *command],
+                            capture_output=True, text=True, check=True)
+    assert "Read 5 records (5 unchanged since the last build)" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert {"feeds.manifest", "click"} <= imported  # the list is the real one
+    assert not imported & {"feeds.cache", "feeds.load", "feeds.model", "yaml", "logging", "sqlite3"}
+
+
 def test_a_build_does_not_import_the_digest_machinery() -> None:
     # The CLI's build imports feeds.api lazily; a rebuild must not pay for SQLAlchemy.
     import subprocess
