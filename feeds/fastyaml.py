@@ -12,7 +12,7 @@ scalars, comments, multi-line scalars, single quotes, tabs, complex keys) raises
 real record and on generated documents.
 
 PyYAML itself is imported only when a scalar needs its resolver: strings, decimal
-integers, UTC timestamps, booleans and nulls are read here, and importing PyYAML (~17 ms,
+integers and fractions, UTC timestamps, booleans and nulls are read here, and importing PyYAML (~17 ms,
 most of it compiling one regular expression) is a twentieth of a rebuild's budget.
 """
 
@@ -67,6 +67,7 @@ _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
 _PLAIN_FORBIDDEN = re.compile(r"^(?:[-?:](?: |$)|[,\[\]{}#&*!|>'\"%@`])|: | #|:$|\t")
 
 
+_DECIMAL = re.compile(r"-?[0-9]+\.[0-9]+")
 _TIMESTAMP_Z = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
 _CACHE: dict[str, Any] = {}  # plain scalars repeat (keys, topics, outlets); results are immutable
 
@@ -93,6 +94,8 @@ def _plain(value: str) -> Any:
     digits = value[1:] if value[:1] == "-" else value
     if digits.isdigit() and digits.isascii() and (digits == "0" or digits[0] != "0"):
         return int(value)  # decimal; a leading 0 is octal in YAML 1.1, so PyYAML decides
+    if _DECIMAL.fullmatch(value):
+        return float(value)  # what PyYAML's float constructor makes of these digits
     stamp = _TIMESTAMP_Z.fullmatch(value)
     if stamp:
         year, month, day, hour, minute, second = map(int, stamp.groups())

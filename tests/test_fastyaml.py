@@ -111,7 +111,8 @@ def test_the_fast_path_is_used_for_records() -> None:
 @settings(max_examples=600, deadline=None)
 @given(st.one_of(
     st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " éü中", min_size=1, max_size=20),
-    st.sampled_from([".5", ".inf", "+1", "-2.5", "~", "<<", "=", "0x1F", "1:20", "Yes", "n", "NULL", "off", "Off!",
+    st.from_regex(r"-?[0-9]{1,4}\.[0-9]{1,4}", fullmatch=True),
+    st.sampled_from([".5", ".inf", "+1", "-2.5", "-0.0", "007.50", "1.5e3", "1.", "~", "<<", "=", "0x1F", "1:20", "Yes", "n", "NULL", "off", "Off!",
                      "/tmp/a", "%x", "1e3", "2020-06-17", "é", "TRUE", "t"]),
 ))
 def test_plain_scalars_of_every_first_character_agree(value: str) -> None:
@@ -139,10 +140,10 @@ def test_a_plain_config_and_a_usual_record_are_read_without_importing_pyyaml(tmp
     from benchmarks.generate import generate
     [record] = generate(tmp_path / "records", 1, seed=3)
     config = tmp_path / "feeds.yaml"
-    config.write_text(f"seeds: {tmp_path / 'records'}\nitems_per_feed: 20\nmax_age_days: null\n"
+    config.write_text(f"seeds: {tmp_path / 'records'}\nitems_per_feed: 20\nmax_age_days: null\nhalf_life_hours: 36.5\n"
                       "serve:\n  port: 8001\n", encoding="utf-8")
     code = ("import sys; from pathlib import Path; from feeds.config import load_config; from feeds.load import load_record; "
             f"c = load_config(Path({str(config)!r})); r = load_record(Path({str(record)!r}), 1 << 20); "
-            "print(c.items_per_feed, c.serve.port, r.article is not None, 'yaml' in sys.modules)")
+            "print(c.items_per_feed, c.half_life_hours, c.serve.port, r.article is not None, 'yaml' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["20", "8001", "True", "False"]
+    assert done.stdout.split() == ["20", "36.5", "8001", "True", "False"]
