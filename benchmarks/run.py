@@ -11,7 +11,9 @@ no feed: nothing to render) and one after a new record arrived (it leads the all
 its topics': those feeds, the index page and the OPML list are rendered). Hugo builds
 taxonomy-term RSS only. The digest part measures personalised editions rendered per second
 against messages a loopback aiosmtpd server accepts per second from feeds' own sender.
-Results go to benchmarks/RESULTS.md and a plot to benchmarks/results.png.
+Results go to benchmarks/RESULTS.md and a plot to benchmarks/results.png. 100,000 records
+take a run of their own (--results elsewhere); ``--plot-from RESULTS.md other.md`` then plots
+every size's medians together without measuring anything.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -288,22 +291,37 @@ def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[flo
                   f"from feeds' own sender: **{rendered / accepted:.1f}x**."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if plot:
-        _plot(all_results, plot)
+        _plot({size: {name: (statistics.median(s.wall for s in scenario.feeds),
+                             statistics.median(s.wall for s in scenario.hugo))
+                      for name, scenario in results.items()}
+               for size, results in all_results.items()}, plot)
 
 
-def _plot(all_results: dict[int, dict[str, Scenario]], path: Path) -> None:
+Medians = dict[int, dict[str, tuple[float, float]]]  # records -> scenario -> (feeds, Hugo) median wall
+
+
+def medians_from(results_md: Path) -> Medians:
+    """The median wall times in a results file this runner wrote: so sizes measured in
+    separate runs (100,000 records take their own) can be plotted together."""
+    found: Medians = {}
+    for line in results_md.read_text(encoding="utf-8").splitlines():
+        row = re.fullmatch(r"\| ([\d,]+) \| ([a-z ]+) \| [\d.]+ / [\d.]+ / [\d.]+ \| ([\d.]+) s \| ([\d.]+) s \|.*", line)
+        if row:
+            found.setdefault(int(row[1].replace(",", "")), {})[row[2]] = (float(row[3]), float(row[4]))
+    return found
+
+
+def _plot(medians: Medians, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = sorted(all_results)
+    sizes = sorted(medians)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, style in (("cold", "o-"), ("warm", "s--"), ("one changed", "^:"), ("one added", "v-.")):
-        ax.plot(sizes, [statistics.median(s.wall for s in all_results[n][name].feeds) for n in sizes], style,
-                label=f"feeds, {name}")
-    ax.plot(sizes, [statistics.median(s.wall for s in all_results[n]["cold"].hugo) for n in sizes], "k-",
-            label="Hugo (per-topic RSS)")
+        ax.plot(sizes, [medians[n][name][0] for n in sizes], style, label=f"feeds, {name}")
+    ax.plot(sizes, [medians[n]["cold"][1] for n in sizes], "k-", label="Hugo (per-topic RSS)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("records")
@@ -324,7 +342,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "results.png")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--digest-subscribers", type=int, default=10_000, help="0 skips the digest part")
+    parser.add_argument("--plot-from", type=Path, nargs="+", metavar="RESULTS_MD",
+                        help="Measure nothing: plot the medians in these results files (later files win) to --plot.")
     args = parser.parse_args(argv)
+    if args.plot_from:
+        merged: Medians = {}
+        for results_md in args.plot_from:
+            merged.update(medians_from(results_md))
+        _plot(merged, args.plot)
+        return
     # Byte-compile feeds first, as installing a wheel does: an editable install under
     # PYTHONDONTWRITEBYTECODE (set on this machine) would compile every module on every run.
     compileall.compile_dir(ROOT / "feeds", quiet=1)

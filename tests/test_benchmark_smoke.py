@@ -29,3 +29,9 @@ def test_runner_works_at_200_records(tmp_path: Path) -> None:
     first = feedparser.parse((tmp_path / "data/run-200/out/topics/all/rss.xml").read_bytes()).entries[0]
     assert "/breaking-" in first.link
     assert not list((tmp_path / "data/records-200").glob("*breaking*"))  # taken away again
+    # Sizes measured in separate runs are plotted together from their results files.
+    medians = run.medians_from(results)
+    assert set(medians) == {200} and set(medians[200]) == {"cold", "warm", "one changed", "one added"}
+    assert all(feeds > 0 and hugo > 0 for feeds, hugo in medians[200].values())
+    run.main(["--plot-from", str(results), "--plot", str(tmp_path / "plot.png")])
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
