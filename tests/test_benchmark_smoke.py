@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import feedparser
+import pytest
 
 from benchmarks import run
 
@@ -33,5 +34,15 @@ def test_runner_works_at_200_records(tmp_path: Path) -> None:
     medians = run.medians_from(results)
     assert set(medians) == {200} and set(medians[200]) == {"cold", "warm", "one changed", "one added"}
     assert all(feeds > 0 and hugo > 0 for feeds, hugo in medians[200].values())
+
+
+def test_plot_from_results_files(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the bench extra, not the test one
+    results = tmp_path / "RESULTS.md"
+    results.write_text("| 1,000 | cold | 0.9 / 1.0 / 1.1 | 0.68 s | 0.67 s | x |\n"
+                       "| 1,000 | warm | 0.1 / 0.1 / 0.1 | 0.08 s | 0.68 s | x |\n"
+                       "| 1,000 | one changed | 0.3 / 0.3 / 0.3 | 0.21 s | 0.66 s | x |\n"
+                       "| 1,000 | one added | 0.3 / 0.3 / 0.3 | 0.24 s | 0.68 s | x |\n", encoding="utf-8")
+    assert run.medians_from(results)[1000]["one added"] == (0.24, 0.68)
     run.main(["--plot-from", str(results), "--plot", str(tmp_path / "plot.png")])
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
