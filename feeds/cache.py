@@ -165,12 +165,11 @@ class RecordCache:
         slots: list[Entry | None] = []
         todo: list[tuple[str, str | None]] = []
         where: dict[str, int] = {}
-        pop, append, loads = cached.pop, slots.append, pickle.loads  # a loop run per record
+        pop, append = cached.pop, slots.append  # a loop run per record
         for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
             row = pop(key, None)
             if row is not None and row[1] == size and row[2] == mtime_ns:
-                packed, error, notes = loads(row[4])
-                append(_make_entry((given_name, key, row[3], packed and _make_summary(packed), error, notes)))
+                append(_entry(given_name, key, row[3], row[4]))
                 continue
             where[key] = len(slots)
             todo.append((key, row[3] if row is not None else None))
