@@ -241,6 +241,32 @@ def test_records_are_found_in_path_order_whatever_the_names(tmp_path: Path) -> N
         n for n in names if n.endswith(".md") and "/." not in "/" + n}
 
 
+def test_links_to_records_are_records_and_links_to_folders_are_not_followed(tmp_path: Path) -> None:
+    import os
+
+    from feeds.manifest import scan
+    records, elsewhere = tmp_path / "records", tmp_path / "elsewhere"
+    write_record(elsewhere / "far.md")
+    write_record(records / "near.md")
+    os.symlink(elsewhere / "far.md", records / "linked.md")
+    os.symlink(elsewhere, records / "folder")
+    os.symlink(tmp_path / "missing.md", records / "dangling.md")
+    found = {Path(path).name: size for path, size, _ in scan(records)}
+    assert found == {"linked.md": (elsewhere / "far.md").stat().st_size, "near.md": (records / "near.md").stat().st_size}
+    assert [path for path, _, _ in scan(records)] == [str(records / "linked.md"), str(records / "near.md")]
+
+
+def test_a_scan_gives_each_file_size_and_mtime_as_stat_gives_them(tmp_path: Path) -> None:
+    import os
+
+    from feeds.manifest import scan
+    for name in ("a.md", "b/c.md", "b/d/e.markdown"):
+        write_record(tmp_path / name)
+    os.utime(tmp_path / "b/c.md", ns=(1, 1_234_567_891))
+    assert scan(tmp_path) == [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                              for p in (tmp_path / "a.md", tmp_path / "b/c.md", tmp_path / "b/d/e.markdown")]
+
+
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.text(alphabet="a\n\t\r\x00\x1f\x7f\x80\x85\x9f\xa0\u2028\u2029\ufeff\ufffe\uffff", max_size=10))
 def test_the_byte_check_never_calls_text_usual_that_is_not(text: str) -> None:
     from feeds.load import _UNUSUAL, usual_bytes
