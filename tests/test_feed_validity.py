@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree, html
 
 from tests.conftest import CORPUS, DATA, SEEDS, run_cli
@@ -143,3 +145,12 @@ def test_opml_and_index_are_well_formed(out: Path) -> None:
             assert URL.match(outline.get(attr)) and urlsplit(outline.get(attr)).netloc == "localhost:8000"
     page = etree.parse(str(out / "index.html"), etree.HTMLParser(recover=False))
     assert page.getroot().get("lang") == "en"
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), timezones=  # noqa: DTZ001 (naive bounds: hypothesis adds the zone)
+       st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=11))])))
+def test_the_opml_date_is_what_the_email_package_would_write(moment: datetime) -> None:
+    from email.utils import format_datetime
+
+    from feeds.render.feeds import rfc5322
+    assert rfc5322(moment) == format_datetime(moment.astimezone(UTC), usegmt=True)
