@@ -192,3 +192,51 @@ def test_a_cache_that_is_not_a_database_is_started_again(tmp_path: Path) -> None
     assert first.parsed == first.records == 20 and not first.skipped
     second = api.build(config, now=NOW, seeds=records, out=tmp_path / "again")
     assert second.parsed == 0 and outputs(tmp_path / "again") == outputs(tmp_path / "out")
+
+
+def test_compiled_templates_are_kept_and_never_outlive_their_source_or_settings(tmp_path: Path) -> None:
+    import sqlite3
+
+    from feeds.cache import RecordCache, template_cache
+    from feeds.render import jinja_env
+    db, folder = tmp_path / "cache.db", tmp_path / "templates"
+    folder.mkdir()
+    RecordCache(db).__exit__(None, None, None)  # the cache's tables, as a build leaves them
+    page = folder / "page.html"
+    page.write_text("{% if x %}\n<p>{{ x }}</p>\n{% endif %}\n", encoding="utf-8")
+
+    def render(**settings: bool) -> str:
+        env = jinja_env(folder, bytecode_cache=template_cache(db))
+        for name, value in settings.items():
+            setattr(env, name, value)
+        return env.get_template("page.html").render(x="<b>")
+
+    def stored() -> list[bytes]:
+        with sqlite3.connect(db) as conn:
+            return [row[0] for row in conn.execute("SELECT code FROM templates ORDER BY key")]
+
+    assert render() == "<p>&lt;b&gt;</p>\n"
+    first = stored()
+    assert len(first) == 1 and render() == "<p>&lt;b&gt;</p>\n" and stored() == first  # loaded, not compiled again
+    # Other settings give other code: a cache keyed on the name alone would give the page above.
+    assert render(trim_blocks=False, lstrip_blocks=False) == "\n<p>&lt;b&gt;</p>\n\n"
+    assert len(stored()) == 2
+    page.write_text("<i>{{ x }}</i>\n", encoding="utf-8")  # a changed source is compiled again
+    assert render() == "<i>&lt;b&gt;</i>\n"
+    assert len(stored()) == 2 and first[0] not in stored()
+    assert template_cache(None) is None
+
+
+def test_a_build_keeps_the_index_page_template_compiled_and_no_cache_keeps_nothing(tmp_path: Path) -> None:
+    import sqlite3
+    records = tmp_path / "records"
+    generate(records, 20, seed=6)
+    config = replace(Config(), cache_db=tmp_path / "cache.db")
+    api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
+    with sqlite3.connect(config.cache_db) as conn:
+        assert conn.execute("SELECT count(*) FROM templates").fetchone() == (1,)
+    # Rebuilds render the page from that code: test_rebuilds_write_what_a_build_from_nothing_writes
+    # holds them to a build that compiles it.
+    api.build(replace(config, cache_db=tmp_path / "unused.db"), now=NOW, seeds=records, out=tmp_path / "o2",
+              use_cache=False)
+    assert not (tmp_path / "unused.db").exists()

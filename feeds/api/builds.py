@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
 from feeds import manifest
-from feeds.cache import Entry, Progress, RecordCache
+from feeds.cache import Entry, Progress, RecordCache, template_cache
 from feeds.config import Config
 from feeds.errors import FeedsError, RecordError
 from feeds.load import Loaded
@@ -93,7 +93,8 @@ def build(
         if INDEX not in same:
             wanted.update(source for plan in plans for source in plan.sources(HEADLINES))
         articles = cache.articles(index, wanted)
-    files = render_site(config, plans, Resolver(articles, config.half_life), skip=same)
+    files = render_site(config, plans, Resolver(articles, config.half_life), skip=same,
+                        compiled=config.cache_db if use_cache else None)
 
     written: list[str] = []
     unchanged: list[str] = []
@@ -318,10 +319,11 @@ def site_updated(plans: Sequence[FeedPlan[R]]) -> datetime:
 
 
 def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article],
-                skip: Set[str] = frozenset()) -> dict[str, bytes]:
+                skip: Set[str] = frozenset(), compiled: Path | None = None) -> dict[str, bytes]:
     """Every output file, by its path under ``out/``, but those named in ``skip`` (topic
     slugs, the index page or the OPML list): their files are known to be current.
-    ``resolve`` gives the plans' items as Articles."""
+    ``resolve`` gives the plans' items as Articles; ``compiled``: the parse cache's database, where
+    compiled templates are kept (see :func:`~feeds.cache.template_cache`)."""
     files: dict[str, bytes] = {}
     todo = [plan for plan in plans if plan.slug not in skip]
     if not todo and all(page in skip for page in PAGES):
@@ -341,7 +343,7 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
         topics = [IndexTopic(doc, len(plan.stories), tuple(resolve(lead) for lead, _ in plan.stories[:HEADLINES]))
                   for doc, plan in zip(docs, plans, strict=True)]
         files[INDEX] = render_index(
-            jinja_env(), topics, title=config.title, description=config.description,
+            jinja_env(bytecode_cache=template_cache(compiled)), topics, title=config.title, description=config.description,
             language=config.language, updated=updated,
         )
     return files

@@ -22,7 +22,7 @@ def _escape_unless_plain_text(name: str | None) -> bool:
     return not (name or "").endswith(".txt")
 
 
-def jinja_env(folder: Path | None = None) -> jinja2.Environment:
+def jinja_env(folder: Path | None = None, bytecode_cache: jinja2.BytecodeCache | None = None) -> jinja2.Environment:
     """A Jinja environment that escapes every template but plain text (``.txt``).
 
     ``select_autoescape()`` only covers .html/.xml names and so leaves ``.mjml`` raw;
@@ -37,6 +37,7 @@ def jinja_env(folder: Path | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        bytecode_cache=bytecode_cache,
     )
     env.filters["longdate"] = longdate
     env.filters["shortdate"] = shortdate
