@@ -57,6 +57,13 @@ def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _forget_remembered_indexes() -> None:
+    """Each test starts as a new process does: with no parse-cache index in memory."""
+    from feeds import cache
+    cache._MEMORY.clear()
+
+
 @pytest.fixture
 def corpus() -> Path:
     if not (CORPUS / "articles").is_dir():

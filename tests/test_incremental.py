@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
 from benchmarks.generate import generate
@@ -99,7 +100,11 @@ def mutate(rng: random.Random, records: Path, step: int) -> str:
     return f"{kind} of {path.name}"
 
 
-def test_rebuilds_write_what_a_build_from_nothing_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("process", ["resident", "new each time"])
+def test_rebuilds_write_what_a_build_from_nothing_writes(tmp_path: Path, process: str) -> None:
+    # Resident: one process rebuilds (the daemon), reusing its memory of the last index.
+    # New each time: every rebuild reads the cache afresh (the command).
+    from feeds.cache import _MEMORY
     records = tmp_path / "records"
     generate(records, 120, seed=3)
     for seed in SEEDS.glob("*.md"):
@@ -111,6 +116,8 @@ def test_rebuilds_write_what_a_build_from_nothing_writes(tmp_path: Path) -> None
     rng = random.Random(2026)
     for step in range(40):
         changes = [mutate(rng, records, step * 10 + i) for i in range(rng.choice((1, 1, 2, 3)))]
+        if process != "resident":
+            _MEMORY.clear()
         report = api.build(config, now=NOW, seeds=records, out=out)
         assert outputs(out) == reference(config, records), changes
         assert report.parsed <= len(changes) * 2, (changes, report.parsed)
@@ -166,14 +173,15 @@ def test_a_duplicate_that_names_a_lead_folds_its_whole_group_into_that_story(tmp
 
 
 def test_summaries_keep_every_date_to_the_microsecond(tmp_path: Path) -> None:
-    from feeds.cache import RecordCache
+    from feeds.cache import _MEMORY, RecordCache
     from feeds.manifest import scan
 
     records = tmp_path / "records"
     dates = ["1900-01-01T00:00:00.000001Z", "2020-06-17T12:34:56.999999+02:00", "2099-12-31T23:59:59.5Z"]
     for i, date in enumerate(dates):
         write_record(records / f"{i}.md", publishedDateTime=date, webUrl=f"https://example.com/{i}")
-    for _ in range(2):  # parsed, then read back from the cache
+    for _ in range(2):  # parsed, then read back from the cache (not this process's memory of it)
+        _MEMORY.clear()
         with RecordCache(tmp_path / "cache.db") as cache:
             index = cache.index(records, scan(records), 100_000)
             articles = cache.articles(index, [e.key for e in index.entries])
@@ -240,3 +248,46 @@ def test_a_build_keeps_the_index_page_template_compiled_and_no_cache_keeps_nothi
     api.build(replace(config, cache_db=tmp_path / "unused.db"), now=NOW, seeds=records, out=tmp_path / "o2",
               use_cache=False)
     assert not (tmp_path / "unused.db").exists()
+
+
+def test_a_resident_process_reuses_its_last_index_until_another_writes_the_cache(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from feeds.cache import RecordCache
+    from feeds.manifest import scan
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 30, seed=12)
+
+    def index() -> list[object]:
+        with RecordCache(db) as cache:
+            return list(cache.index(records, scan(records), 100_000).entries)
+
+    first = index()
+    second = index()
+    assert second == first and all(a is b for a, b in zip(first, second, strict=True))  # from memory
+    # Another process changes a record and builds: the cache's generation moves on, so
+    # this process reads the cache again rather than trust its memory.
+    path = sorted(records.glob("*.md"))[4]
+    path.write_text(path.read_text(encoding="utf-8").replace("quality: ", "quality: 9", 1), encoding="utf-8")
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"cache_db: {db}\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(records), "--out", str(tmp_path / "out"),
+                    "--now", "2021-01-01T00:00:00Z", "--config", str(config)], check=True, capture_output=True)
+    third = index()
+    assert not any(a is b for a, b in zip(second, third, strict=True))
+    assert [e.sha256 for e in third] == [e.sha256 for e in second[:4]] + [third[4].sha256] + [e.sha256 for e in second[5:]]
+    assert third[4].sha256 != second[4].sha256
+
+
+def test_a_cache_deleted_under_a_resident_process_is_read_again_not_remembered(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    generate(records, 25, seed=13)
+    config = replace(Config(), cache_db=tmp_path / "cache.db")
+    api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
+    for stale in tmp_path.glob("cache.db*"):
+        stale.unlink()
+    write_record(records / "new.md", title="Fresh news", quality=400)  # something to render
+    report = api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
+    assert report.parsed == 26 and "topics/all/rss.xml" in report.written
+    assert outputs(tmp_path / "out") == reference(config, records)
