@@ -8,7 +8,9 @@ Hugo commands and reports paired ratios (feeds / Hugo, min/median/max) of wall t
 CPU time and peak RSS of each process (os.wait4), for a cold build (no parse cache, empty
 out/), a warm rebuild (nothing changed), a rebuild after one old record changed (it is in
 no feed: nothing to render) and one after a new record arrived (it leads the all feed and
-its topics': those feeds, the index page and the OPML list are rendered). Hugo builds
+its topics': those feeds, the index page and the OPML list are rendered). That last is
+measured twice: as the command, and in a resident process as the daemon (``feeds run``)
+rebuilds, with Python and the libraries loaded once (:mod:`benchmarks.resident`). Hugo builds
 taxonomy-term RSS only. The digest part measures personalised editions rendered per second
 against messages a loopback aiosmtpd server accepts per second from feeds' own sender.
 Results go to benchmarks/RESULTS.md and a plot to benchmarks/results.png. 100,000 records
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import json
 import os
 import re
 import shutil
@@ -35,7 +38,8 @@ from pathlib import Path
 from benchmarks.generate import breaking_news, generate
 
 ROOT = Path(__file__).resolve().parent.parent
-GOALS = {"cold": 0.5, "warm": 0.03, "one changed": 0.05, "one added": 0.05}  # feeds / Hugo wall, issue 5
+GOALS = {"cold": 0.5, "warm": 0.03, "one changed": 0.05, "one added": 0.05,  # feeds / Hugo wall, issue 5
+         "one added (daemon)": 0.05}
 NOW = "2021-01-01T00:00:00Z"
 
 
@@ -66,6 +70,37 @@ def measure(command: list[str], cwd: Path | None = None) -> Sample:
             errors.seek(0)
             raise SystemExit(f"failed: {' '.join(command)}\n{errors.read().decode()[-3000:]}")
     return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+class Resident:
+    """A feeds process that stays up between rebuilds, as the daemon does
+    (:mod:`benchmarks.resident`): its rebuilds pay no start-up or imports."""
+
+    def __init__(self, config: Path, records: Path, out: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.resident", str(config), str(records), str(out), NOW],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._answer()  # its first build, as the daemon's first run
+
+    def _answer(self) -> dict[str, float]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the resident feeds process ended (status {self.process.wait()})")
+        answer: dict[str, float] = json.loads(line)
+        return answer
+
+    def rebuild(self) -> Sample:
+        assert self.process.stdin is not None
+        self.process.stdin.write("build\n")
+        self.process.stdin.flush()
+        answer = self._answer()
+        return Sample(answer["wall"], answer["cpu"], answer["rss_mib"])
+
+    def close(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        self.process.wait()
 
 
 def hugo_binary() -> str:
@@ -127,6 +162,7 @@ def bench_size(size: int, repeat: int, data: Path) -> dict[str, Scenario]:
     original = changed.read_text(encoding="utf-8")
     results = {name: Scenario() for name in GOALS}
     added: list[Path] = []
+    resident: Resident | None = None
     try:
         for i in range(repeat):
             for name, prepare in (
@@ -137,21 +173,28 @@ def bench_size(size: int, repeat: int, data: Path) -> dict[str, Scenario]:
                     original.replace("quality: ", f"quality: 1{n}", 1), encoding="utf-8")),
                 ("one added", lambda n=i: added.append(breaking_news(
                     records, 10**6 + n, datetime.fromisoformat(NOW)))),
+                ("one added (daemon)", lambda n=i: added.append(breaking_news(
+                    records, 2 * 10**6 + n, datetime.fromisoformat(NOW)))),
             ):
+                if name == "one added (daemon)" and resident is None:
+                    resident = Resident(config, records, work / "out")  # started on a warm cache, as a restart is
                 prepare()
                 # Alternate the order so neither side always runs on a warmer page cache.
                 pair = [("feeds", feeds_cmd), ("hugo", hugo_cmd)]
                 for who, command in pair if i % 2 == 0 else reversed(pair):
                     if who == "hugo":
                         shutil.rmtree(work / "hugo-out", ignore_errors=True)  # Hugo starts clean too
-                    sample = measure(command)
+                    sample = resident.rebuild() if who == "feeds" and resident and name.endswith("(daemon)") \
+                        else measure(command)
                     getattr(results[name], who).append(sample)
-                print(f"{size:>7} {name:<12} run {i + 1}: feeds {results[name].feeds[-1].wall:6.2f} s, "
+                print(f"{size:>7} {name:<18} run {i + 1}: feeds {results[name].feeds[-1].wall:6.2f} s, "
                       f"hugo {results[name].hugo[-1].wall:6.2f} s", file=sys.stderr)
             for path in added:  # the next pair's cold build starts from the generated records
                 path.unlink()
             added.clear()
     finally:
+        if resident:
+            resident.close()
         changed.write_text(original, encoding="utf-8")
         for path in added:
             path.unlink()
@@ -305,7 +348,7 @@ def medians_from(results_md: Path) -> Medians:
     separate runs (100,000 records take their own) can be plotted together."""
     found: Medians = {}
     for line in results_md.read_text(encoding="utf-8").splitlines():
-        row = re.fullmatch(r"\| ([\d,]+) \| ([a-z ]+) \| [\d.]+ / [\d.]+ / [\d.]+ \| ([\d.]+) s \| ([\d.]+) s \|.*", line)
+        row = re.fullmatch(r"\| ([\d,]+) \| ([a-z ()]+) \| [\d.]+ / [\d.]+ / [\d.]+ \| ([\d.]+) s \| ([\d.]+) s \|.*", line)
         if row:
             found.setdefault(int(row[1].replace(",", "")), {})[row[2]] = (float(row[3]), float(row[4]))
     return found
@@ -319,8 +362,10 @@ def _plot(medians: Medians, path: Path) -> None:
 
     sizes = sorted(medians)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, style in (("cold", "o-"), ("warm", "s--"), ("one changed", "^:"), ("one added", "v-.")):
-        ax.plot(sizes, [medians[n][name][0] for n in sizes], style, label=f"feeds, {name}")
+    for name, style in (("cold", "o-"), ("warm", "s--"), ("one changed", "^:"), ("one added", "v-."),
+                        ("one added (daemon)", "x:")):
+        if all(name in medians[n] for n in sizes):  # results from before a scenario was added lack it
+            ax.plot(sizes, [medians[n][name][0] for n in sizes], style, label=f"feeds, {name}")
     ax.plot(sizes, [medians[n]["cold"][1] for n in sizes], "k-", label="Hugo (per-topic RSS)")
     ax.set_xscale("log")
     ax.set_yscale("log")
