@@ -166,7 +166,9 @@ class RecordCache:
               progress: Progress | None = None) -> Index:
         """An Entry for every scanned file (paths under ``folder``, as the caller gave
         them): from the cache where size and mtime match, parsed (in parallel) where
-        not. Entries of files under ``folder`` that are gone are dropped."""
+        not. Entries of files under ``folder`` that are gone are dropped. A process that
+        indexes the folder again reuses its last index while no one has written the cache
+        since (see ``_MEMORY``)."""
         resolved = str(folder.resolve())
         given = len(str(folder))
         keys = [resolved + name[given:] for name, _, _ in scanned]  # resolve() per file costs
@@ -340,7 +342,10 @@ def template_cache(path: Path | None) -> jinja2.BytecodeCache | None:
             with closing(_connect(path)) as db:
                 row = db.execute("SELECT code FROM templates WHERE key = ?", (bucket.key,)).fetchone()
             if row is not None:
-                bucket.bytecode_from_string(row[0])  # left empty if stale: then compiled
+                try:
+                    bucket.bytecode_from_string(row[0])  # left empty if stale: then compiled
+                except (pickle.UnpicklingError, ValueError, EOFError, TypeError):  # damaged: compiled again
+                    bucket.reset()
 
         def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
             with closing(_connect(path)) as db, db:

@@ -232,6 +232,10 @@ def test_compiled_templates_are_kept_and_never_outlive_their_source_or_settings(
     page.write_text("<i>{{ x }}</i>\n", encoding="utf-8")  # a changed source is compiled again
     assert render() == "<i>&lt;b&gt;</i>\n"
     assert len(stored()) == 2 and first[0] not in stored()
+    with sqlite3.connect(db) as conn:  # a damaged entry is compiled again, not trusted
+        conn.execute("UPDATE templates SET code = ?", (first[0][:40] + b"\xff" * 8,))
+    page.write_text("{% if x %}\n<p>{{ x }}</p>\n{% endif %}\n", encoding="utf-8")
+    assert render() == "<p>&lt;b&gt;</p>\n"
     assert template_cache(None) is None
 
 
