@@ -141,11 +141,30 @@ def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterato
             yield from results
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    """A folder's last index, as :meth:`RecordCache.index` left it: only references to what
+    it made anyway (a command that builds once pays nothing per record for it); the rows
+    are made from them if the process indexes the folder again."""
+
+    generation: str  # the cache's, when this index was taken
+    scanned: Scanned
+    keys: list[str]
+    slots: list[Entry | None]  # in scanned's order (None only while an index is being made)
+    moved: dict[str, tuple[int, int]]  # key -> size, mtime_ns where the file was read since the scan
+
+    def rows(self) -> dict[str, tuple[int, int, str, bytes | Entry]]:
+        moved = self.moved
+        return {key: (*moved.get(key, (size, mtime_ns)), entry.sha256, entry)
+                for (_, size, mtime_ns), key, entry in zip(self.scanned, self.keys, self.slots, strict=True)
+                if entry is not None and entry.sha256}  # an unreadable file is not cached
+
+
 # A process that builds again and again (the daemon) keeps each folder's last index here,
-# by cache file and folder, with the cache's generation when it was taken: while no one
-# has written the cache since, its rows are these, and reading and unpickling them again
-# (~50 ms at 10,000 records) is skipped. Every write of the cache sets a new generation.
-_MEMORY: dict[tuple[str, str], tuple[str, dict[str, tuple[int, int, str, bytes | Entry]]]] = {}
+# by cache file and folder: while no one has written the cache since (its generation, a
+# token every write sets, is the one remembered), its rows are the remembered ones, and
+# reading and unpickling them again (~50 ms at 10,000 records) is skipped.
+_MEMORY: dict[tuple[str, str], _Remembered] = {}
 
 
 class RecordCache:
@@ -176,8 +195,8 @@ class RecordCache:
         generation = self.db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
         memory = _MEMORY.get((self.path, prefix)) if self.path is not None else None
         cached: dict[str, tuple[int, int, str, bytes | Entry]]
-        if memory is not None and generation is not None and memory[0] == generation[0]:
-            cached = dict(memory[1])  # no one has written the cache since this process did
+        if memory is not None and generation is not None and memory.generation == generation[0]:
+            cached = memory.rows()  # no one has written the cache since this process did
         else:
             cached = {row[0]: row[1:] for row in self.db.execute(
                 "SELECT path, size, mtime_ns, sha256, summary FROM files WHERE path >= ? AND path < ?",
@@ -185,7 +204,7 @@ class RecordCache:
         slots: list[Entry | None] = []
         todo: list[tuple[str, str | None]] = []
         where: dict[str, int] = {}
-        remember: dict[str, tuple[int, int, str, bytes | Entry]] = {}  # this index, for the next one
+        moved: dict[str, tuple[int, int]] = {}
         pop, append = cached.pop, slots.append  # a loop run per record
         for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
             row = pop(key, None)
@@ -196,7 +215,6 @@ class RecordCache:
                 else:
                     entry = known if known.name == given_name else known._replace(name=given_name)
                 append(entry)
-                remember[key] = (size, mtime_ns, row[2], entry)
                 continue
             where[key] = len(slots)
             todo.append((key, row[2] if row is not None else None))
@@ -214,16 +232,16 @@ class RecordCache:
                 if summary is None:  # the bytes the cache has: only size or mtime moved
                     restat.append((size, mtime_ns, key))
                     old = self.db.execute("SELECT summary FROM files WHERE path = ?", (key,)).fetchone()
-                    slots[where[key]] = remembered = _entry(name, key, digest, old[0])
-                    remember[key] = (size, mtime_ns, digest, remembered)
+                    slots[where[key]] = _entry(name, key, digest, old[0])
+                    moved[key] = (size, mtime_ns)
                 else:
                     index.parsed += 1
                     assert payload is not None
                     index.fresh[key] = payload
-                    slots[where[key]] = remembered = _entry(name, key, digest, summary)
+                    slots[where[key]] = _entry(name, key, digest, summary)
+                    moved[key] = (size, mtime_ns)
                     if digest:  # an unreadable file is not cached: it is tried again next time
                         changed.append((key, size, mtime_ns, digest, summary, payload))
-                        remember[key] = (size, mtime_ns, digest, remembered)
                 if len(changed) >= BATCH:
                     self._insert(changed)
                 if progress:
@@ -238,7 +256,7 @@ class RecordCache:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", generation)
         index.entries = [e for e in slots if e is not None]
         if self.path is not None:
-            _MEMORY[(self.path, prefix)] = (generation[0], remember)
+            _MEMORY[(self.path, prefix)] = _Remembered(generation[0], scanned, keys, slots, moved)
         return index
 
     def _insert(self, rows: list[tuple[str, int, int, str, bytes, bytes]]) -> None:
