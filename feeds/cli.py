@@ -64,7 +64,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML config file.")
 @click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
-@click.option("--strict", is_flag=True, help="Exit with status 1 if any record was skipped.")
+@click.option("--strict", is_flag=True, help="Exit with status 1 if any record or topic file was skipped.")
 @click.option("--no-cache", is_flag=True, help="Parse every record again, ignoring the parse cache.")
 def build(seeds: Path | None, out: Path | None, config_path: Path | None,
           now: datetime | None, strict: bool, no_cache: bool) -> None:
@@ -102,7 +102,7 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     print_report(report, config.out, time.perf_counter() - started)
     global _built
     _built = True
-    if strict and report.skipped:
+    if strict and report.failed:
         raise SystemExit(1)
 
 
@@ -327,7 +327,7 @@ class _progress:
 
 
 def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
-    for error in report.skipped:
+    for error in (*report.topic_errors, *report.skipped):
         click.echo(f"skipped {error}", err=True)
     for note in report.notes:
         click.echo(f"note    {note}", err=True)
@@ -339,7 +339,9 @@ def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
         f", {len(report.skipped)} skipped, {report.duplicates} duplicates folded."
     )
     click.echo(
-        f"{_plural(len(report.topics), 'topic')} (+ all). Wrote {_plural(len(report.written), 'file')}"
+        f"{_plural(len(report.topics), 'topic')} (+ all)"
+        + (f", {_plural(len(report.topic_errors), 'topic file')} skipped" if report.topic_errors else "")
+        + f". Wrote {_plural(len(report.written), 'file')}"
         f" to {out}/, {len(report.unchanged)} unchanged"
         + (f", {len(report.removed)} removed" if report.removed else "")
         + f", in {elapsed:.2f} s."

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from feeds import fastyaml
-from feeds.errors import ConfigError
+from feeds.errors import ConfigError, RecordError
 
 if TYPE_CHECKING:  # imported where Topics are made: a rebuild with nothing to do never needs it
     from feeds.model import Topic
@@ -95,6 +95,9 @@ class Config:
     seeds: Path = Path("seeds")
     out: Path = Path("out")
     topics: tuple[Topic, ...] = ()
+    # Topic files of a ``topics`` folder that could not be used: each is skipped like a bad
+    # record (reported by the build, fatal under --strict), and the other topics stand.
+    topic_errors: tuple[RecordError, ...] = ()
     state_db: str = "sqlite:///feeds.db"
     cache_db: Path = Path("feeds-cache.db")
     timezone: str = "UTC"
@@ -116,7 +119,7 @@ class Config:
         return timedelta(days=self.max_age_days) if self.max_age_days is not None else None
 
 
-_KEYS = {f.name for f in fields(Config)} - {"source"}
+_KEYS = {f.name for f in fields(Config)} - {"source", "topic_errors"}
 _LANGUAGE = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*")
 
 
@@ -141,9 +144,10 @@ def load_config(path: Path | None) -> Config:
     unknown = sorted(set(map(str, raw)) - _KEYS)
     if unknown:
         raise ConfigError(path, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
-    return with_environment(
-        Config(source=path, **{key: _parse(key, value, path) for key, value in raw.items()})
-    )
+    values = {key: _parse(key, value, path) for key, value in raw.items()}
+    if "topics" in values:
+        values["topics"], values["topic_errors"] = values["topics"]
+    return with_environment(Config(source=path, **values))
 
 
 def with_environment(config: Config, environ: Mapping[str, str] = os.environ) -> Config:
@@ -206,7 +210,7 @@ def _parse(key: str, value: Any, path: Path) -> Any:
                 raise fail("expected a file path")
             return here / Path(value).expanduser()
         case "topics":
-            return tuple(_topic_definitions(value, here, fail))
+            return _topic_definitions(value, here, fail)
         case "state_db":
             if not isinstance(value, str) or not value:
                 raise fail("expected a SQLite file path or an SQLAlchemy URL")
@@ -330,39 +334,68 @@ def _is_mailbox(value: str) -> bool:
     return bool(_MAILBOX.fullmatch(value.strip()))
 
 
-def _topic_definitions(value: Any, here: Path, fail: Any) -> list[Topic]:
+def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
     """``topics:`` is a folder or file of definitions (Smartable's ``topics/*.yaml``), or a
-    list of definitions and paths."""
+    list of definitions and paths. Returns the definitions and the files of a folder that
+    were skipped; anything else wrong (a missing path, a bad inline definition, a file
+    named on its own) is the config's error."""
     entries = value if isinstance(value, list) else [value]
     topics: list[Topic] = []
+    skipped: list[RecordError] = []
     for entry in entries:
         if isinstance(entry, Mapping):
             topics.append(topic_from_definition(entry, fail))
         elif isinstance(entry, str):
-            topics.extend(_topics_from_path(here / Path(entry).expanduser(), fail))
+            path = here / Path(entry).expanduser()
+            if path.is_dir():
+                found, errors = _topics_from_folder(path, fail)
+                topics.extend(found)
+                skipped.extend(errors)
+            else:
+                try:
+                    topics.extend(topics_from_file(path))
+                except RecordError as e:  # named on its own: the config's error
+                    raise fail(str(e)) from e
         else:
             raise fail("expected a folder, a file or a list of topic definitions")
     slugs = [t.slug for t in topics]
     dupes = sorted({s for s in slugs if slugs.count(s) > 1})
     if dupes:
         raise fail(f"topic {dupes[0]!r} is defined more than once")
-    return topics
+    return tuple(topics), tuple(skipped)
 
 
-def _topics_from_path(path: Path, fail: Any) -> list[Topic]:
-    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+def _topics_from_folder(folder: Path, fail: Any) -> tuple[list[Topic], list[RecordError]]:
+    """Every ``*.yaml``/``*.yml`` file of ``folder``, in name order. One file that cannot
+    be used costs its own topics only: it is skipped with the reason, as a bad record is."""
+    try:
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+    except OSError as e:
+        raise fail(f"cannot read {folder}: {e.strerror or e}") from e
     topics: list[Topic] = []
+    skipped: list[RecordError] = []
     for file in files:
         try:
-            raw = read_yaml(file.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise fail(f"cannot read {file}: {e.strerror or e}") from e
-        except ValueError as e:
-            raise fail(f"{file}: not valid YAML: {_first_line(e)}") from e
-        for entry in raw if isinstance(raw, list) else [raw]:
-            if not isinstance(entry, Mapping):
-                raise fail(f"{file}: expected a topic definition (a mapping)")
-            topics.append(topic_from_definition(entry, lambda r, f=file: fail(f"{f}: {r}")))
+            topics.extend(topics_from_file(file))
+        except RecordError as e:
+            skipped.append(e)
+    return topics, skipped
+
+
+def topics_from_file(file: Path) -> list[Topic]:
+    """The definitions in one topic file: a mapping, or a list of them. Raises RecordError
+    naming the file for anything it cannot use."""
+    try:
+        raw = read_yaml(file.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise RecordError(file, f"cannot read: {e.strerror or e}") from e
+    except ValueError as e:  # not YAML, not UTF-8, or more than one document
+        raise RecordError(file, f"not valid YAML: {_first_line(e)}") from e
+    topics: list[Topic] = []
+    for entry in raw if isinstance(raw, list) else [raw]:
+        if not isinstance(entry, Mapping):
+            raise RecordError(file, "expected a topic definition (a mapping)")
+        topics.append(topic_from_definition(entry, lambda reason, f=file: RecordError(f, reason)))
     return topics
 
 
@@ -396,7 +429,11 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
 def read_yaml(text: str) -> Any:
     """The document in ``text`` as ``yaml.safe_load`` reads it, read by
     :mod:`feeds.fastyaml` when it is in its plain subset: every command reads the config,
-    and then need not import PyYAML. Malformed YAML raises ValueError."""
+    and then need not import PyYAML. Malformed YAML raises ValueError.
+
+    Empty documents are no documents: Smartable's own topic files often end with a ``---``
+    line, which starts an empty second one. A second document that holds anything is an
+    error, since one of the two would be silently ignored."""
     try:
         return fastyaml.load(text)
     except fastyaml.Unsupported:
@@ -404,9 +441,12 @@ def read_yaml(text: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as e:
         raise ValueError(str(e)) from e
+    if len(documents) > 1:
+        raise ValueError(f"holds {len(documents)} YAML documents (separated by '---' lines); expected one")
+    return documents[0] if documents else None
 
 
 def _first_line(error: Exception) -> str:

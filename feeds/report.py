@@ -21,3 +21,9 @@ class BuildReport:
     written: tuple[str, ...] = ()  # paths under out/ whose bytes changed
     unchanged: tuple[str, ...] = field(default=(), repr=False)
     removed: tuple[str, ...] = ()  # paths under out/ the last build wrote and this one did not
+    topic_errors: tuple[RecordError, ...] = ()  # topic files of a topics folder that were skipped
+
+    @property
+    def failed(self) -> bool:
+        """Anything skipped, record or topic file: what ``--strict`` fails on."""
+        return bool(self.skipped or self.topic_errors)

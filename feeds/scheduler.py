@@ -114,6 +114,8 @@ def build_job(config_path: str | None) -> str:
     """Rebuild every feed. Runs in the daemon; the clock is read here, at the edge."""
     config = load_config(Path(config_path) if config_path else None)
     report = api.build(config, now=datetime.now(UTC))
+    for error in report.topic_errors:
+        log.warning("topic file skipped", extra={"file": str(error.path), "reason": error.reason})
     for error in report.skipped:
         log.warning("record skipped", extra={"file": str(error.path), "reason": error.reason})
     return (f"{report.records} records ({report.records - report.parsed} cached), "

@@ -53,7 +53,7 @@ def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
     ("title: [unclosed\n", "not valid YAML"),
     ("topics:\n  - shortname: no name\n", "topics: topic definition"),
     ("topics:\n  - {name: AI}\n  - {name: ai}\n", "topic 'ai' is defined more than once"),
-    ("topics: missing-folder\n", "topics: cannot read"),
+    ("topics: missing-folder\n", "missing-folder: cannot read"),
     ("digest_items_per_topic: 0\n", "digest_items_per_topic: expected a whole number of at least 1"),
     ("smtp:\n  port: 70000\n", "smtp: port: expected a port number"),
     ("smtp:\n  retries: yes\n", "smtp: retries: expected a whole number of at least 0"),
@@ -120,3 +120,56 @@ def test_flags_win_over_the_file(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "from-flag/topics/ai/rss.xml").is_file()
     assert not (tmp_path / "conf/from-file").exists()
+
+
+SMARTABLE_TOPIC = "taxonomy: topic\n_id: canvas-apps\nname: Canvas apps\nparent: Power Apps\n"
+
+
+@pytest.mark.parametrize("ending", ["---\n", "---", "---\n---\n", "--- \n# the end\n", "...\n---\n"])
+def test_a_topic_file_may_end_with_empty_documents(tmp_path: Path, ending: str) -> None:
+    """Smartable's own topic files often end with a '---' line: an empty second document."""
+    (tmp_path / "conf/topics").mkdir(parents=True)
+    (tmp_path / "conf/topics/canvas.yaml").write_text(SMARTABLE_TOPIC + ending, encoding="utf-8")
+    config = load_config(write(tmp_path, "topics: topics\n"))
+    assert [(t.slug, t.name, t.parent) for t in config.topics] == [("canvas-apps", "Canvas apps", "Power Apps")]
+    assert config.topic_errors == ()
+
+
+def test_a_second_document_with_content_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf/both.yaml").write_text(SMARTABLE_TOPIC + "---\n_id: portals\nname: Portals\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, "topics: both.yaml\n"))
+    assert f"{tmp_path / 'conf/both.yaml'}: not valid YAML: holds 2 YAML documents" in str(caught.value)
+
+
+def test_one_bad_file_in_a_topics_folder_costs_only_its_topics(tmp_path: Path) -> None:
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "a-good.yaml").write_text(SMARTABLE_TOPIC, encoding="utf-8")
+    (topics / "b-two-docs.yaml").write_text("name: One\n---\nname: Two\n", encoding="utf-8")
+    (topics / "c-malformed.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    (topics / "d-not-utf8.yaml").write_bytes(b"name: caf\xe9\n")
+    (topics / "e-list.yaml").write_text("- just\n- words\n", encoding="utf-8")
+    (topics / "f-no-name.yaml").write_text("_id: nameless\n", encoding="utf-8")
+    (topics / "g-unreadable.yaml").mkdir()  # a folder by a topic file's name: cannot be read
+    (topics / "h-good.yml").write_text("_id: portals\nname: Portals\n", encoding="utf-8")
+    config = load_config(write(tmp_path, "topics: topics\n"))
+    assert [t.slug for t in config.topics] == ["canvas-apps", "portals"]
+    reasons = {e.path.name: e.reason for e in config.topic_errors}
+    assert sorted(reasons) == ["b-two-docs.yaml", "c-malformed.yaml", "d-not-utf8.yaml", "e-list.yaml",
+                               "f-no-name.yaml", "g-unreadable.yaml"]
+    assert "holds 2 YAML documents" in reasons["b-two-docs.yaml"]
+    assert reasons["c-malformed.yaml"].startswith("not valid YAML")
+    assert reasons["e-list.yaml"] == "expected a topic definition (a mapping)"
+    assert "has no name" in reasons["f-no-name.yaml"]
+    assert reasons["g-unreadable.yaml"].startswith("cannot read")
+
+
+def test_the_corpus_topic_files_load_with_a_closing_document_marker(tmp_path: Path, corpus: Path) -> None:
+    """The corpus's topic files, each with the '---' line Smartable's files often end with."""
+    (tmp_path / "conf/topics").mkdir(parents=True)
+    for file in sorted((corpus / "topics").glob("*.yaml")):
+        (tmp_path / "conf/topics" / file.name).write_text(file.read_text(encoding="utf-8") + "\n---\n", encoding="utf-8")
+    config = load_config(write(tmp_path, "topics: topics\n"))
+    assert len(config.topics) == 7 and config.topic_errors == ()
