@@ -119,6 +119,18 @@ def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[
     return _merge(summaries, half_life, merge)
 
 
+def duplicate_notices(summaries: Iterable[Summary], half_life: timedelta) -> list[tuple[str, str]]:
+    """For each record file folded into another of the same id, ``(folded, kept)``: its
+    source and the source of the group's best-ranked record, whose fields the merged
+    item has (see :func:`merge_summaries`). In the order the files came."""
+    _, groups = duplicate_groups(summaries)
+    pairs: list[tuple[str, str]] = []
+    for group in groups.values():
+        kept = rank_sorted(group, half_life)[0]
+        pairs.extend((source, kept.sources[0]) for s in group if s is not kept for source in s.sources)
+    return pairs
+
+
 def _merge(items: Iterable[R], half_life: timedelta, merge: Callable[[list[R], list[R]], R]) -> list[R]:
     """One item per id, in the order ids first came; ``merge`` makes one of a group (in
     the order they came, and best-ranked first)."""

@@ -455,3 +455,46 @@ def test_a_build_does_not_import_the_digest_machinery() -> None:
             "print(sorted(api.__all__) == sorted(api._MODULES), 'sqlalchemy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["True", "False"]
+
+
+def test_a_bad_topic_file_is_reported_and_the_build_goes_on(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Canvas news", topics=["Canvas apps"], webUrl="https://example.com/a")
+    write_record(seeds / "b.md", title="Portal news", topics=["Portals"], webUrl="https://example.com/b")
+    topics = tmp_path / "topics"
+    topics.mkdir()
+    (topics / "canvas.yaml").write_text("_id: canvas-apps\nname: Canvas apps\nparent: Power Apps\n---\n",
+                                        encoding="utf-8")
+    (topics / "power-apps.yaml").write_text("_id: power-apps\nname: Power Apps\n", encoding="utf-8")
+    (topics / "portals.yaml").write_text("_id: portals\nname: [unclosed\n", encoding="utf-8")
+    config = tmp_path / "feeds.yaml"
+    config.write_text("topics: topics\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ("build", "--seeds", str(seeds), "--out", str(out), "--config", str(config), "--now", SEEDS_NOW)
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"skipped {topics / 'portals.yaml'}: not valid YAML: "
+                                          + result.stderr.split("not valid YAML: ", 1)[1].splitlines()[0]]
+    assert "1 topic file skipped" in result.stdout
+    power_apps = feedparser.parse((out / "topics/power-apps/rss.xml").read_bytes())
+    assert [e.title for e in power_apps.entries] == ["Canvas news"]  # the good definitions stand
+    portals = feedparser.parse((out / "topics/portals/rss.xml").read_bytes())
+    assert [e.title for e in portals.entries] == ["Portal news"]  # an undefined topic, as records name it
+    strict = run_cli(*args, "--strict")  # nothing changed: the shortcut's report says the same
+    assert strict.exit_code == 1 and strict.stderr == result.stderr and "Wrote 0 files" in strict.stdout
+
+
+def test_records_of_one_page_are_folded_with_a_line_naming_both_files(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a-original.md", title="Chips", webUrl="https://www.example.com/chips", quality=40)
+    write_record(seeds / "b-amp.md", title="Chips (amp)", webUrl="https://example.com/chips/amp/?utm_source=x",
+                 quality=90)
+    write_record(seeds / "c-other.md", title="Other", webUrl="https://example.com/other")
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", SEEDS_NOW)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"note    {seeds / 'a-original.md'}: same page as {seeds / 'b-amp.md'} (one canonical URL); "
+        f"{seeds / 'b-amp.md'} was kept, the better ranked"]
+    assert "3 records: 2 articles, 0 skipped, 1 duplicates folded" in result.stdout
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert sorted(e.title for e in rss.entries) == ["Chips (amp)", "Other"]

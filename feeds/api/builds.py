@@ -11,15 +11,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
 from feeds import manifest
-from feeds.cache import Entry, Progress, RecordCache, template_cache
+from feeds.cache import Entry, Index, Progress, RecordCache, template_cache
 from feeds.config import Config
-from feeds.errors import FeedsError, RecordError
+from feeds.errors import FeedsError, RecordError, RecordNotice
 from feeds.load import Loaded
 from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 from feeds.paths import templates_dir
 from feeds.render import FORMATS
 from feeds.report import BuildReport
-from feeds.select import R, merge_duplicates, merge_summaries, rank_sorted, rank_stories
+from feeds.select import (
+    R,
+    duplicate_notices,
+    merge_duplicates,
+    merge_summaries,
+    rank_sorted,
+    rank_stories,
+)
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
 from feeds.write import write_if_changed
 
@@ -115,8 +122,9 @@ def build(
         parsed=index.parsed,
         articles=len(summaries),
         duplicates=records - len(summaries),
+        topic_errors=config.topic_errors,
         skipped=tuple(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
-        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes),
+        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes) + folded_notices(index, config),
         topics=tuple(taxonomy.topics),
         written=tuple(written),
         unchanged=tuple(unchanged),
@@ -126,6 +134,16 @@ def build(
                   valid_until=stable_until(summaries, now, config.max_age),
                   report=report, outputs=sizes, contents=contents)
     return report
+
+
+def folded_notices(index: Index, config: Config) -> tuple[RecordNotice, ...]:
+    """One notice per record file folded into another of the same page (the same
+    canonical URL), naming the file that was kept, by the names the caller gave."""
+    names = {e.key: e.path for e in index.entries}
+    return tuple(
+        RecordNotice(names[folded], f"same page as {names[kept]} (one canonical URL); {names[kept]} was kept, "
+                                    "the better ranked")
+        for folded, kept in duplicate_notices((e.summary for e in index.entries if e.summary), config.half_life))
 
 
 def remove_output(out: Path, relative: str) -> None:
