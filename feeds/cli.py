@@ -159,7 +159,7 @@ def subscribers_list(config_path: Path | None) -> None:
     from feeds import api
     people = api.list_subscribers(_config(config_path))
     for person in people:
-        left = "" if person.active else "  (unsubscribed)"
+        left = "" if person.active else f"  ({person.status}{f': {person.status_reason}' if person.status_reason else ''})"
         click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}{left}")
     click.echo(f"{_plural(len(people), 'subscriber')}, {sum(p.active for p in people)} active.", err=True)
 

@@ -28,7 +28,23 @@ subscribers = sa.Table(
     sa.Column("topics", sa.Text, nullable=False),  # slugs joined by ","
     sa.Column("cadence", sa.String(16), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),
+    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),  # when they stopped being active
+    # One of STATUSES; only "active" subscribers are mailed. The reason is the last
+    # change's, for `subscribers list` ("550 5.1.1 no such user", "one-click").
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("status_reason", sa.Text),
+)
+
+# Every change of a subscriber's status, with its time and source: who left, when and how
+# is what an operator (and the person) may ask, and what "never mail again" rests on.
+subscriber_events = sa.Table(
+    "subscriber_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # one of SOURCES
+    sa.Column("reason", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
 deliveries = sa.Table(
@@ -80,13 +96,38 @@ class StateError(FeedsError):
     """The state database cannot be opened or used."""
 
 
+ACTIVE = "active"
+UNSUBSCRIBED = "unsubscribed"  # they asked to leave (one-click, mailto, the operator)
+BOUNCED = "bounced"  # the receiving server refused the address for good (5xx, a DSN)
+COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
+# Where a status change came from, kept in subscriber_events.
+SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce")
+
+
 @dataclass(frozen=True, slots=True)
 class Subscriber:
     id: int
     email: str
     topics: tuple[str, ...]
     cadence: str
-    active: bool = True
+    status: str = ACTIVE
+    status_reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One row of a subscriber's history."""
+
+    status: str
+    source: str
+    reason: str | None
+    at: datetime
 
 
 def open_state(url: str) -> Engine:
@@ -97,9 +138,23 @@ def open_state(url: str) -> Engine:
             # Concurrent readers (the server, a status command) while a digest is sending.
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
+        _add_status_columns(engine)
     except (sa.exc.SQLAlchemyError, ValueError) as e:
         raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}") from e
     return engine
+
+
+def _add_status_columns(engine: Engine) -> None:
+    """Databases made before subscribers had a status: add the columns, and call everyone
+    who had unsubscribed by then unsubscribed (create_all adds tables, never columns)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("subscribers")}
+    if "status" in columns:
+        return
+    with transaction(engine) as db:
+        db.execute(sa.text("ALTER TABLE subscribers ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'"))
+        db.execute(sa.text("ALTER TABLE subscribers ADD COLUMN status_reason TEXT"))
+        db.execute(subscribers.update().where(subscribers.c.unsubscribed_at.is_not(None))
+                   .values(status=UNSUBSCRIBED, status_reason="before statuses were kept"))
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:
@@ -128,40 +183,67 @@ def utc(moment: datetime | None) -> datetime | None:
 # ------------------------------------------------------------------------ subscribers
 
 
-def add_subscriber(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime) -> bool:
-    """Add or update a subscriber; True when new. A person who unsubscribed and signs up
-    again is active again."""
-    values = {"topics": ",".join(topics), "cadence": cadence, "unsubscribed_at": None}
+def add_subscriber(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime,
+                   *, source: str = "operator") -> bool:
+    """Add or update a subscriber's topics and cadence; True when new. Their status is
+    left as it is: someone who left stays gone (see :func:`set_status` to bring them back)."""
+    values = {"topics": ",".join(topics), "cadence": cadence}
     with transaction(engine) as db:
         existing = db.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
         if existing:
             db.execute(subscribers.update().where(subscribers.c.id == existing.id).values(**values))
             return False
-        db.execute(subscribers.insert().values(email=email, created_at=now, **values))
+        inserted = db.execute(subscribers.insert().values(email=email, created_at=now, status=ACTIVE, **values))
+        new_id = inserted.inserted_primary_key[0]  # type: ignore[index]  # one row, always a key
+        db.execute(subscriber_events.insert().values(subscriber_id=new_id, status=ACTIVE, source=source,
+                                                     reason="subscribed", at=now))
         return True
 
 
+def set_status(engine: Engine, subscriber_id: int, status: str, *, source: str, now: datetime,
+               reason: str | None = None) -> bool:
+    """Move a subscriber to ``status`` and keep the change in their history; True if it
+    changed. Leaving wins over leaving: a bounced address that also unsubscribes stays
+    bounced (the first reason is the one that matters); only ``active`` undoes a leaving,
+    and callers make it so only on an operator's explicit say."""
+    if status not in STATUSES or source not in SOURCES:
+        raise ValueError(f"status {status!r} from {source!r}")
+    with transaction(engine) as db:
+        row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
+        if row is None or row.status == status or (status in LEFT and row.status in LEFT):
+            return False
+        db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
+            status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now))
+        db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=status, source=source,
+                                                     reason=reason, at=now))
+        return True
+
+
+def status_history(engine: Engine, subscriber_id: int) -> list[StatusChange]:
+    """Every status change of a subscriber, oldest first."""
+    with engine.connect() as db:
+        rows = db.execute(sa.select(subscriber_events).where(subscriber_events.c.subscriber_id == subscriber_id)
+                          .order_by(subscriber_events.c.at, subscriber_events.c.id))
+        return [StatusChange(row.status, row.source, row.reason, utc(row.at)) for row in rows]  # type: ignore[arg-type]
+
+
 def remove_subscriber(engine: Engine, email: str) -> bool:
-    """Delete a subscriber and their ledger; True if there was one."""
+    """Delete a subscriber, their ledger and history; True if there was one."""
     with transaction(engine) as db:
         row = db.execute(sa.select(subscribers.c.id).where(subscribers.c.email == email)).first()
         if row is None:
             return False
         db.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+        db.execute(subscriber_events.delete().where(subscriber_events.c.subscriber_id == row.id))
         db.execute(subscribers.delete().where(subscribers.c.id == row.id))
         return True
 
 
-def unsubscribe(engine: Engine, subscriber_id: int, now: datetime) -> bool:
+def unsubscribe(engine: Engine, subscriber_id: int, now: datetime, *, source: str = "one-click",
+                reason: str | None = None) -> bool:
     """Mark a subscriber unsubscribed (kept, so a late click still finds them); True if
     they were active."""
-    with transaction(engine) as db:
-        result = db.execute(
-            subscribers.update()
-            .where(subscribers.c.id == subscriber_id, subscribers.c.unsubscribed_at.is_(None))
-            .values(unsubscribed_at=now)
-        )
-        return bool(result.rowcount)
+    return set_status(engine, subscriber_id, UNSUBSCRIBED, source=source, now=now, reason=reason)
 
 
 def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
@@ -173,7 +255,7 @@ def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
 def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subscriber]:
     query = sa.select(subscribers).order_by(subscribers.c.email)
     if active_only:
-        query = query.where(subscribers.c.unsubscribed_at.is_(None))
+        query = query.where(subscribers.c.status == ACTIVE)
     with engine.connect() as db:
         return [_subscriber(row) for row in db.execute(query)]
 
@@ -181,7 +263,7 @@ def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subsc
 def _subscriber(row: sa.Row) -> Subscriber:  # type: ignore[type-arg]
     return Subscriber(
         id=row.id, email=row.email, topics=tuple(t for t in row.topics.split(",") if t),
-        cadence=row.cadence, active=row.unsubscribed_at is None,
+        cadence=row.cadence, status=row.status, status_reason=row.status_reason,
     )
 
 

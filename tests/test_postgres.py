@@ -73,3 +73,9 @@ def test_a_digest_sent_with_a_postgres_ledger_goes_once(database: str, tmp_path:
             result = run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(config))
             assert result.exit_code == 0, result.output
         assert sorted(m["To"] for m in server.received()) == ["ada@example.org", "bob@example.org"]
+
+
+def test_subscriber_statuses_on_postgres(database: str) -> None:
+    from tests.test_state import check_statuses_and_history
+
+    check_statuses_and_history(state.open_state(database))
