@@ -28,7 +28,9 @@ def main() -> None:
         config = folder / "feeds.yaml"
         config.write_text(f"title: AI Digest\nseeds: {ROOT / 'seeds'}\nout: {folder / 'out'}\n"
                           f"state_db: {folder / 'state.db'}\nbase_url: https://news.example.org/\n")
-        run_cli("subscribers", "add", "ada@example.org", "--topics", "ai", "--config", str(config))
+        # Weekly: the seeds span 11-15 June, so a daily edition on 18 June would be empty.
+        run_cli("subscribers", "add", "ada@example.org", "--topics", "ai", "--cadence", "weekly",
+                "--config", str(config))
         run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--config", str(config))
         [eml] = (folder / "out/outbox/2020-06-18").glob("*.eml")
         message = email.message_from_bytes(eml.read_bytes(), policy=default)

@@ -46,6 +46,26 @@ def write_record(path: Path, **fields: Any) -> Path:
     return path
 
 
+def write_video(path: Path, **fields: Any) -> Path:
+    """A video record as Smartable writes them: an iframe in featuredContent (never to be
+    output) and the thumbnail as its image. None of the five seeds is a video."""
+    video = {
+        "title": "Facial recognition: Should police be allowed to use it?",
+        "excerpt": "How the technology works, where it fails and why campaigners want it banned.",
+        "publishedDateTime": "2020-06-17T11:30:00Z",
+        "webUrl": None,
+        "originalUrl": "https://youtube.com/watch?v=Xq3m8cWT0yE",
+        "type": "video",
+        "quality": 110,
+        "featuredContent": '<iframe width="800" height="500" src="https://www.youtube.com/embed/Xq3m8cWT0yE"'
+                           " allowfullscreen></iframe>",
+        "provider": {"name": "BBC", "domain": "bbc.co.uk"},
+        "topics": ["AI", "Computer Vision"],
+        "images": [{"url": "https://i.ytimg.com/vi/Xq3m8cWT0yE/maxresdefault.jpg", "width": 1280, "height": 720}],
+    }
+    return write_record(path, **{**video, **fields})
+
+
 def run_cli(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 

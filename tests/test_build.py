@@ -18,8 +18,9 @@ from feeds.config import Config, load_config
 from feeds.load import iter_records
 from feeds.select import merge_duplicates
 from feeds.taxonomy import build_taxonomy
-from tests.conftest import SEEDS, run_cli, write_record
+from tests.conftest import SEEDS, run_cli, write_record, write_video
 
+# After the seeds (11-15 June 2020) and the coverage they cite (up to 17 June).
 SEEDS_NOW = "2020-06-18T00:00:00Z"
 CORPUS_NOW = "2021-06-03T00:00:00Z"
 
@@ -65,13 +66,13 @@ def assert_feeds_parse_back_intact(out: Path, docs: list[api.FeedDoc]) -> None:
 def test_seeds_build_writes_the_public_layout(tmp_path: Path) -> None:
     out = tmp_path / "out"
     stdout = build(SEEDS, out)
-    topics = {"all", "ai", "ai-ethics", "ai-in-healthcare", "computer-vision", "microsoft-ai"}
+    topics = {"all", "ai", "aws-ai", "computer-vision", "natural-language-processing"}
     assert {p.name for p in (out / "topics").iterdir()} == topics
     for slug in topics:
         assert sorted(p.name for p in (out / "topics" / slug).iterdir()) == ["atom.xml", "feed.json", "rss.xml"]
     assert (out / "feeds.opml").is_file() and (out / "index.html").is_file()
     assert "Read 5 records: 5 articles, 0 skipped" in stdout
-    assert "5 topics (+ all). Wrote 20 files" in stdout
+    assert "4 topics (+ all). Wrote 17 files" in stdout
     assert_feeds_parse_back_intact(out, expected_docs(SEEDS, SEEDS_NOW))
 
 
@@ -79,11 +80,11 @@ def test_seeds_ai_feed_folds_related_coverage_into_stories(tmp_path: Path) -> No
     build(SEEDS, tmp_path / "out")
     feed = feedparser.parse((tmp_path / "out/topics/ai/rss.xml").read_bytes())
     providers = [e.get("author") for e in feed.entries]
-    assert providers == ["BBC", "Forbes", "Mic"]  # MSPoweruser and Washington Post folded in
-    mic = feed.entries[2]
+    assert providers == ["Mic", "Forbes", "BBC"]  # MSPoweruser and Washington Post folded in
+    mic = feed.entries[0]
     assert "Also covered by" in mic.summary and "mspoweruser.com" in mic.summary
     forbes = feed.entries[1]
-    assert "statnews.com" in forbes.summary and "venturebeat.com" in forbes.summary
+    assert "techcrunch.com" in forbes.summary and "cnet.com" in forbes.summary
 
 
 def test_every_item_carries_image_author_and_categories(tmp_path: Path) -> None:
@@ -102,7 +103,10 @@ def test_every_item_carries_image_author_and_categories(tmp_path: Path) -> None:
 
 
 def test_video_items_show_their_thumbnail_never_an_iframe(tmp_path: Path) -> None:
-    build(SEEDS, tmp_path / "out")
+    seeds = tmp_path / "seeds"
+    shutil.copytree(SEEDS, seeds)
+    write_video(seeds / "video.md")  # newest and best: it leads the AI feed
+    build(seeds, tmp_path / "out")
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
             assert b"iframe" not in path.read_bytes().lower(), path
@@ -135,7 +139,7 @@ def test_unchanged_files_are_not_rewritten(tmp_path: Path) -> None:
     build(SEEDS, out)
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
     stdout = build(SEEDS, out)
-    assert "Wrote 0 files" in stdout and "20 unchanged" in stdout
+    assert "Wrote 0 files" in stdout and "17 unchanged" in stdout
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == before
 
 
@@ -146,16 +150,17 @@ def test_a_new_record_rewrites_only_the_feeds_it_belongs_to(tmp_path: Path) -> N
     build(seeds, out)
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*")
               if p.is_file() and not p.name.startswith(".")}
-    write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
-                 webUrl="https://example.com/laundry", quality=500)
+    # Older than the newest seed (Mic's, 15 June), so the OPML list's dateModified stands.
+    write_record(seeds / "new.md", title="Chatbots learn to read tax forms", topics=["Natural Language Processing"],
+                 webUrl="https://example.com/tax-forms", publishedDateTime="2020-06-14T12:00:00Z", quality=500)
     stdout = build(seeds, out)
     changed = {str(p.relative_to(out)) for p, stat in before.items()
                if (p.stat().st_ino, p.stat().st_mtime_ns) != stat}
-    assert changed == {f"topics/{slug}/{name}" for slug in ("all", "ai-in-healthcare")
+    assert changed == {f"topics/{slug}/{name}" for slug in ("all", "natural-language-processing")
                        for name in ("rss.xml", "atom.xml", "feed.json")} | {"index.html"}
     assert "Wrote 7 files" in stdout
-    feed = feedparser.parse((out / "topics/ai-in-healthcare/atom.xml").read_bytes())
-    assert feed.entries[0].title == "Robots learn to fold laundry"
+    feed = feedparser.parse((out / "topics/natural-language-processing/atom.xml").read_bytes())
+    assert feed.entries[0].title == "Chatbots learn to read tax forms"
 
 
 def test_no_file_lands_outside_out(tmp_path: Path) -> None:
@@ -283,13 +288,13 @@ def test_the_command_exits_quickly_yet_says_everything_and_keeps_its_status(tmp_
                            str(tmp_path / "out"), "--now", SEEDS_NOW, "--strict"],
                           capture_output=True, text=True, check=False, env=buffered)
     assert done.returncode == 1
-    assert done.stdout.startswith("Read 6 records") and "Wrote 20 files" in done.stdout
+    assert done.stdout.startswith("Read 6 records") and "Wrote 17 files" in done.stdout
     assert done.stdout.endswith(" s.\n")
     assert "skipped" in done.stderr and "broken.md" in done.stderr
     again = subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(SEEDS), "--out",
                             str(tmp_path / "out2"), "--now", SEEDS_NOW], capture_output=True, text=True, check=False,
                            env=buffered)
-    assert again.returncode == 0 and "Wrote 20 files" in again.stdout
+    assert again.returncode == 0 and "Wrote 17 files" in again.stdout
 
 
 def test_a_long_run_on_a_terminal_shows_a_progress_bar(tmp_path: Path) -> None:
@@ -325,12 +330,12 @@ def test_a_rebuild_parses_only_changed_records(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert "unchanged since the last build" not in build(seeds, out)
     assert "Read 5 records (5 unchanged since the last build)" in build(seeds, out)
-    record = next(seeds.glob("2020-06-17-facial*.md"))
-    record.write_text(record.read_text().replace("Should police", "Must police"))
+    record = next(seeds.glob("2020-06-15-amazon-is-banning-cops*.md"))  # Mic's: it leads the AI feed
+    record.write_text(record.read_text().replace("Amazon is banning cops", "Amazon is barring cops"))
     stdout = build(seeds, out)
     assert "Read 5 records (4 unchanged since the last build)" in stdout
     assert feedparser.parse((out / "topics/ai/rss.xml").read_bytes()).entries[0].title.startswith(
-        "Facial recognition: Must police")
+        "Amazon is barring cops")
     os.utime(record, ns=(1, 1))  # touched, same bytes: read and hashed, not parsed
     assert "Read 5 records (5 unchanged since the last build)" in build(seeds, out)
     record.unlink()
@@ -397,10 +402,10 @@ def test_a_change_renders_only_the_feeds_whose_stories_changed(tmp_path: Path, m
         return real(doc)
 
     monkeypatch.setattr(renderers, "render_feeds", counting)
-    write_record(seeds / "new.md", title="Robots learn to fold laundry", topics=["AI in Healthcare"],
-                 webUrl="https://example.com/laundry", quality=500)
+    write_record(seeds / "new.md", title="Chatbots learn to read tax forms", topics=["Natural Language Processing"],
+                 webUrl="https://example.com/tax-forms", publishedDateTime="2020-06-14T12:00:00Z", quality=500)
     build(seeds, out)
-    assert sorted(rendered) == ["ai-in-healthcare", "all"]
+    assert sorted(rendered) == ["all", "natural-language-processing"]
     assert_feeds_parse_back_intact(out, expected_docs(seeds, SEEDS_NOW))
 
 
@@ -418,7 +423,7 @@ def test_a_change_no_feed_shows_renders_nothing_and_loads_no_renderer(tmp_path: 
     config.write_text("max_age_days: 30\n", encoding="utf-8")
     out = tmp_path / "out"
     command = ["build", "--seeds", str(seeds), "--out", str(out), "--now", SEEDS_NOW, "--config", str(config)]
-    assert "Wrote 20 files" in run_cli(*command).stdout
+    assert "Wrote 17 files" in run_cli(*command).stdout
     before = snapshot(out)
     write_record(old, title="Old news, corrected", publishedDateTime="2019-01-01T00:00:00Z",
                  webUrl="https://example.com/old")

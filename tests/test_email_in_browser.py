@@ -59,7 +59,7 @@ def open_page(browser: Any, html_file: Path, width: int) -> Any:
 
 def edition_html(tmp_path: Path, seeds: Path = SEEDS, topics: str = "ai,computer-vision") -> Path:
     config = write_config(tmp_path, seeds=seeds)
-    result = run_cli("subscribers", "add", "ada@example.org", "--topics", topics,
+    result = run_cli("subscribers", "add", "ada@example.org", "--topics", topics, "--cadence", "weekly",
                      "--config", str(config))
     assert result.exit_code == 0, result.output
     result = run_cli("digest", "--date", DATE, "--config", str(config))

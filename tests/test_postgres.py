@@ -68,7 +68,8 @@ def test_a_digest_sent_with_a_postgres_ledger_goes_once(database: str, tmp_path:
                           f"secret: a-test-secret-that-is-long-enough\n"
                           f"smtp:\n  host: 127.0.0.1\n  port: {port}\n  rate_per_second: 1000\n")
         for address in ("ada@example.org", "bob@example.org"):
-            assert run_cli("subscribers", "add", address, "--topics", "ai", "--config", str(config)).exit_code == 0
+            assert run_cli("subscribers", "add", address, "--topics", "ai", "--cadence", "weekly",
+                           "--config", str(config)).exit_code == 0
         for _ in range(2):
             result = run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(config))
             assert result.exit_code == 0, result.output

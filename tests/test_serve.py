@@ -64,7 +64,8 @@ serve:
 """)
     assert run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z").exit_code == 0
     for address in ("ada@example.org", "bob@example.org"):
-        assert run_cli("subscribers", "add", address, "--topics", "ai", "--config", str(config)).exit_code == 0
+        assert run_cli("subscribers", "add", address, "--topics", "ai", "--cadence", "weekly",
+                       "--config", str(config)).exit_code == 0
     assert run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--config", str(config)).exit_code == 0
     process = subprocess.Popen([sys.executable, "-m", "feeds", "serve", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,7 +102,7 @@ def active(site: Site, address: str) -> bool:
     ("topics/ai/feed.json", "application/feed+json; charset=utf-8"),
     ("feeds.opml", "text/x-opml; charset=utf-8"),
     ("", "text/html; charset=utf-8"),
-    ("newsletter/2020-06-18/ai/", "text/html; charset=utf-8"),
+    ("newsletter/2020-06-18/ai-weekly/", "text/html; charset=utf-8"),
 ])
 def test_content_types_and_cache_headers(site: Site, path: str, media_type: str) -> None:
     reply = request(site.base + path)
