@@ -101,7 +101,8 @@ def plan_edition(
 ) -> Edition:
     """The sections of one edition: the top stories published in ``(start, end]`` for each
     topic, and each story once, in the section where it ranks best (ties: the topic the
-    subscriber listed first)."""
+    subscriber listed first). A story is known by all its records and the articles they
+    name in `related`, so it is not shown again under another of its records."""
     in_period = [a for a in articles if start < a.published <= end]
     if memberships is None:  # article id -> the topic feeds it belongs to; callers may share it
         memberships = {a.id: taxonomy.feeds_for(a) for a in in_period}
@@ -117,12 +118,18 @@ def plan_edition(
         ranked.extend((rank, order, story) for rank, story in enumerate(stories))
 
     placed: dict[int, list[Story]] = {}
-    shown: set[str] = set()
+    shown: set[str] = set()  # ids of the articles of stories placed so far
+    named: set[str] = set()  # ids those articles name in `related`
     for _, order, story in sorted(ranked, key=lambda t: (t[0], t[1])):
-        ids = {a.id for a in (story.lead, *story.also)}
-        if ids & shown:
+        articles = (story.lead, *story.also)
+        ids = {a.id for a in articles}
+        names = {i for a in articles for i in a.related_ids}
+        # One story, as the selector folds it: the same article, or one that names (or is
+        # named by) an article shown already; a topic may lack the record that led it elsewhere.
+        if not (shown.isdisjoint(ids) and named.isdisjoint(ids) and shown.isdisjoint(names)):
             continue
         shown |= ids
+        named |= names
         placed.setdefault(order, []).append(story)
     sections = tuple(
         Section(topic, tuple(placed[order]))

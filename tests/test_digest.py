@@ -173,6 +173,20 @@ def test_a_story_appears_once_in_the_best_section(tmp_path: Path) -> None:
     ]
 
 
+def test_a_story_is_one_story_across_sections_whichever_record_leads_it(tmp_path: Path) -> None:
+    # The BBC leads its story in Computer Vision; the Washington Post, which names the BBC
+    # in `related` but is not in Computer Vision, leads the same story in AWS AI. Shown in
+    # one section, the story must not come back in another under its other record.
+    config = write_config(tmp_path)
+    subscribe(config, "ada@example.org", "computer-vision,ai,aws-ai")
+    assert cli(config, "digest", "--date", DATE)[0] == 0
+    [eml] = (tmp_path / "out/outbox/2020-06-18").glob("*.eml")
+    _, page = parts(email.message_from_bytes(eml.read_bytes(), policy=default))  # type: ignore[arg-type]
+    titles = story_titles(page)
+    assert len(titles) == 3, titles
+    assert not any(title.startswith("The Technology 202") for title in titles)  # the Post's record
+
+
 def test_no_new_stories_means_no_email_and_the_run_says_so(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     subscribe(config, "ada@example.org", "ai")
