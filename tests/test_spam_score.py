@@ -65,10 +65,10 @@ def score(spamassassin: str, messages: list[Path], tmp_path: Path) -> dict[Path,
 
 def status(message: EmailMessage) -> tuple[float, list[str]]:
     """``X-Spam-Status: No, score=0.7 required=5.0 tests=HTML_FONT_LOW_CONTRAST,...``"""
-    header = " ".join(str(message["X-Spam-Status"]).split())
-    found = re.search(r"score=(-?[\d.]+) .*tests=(\S*)", header)
+    header = " ".join(str(message["X-Spam-Status"]).split())  # folded after a comma of tests=
+    found = re.search(r"score=(-?[\d.]+) .*?tests=(.*?)(?: autolearn=| version=|$)", header)
     assert found, header
-    return float(found.group(1)), [t for t in found.group(2).split(",") if t and t != "none"]
+    return float(found.group(1)), [t.strip() for t in found.group(2).split(",") if t.strip() not in ("", "none")]
 
 
 def outbox(tmp_path: Path) -> Iterator[Path]:
