@@ -185,25 +185,40 @@ def subscribers_import(file: Path, config_path: Path | None) -> None:
 @click.option("--send", is_flag=True, help="Send by SMTP (default: write .eml files to out/outbox/).")
 @click.option("--cadence", type=click.Choice(list(CADENCES)),
               help="Only subscribers of this cadence (default: everyone).")
-@click.option("--preview", is_flag=True, help="Render one edition with no subscriber: the web copy.")
-@click.option("--topics", help="With --preview: comma-separated topics (default: every top-level topic).")
+@click.option("--preview", is_flag=True,
+              help="Render one edition with no subscriber into out/preview/; publishes nothing.")
+@click.option("--topics", help="With --preview or --test-to: comma-separated topics "
+                               "(default: every top-level topic).")
+@click.option("--test-to", "test_to", metavar="EMAIL",
+              help="Send one real edition to EMAIL only; records nothing, and its unsubscribe link is inert.")
+@click.option("--as", "as_subscriber", metavar="SUBSCRIBER",
+              help="With --test-to: the edition this subscriber (an address) would get.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder.  [default: out]")
 @config_option
 def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool, topics: str | None,
-           out: Path | None, config_path: Path | None) -> None:
+           test_to: str | None, as_subscriber: str | None, out: Path | None, config_path: Path | None) -> None:
     """Make this period's digest edition for every subscriber.
 
     Example: feeds digest --date 2020-06-18T00:00:00Z --send
+
+    Example: feeds digest --test-to me@example.org --as ada@example.org
     """
     from feeds import api
     config = _config(config_path)
     if out:
         config = replace(config, out=out)
+    if as_subscriber and (topics or not test_to):
+        raise click.UsageError("--as goes with --test-to, and instead of --topics")
+    if test_to and (send or preview):
+        raise click.UsageError("--test-to sends one message by itself: no --send or --preview with it")
+    chosen = [t for t in (topics or "").split(",") if t.strip()]
     try:
+        if test_to:
+            _send_test(config, test_to, date=date, subscriber=as_subscriber, topics=chosen, cadence=cadence)
+            return
         if preview:
-            path, edition = api.preview(config, now=date or utc_now(), topics=(topics or "").split(",") if topics else (),
-                                        cadence=cadence or "daily")
-            click.echo(f"Preview of {len(edition.stories)} stories written to {config.out}/{path}")
+            path, edition = api.preview(config, now=date or utc_now(), topics=chosen, cadence=cadence or "daily")
+            click.echo(f"Preview of {_plural(len(edition.stories), 'story')} written to {config.out}/{path}")
             return
         report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence)
     except FeedsError as e:
@@ -211,6 +226,20 @@ def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool
     print_digest_report(report, config.out)
     if report.failed or report.deferred:
         raise SystemExit(1)
+
+
+def _send_test(config: Config, to: str, *, date: datetime | None, subscriber: str | None,
+               topics: list[str], cadence: str | None) -> None:
+    from feeds import api
+    sent = api.send_test(config, to=to, now=utc_now(), date=date, subscriber=subscriber, topics=topics,
+                         cadence=cadence)
+    edition = sent.edition
+    what = f"{edition.cadence} edition of {edition.day.isoformat()} ({', '.join(edition.topics)})"
+    count = _plural(len(edition.stories), "story") + (f", {sent.left_out} left for the web copy" if sent.left_out else "")
+    if sent.outcome.status != "sent":
+        click.echo(f"Test message to {sent.to} not sent: {sent.outcome.detail}", err=True)
+        raise SystemExit(1)
+    click.echo(f"Sent a test of the {what} to {sent.to}: {count}. Nothing was recorded.")
 
 
 def print_digest_report(report: api.DigestReport, out: Path) -> None:
@@ -349,7 +378,10 @@ def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
 
 
 def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """"1 story", "2 stories", "3 messages"."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun[:-1]}ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else f"{count} {noun}s"
 
 
 _built = False  # set once a build has written everything and said so

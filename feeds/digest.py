@@ -39,6 +39,9 @@ class Edition:
     end: datetime  # inclusive
     topics: tuple[str, ...]  # slugs, in the subscriber's order
     sections: tuple[Section, ...]
+    # Every topic the subscriber chose that the taxonomy knows, in their order, news or
+    # not: the header and footer name these, not only the sections that had stories.
+    chosen: tuple[Topic, ...] = ()
 
     @property
     def stories(self) -> tuple[Story, ...]:
@@ -135,7 +138,12 @@ def plan_edition(
         Section(topic, tuple(placed[order]))
         for order, topic in enumerate(chosen_topics) if placed.get(order)
     )
-    return Edition(edition_day(end, zone), cadence, start, end, tuple(topics), sections)
+    return Edition(edition_day(end, zone), cadence, start, end, tuple(topics), sections, tuple(chosen_topics))
+
+
+def stories_left_out(full: Edition, shown: Edition) -> int:
+    """How many of ``full``'s stories a trimmed ``shown`` edition leaves out."""
+    return len({s.lead.id for s in full.stories} - {s.lead.id for s in shown.stories})
 
 
 # ------------------------------------------------------------------ tokens and ids

@@ -227,7 +227,8 @@ def test_preview_renders_without_a_subscriber(tmp_path: Path) -> None:
     code, out, err = cli(config, "digest", "--preview", "--topics", "ai", "--cadence", "weekly", "--date", DATE)
     assert code == 0, out + err
     assert "Preview of 3 stories written to" in out
-    assert (tmp_path / "out/newsletter/2020-06-18/ai-weekly/index.html").is_file()
+    assert (tmp_path / "out/preview/2020-06-18/ai-weekly/index.html").is_file()
+    assert not (tmp_path / "out/newsletter").exists()  # a preview is never published
 
 
 def test_a_full_edition_stays_under_gmails_clipping_size(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""The digest reads well on a phone and on a desktop: headless Chromium renders the real
-email HTML at 375 and 800 px, and nothing may overflow sideways."""
+"""The digest reads well on a phone and on a desktop, in light and dark mode: headless
+Chromium renders the real email HTML at 375 and 800 px, nothing may overflow sideways, and
+text stays readable whichever colour scheme the reader's mail app asks for."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
-def open_page(browser: Any, html_file: Path, width: int) -> Any:
+def open_page(browser: Any, html_file: Path, width: int, color_scheme: str = "light") -> Any:
     page = browser.new_page(viewport={"width": width, "height": 900})
+    page.emulate_media(color_scheme=color_scheme)
 
     def route(request_route: Any) -> None:
         if request_route.request.url.startswith("file:"):
@@ -117,3 +119,56 @@ def test_stories_stack_on_a_phone_and_sit_side_by_side_on_a_desktop(browser: Any
     phone, desktop = boxes[375], boxes[800]
     assert phone["titleTop"] >= phone["imgBottom"] - 1  # phone: image above the headline
     assert desktop["titleLeft"] >= desktop["imgRight"] and desktop["titleTop"] < desktop["imgBottom"]
+
+
+# WCAG 2 contrast of every visible piece of text against the background it is drawn on
+# (the nearest ancestor with an opaque one), and every large box that is light.
+COLOURS = """() => {
+  const rgba = s => (s.match(/[\\d.]+/g) || []).map(Number);
+  const opaque = c => c.length === 3 || (c.length === 4 && c[3] > 0.5);
+  const channel = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const background = e => {
+    for (; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (opaque(c)) return c;
+    }
+    return [255, 255, 255];  // the canvas: assume the worst for a dark scheme
+  };
+  const low = [], light = [];
+  for (const e of document.querySelectorAll('body, body *')) {
+    const box = e.getBoundingClientRect();
+    if (box.width === 0 || box.height === 0) continue;  // hidden, like the preheader
+    const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (own) {
+      const [a, b] = [luminance(rgba(getComputedStyle(e).color)), luminance(background(e))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      if (ratio < 4.5) low.push([e.textContent.trim().slice(0, 40), Math.round(ratio * 100) / 100]);
+    }
+    const fill = rgba(getComputedStyle(e).backgroundColor);
+    if (e.tagName !== 'IMG' && opaque(fill) && box.width * box.height > 4000)
+      light.push([e.tagName + '.' + e.className, Math.round(luminance(fill) * 100) / 100]);
+  }
+  return {low, light: light.filter(([, l]) => l > 0.4), boxes: light.length};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_text_is_readable_in_both_colour_schemes(browser: Any, tmp_path: Path, scheme: str) -> None:
+    html_file = edition_html(tmp_path)
+    for width in (375, 800):
+        page = open_page(browser, html_file, width, color_scheme=scheme)
+        found = page.evaluate(COLOURS)
+        page.screenshot(path=str(tmp_path / f"{scheme}-{width}.png"), full_page=True)  # to look at by hand
+        page.close()
+        assert found["low"] == [], found  # body text at WCAG AA: 4.5:1 or better
+        if scheme == "dark":
+            assert found["boxes"] >= 3 and found["light"] == [], found  # no white boxes
+
+
+def test_the_email_declares_both_colour_schemes(tmp_path: Path) -> None:
+    from lxml import html as lxml_html
+    tree = lxml_html.fromstring(edition_html(tmp_path).read_bytes())
+    assert tree.xpath('//meta[@name="color-scheme"]/@content') == ["light dark"]
+    assert tree.xpath('//meta[@name="supported-color-schemes"]/@content') == ["light dark"]
+    assert any("prefers-color-scheme: dark" in style.text_content() for style in tree.xpath("//style"))

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         digest,
         digest_secret,
         preview,
+        send_test,
         unsubscribe_url,
         write_archive,
     )
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
 _MODULES = {
     **dict.fromkeys(["EPOCH", "Corpus", "Progress", "build", "load_corpus", "plan_feeds", "render_site",
                      "stable_until"], "feeds.api.builds"),
-    **dict.fromkeys(["DigestReport", "digest", "digest_secret", "preview", "unsubscribe_url",
+    **dict.fromkeys(["DigestReport", "digest", "digest_secret", "preview", "send_test",
+                     "unsubscribe_url",
                      "write_archive"], "feeds.api.digests"),
     **dict.fromkeys(["ImportReport", "SubscriberError", "add_subscriber", "check_subscription",
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
@@ -87,6 +89,7 @@ __all__ = [
     "preview",
     "remove_subscriber",
     "render_site",
+    "send_test",
     "stable_until",
     "unsubscribe_url",
     "write_archive",

@@ -41,7 +41,23 @@ def jinja_env(folder: Path | None = None, bytecode_cache: jinja2.BytecodeCache |
     )
     env.filters["longdate"] = longdate
     env.filters["shortdate"] = shortdate
+    env.filters["shorten"] = shorten
     return env
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` with its whitespace folded, and if longer than ``limit`` characters, cut at
+    a word boundary with an ellipsis ("…"). Should the last word boundary leave less than
+    half the limit (a long word, such as a URL), the word is cut where the limit falls."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if text[limit - 1] != " ":  # the limit falls inside a word: drop its start
+        space = cut.rfind(" ")
+        if space >= limit // 2:
+            cut = cut[:space]
+    return (cut.rstrip(" .,;:-\u2013\u2014·") or cut) + "…"  # no dangling dash or comma
 
 
 def longdate(day: date | datetime) -> str:

@@ -22,6 +22,7 @@ from mjml import mjml2html
 
 from feeds.digest import Edition
 from feeds.errors import FeedsError
+from feeds.render import shorten
 
 # Stands in for a subscriber's unsubscribe URL until personalise(); plain URL characters
 # only, so escaping and MJML leave it untouched.
@@ -56,16 +57,21 @@ class RenderedEdition:
 def subject_line(site_title: str, edition: Edition) -> str:
     """"AI Digest · 18 Jun 2020: Facial recognition: should police ...": date and top story."""
     headline = edition.stories[0].lead.title if edition.stories else "No new stories"
-    subject = f"{site_title} · {edition.day.day} {edition.day:%b %Y}: {headline}"
-    return subject if len(subject) <= 140 else subject[:139].rstrip() + "…"
+    return shorten(f"{site_title} · {edition.day.day} {edition.day:%b %Y}: {headline}", 140)
 
 
 def preheader_text(edition: Edition) -> str:
-    """The line mail clients show after the subject: the next headlines."""
+    """The line mail clients show after the subject: the next headlines, or the top
+    story's excerpt when it is the only one."""
     titles = [s.lead.title for s in edition.stories[1:4]]
     if titles:
         return "Also: " + " · ".join(titles)
-    return edition.stories[0].lead.excerpt[:150] if edition.stories else ""
+    return shorten(edition.stories[0].lead.excerpt, 150) if edition.stories else ""
+
+
+def topic_names(edition: Edition) -> list[str]:
+    """The topics the subscriber chose, news or not; the sections' if none is known."""
+    return [t.name for t in edition.chosen] or [s.topic.name for s in edition.sections]
 
 
 def render_edition(
@@ -78,9 +84,11 @@ def render_edition(
     web_url: str | None,
     archive_url: str,
     personal: bool,
+    left_out: int = 0,
 ) -> RenderedEdition:
     """HTML and text of an edition. ``personal`` editions carry a placeholder for the
-    unsubscribe link; the web copy has none."""
+    unsubscribe link; the web copy has none. ``left_out`` stories were trimmed from this
+    email: it says so and links to ``web_url``, whose copy has them all."""
     subject = subject_line(site_title, edition)
     context = {
         "edition": edition,
@@ -89,7 +97,8 @@ def render_edition(
         "zone": zone,
         "subject": subject,
         "preheader": preheader_text(edition),
-        "topic_names": [s.topic.name for s in edition.sections],
+        "topic_names": topic_names(edition),
+        "left_out": left_out,
         "web_url": web_url,
         "archive_url": archive_url,
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER if personal else None,
