@@ -130,13 +130,12 @@ def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterato
     if len(todo) < PARALLEL_AFTER or (os.cpu_count() or 1) < 2:
         yield from parse_batch(todo, max_bytes)
         return
-    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
-    from concurrent.futures import ProcessPoolExecutor
+    # Only here: ~10 ms of imports a small rebuild need not pay.
+    from feeds.workers import worker_pool
 
     method = "fork" if threading.active_count() == 1 else "spawn"
     batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
-    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8),
-                             mp_context=multiprocessing.get_context(method)) as pool:
+    with worker_pool(min(os.cpu_count() or 2, 8), method) as pool:
         for results in pool.map(parse_batch, batches, [max_bytes] * len(batches)):
             yield from results
 

@@ -455,3 +455,62 @@ def test_a_build_does_not_import_the_digest_machinery() -> None:
             "print(sorted(api.__all__) == sorted(api._MODULES), 'sqlalchemy' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["True", "False"]
+
+
+# ------------------------------------------------- what a killed or hostile run leaves
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Process id -> start time (to tell a reused id apart) of ``pid``'s children, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = fields[19]
+    return found
+
+
+def is_running(pid: int, started: str) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return fields[19] == started and fields[0] != "Z"  # a zombie has exited
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file() or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc and two cores for worker processes")
+@pytest.mark.parametrize("pool, records", [("parse", 2000), ("render", 300)])
+def test_workers_die_with_a_killed_build(tmp_path: Path, pool: str, records: int) -> None:
+    # 2,000 records: parsed by workers (400 or more). 300: parsed here, but their 40
+    # topics' feeds rendered by workers (8 feeds or more).
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.generate import generate
+    generate(tmp_path / "records", records, seed=31)
+    build = subprocess.Popen([sys.executable, "-m", "feeds", "build", "--seeds", str(tmp_path / "records"),
+                              "--out", str(tmp_path / "out"), "--now", "2021-01-01T00:00:00Z"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not workers and build.poll() is None and time.monotonic() < deadline:
+            workers = children_of(build.pid)
+            time.sleep(0.002)
+        assert workers, "the build started no workers"
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+        deadline = time.monotonic() + 5
+        while any(is_running(*w) for w in workers.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid, started in workers.items() if is_running(pid, started)]
+    finally:
+        for pid, started in workers.items():  # without the fix: they would stay for good
+            if is_running(pid, started):
+                os.kill(pid, signal.SIGKILL)

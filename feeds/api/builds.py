@@ -363,12 +363,12 @@ def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) ->
     cores = os.cpu_count() or 1
     if len(plans) < PARALLEL_FEEDS or cores < 2 or threading.active_count() > 1:
         return [render_feeds(plan.doc(resolve)) for plan in plans]
-    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
-    from concurrent.futures import ProcessPoolExecutor
+    # Only here: ~10 ms of imports a small rebuild need not pay.
+    from feeds.workers import worker_pool
 
     _JOB = (plans, resolve)
     try:
-        with ProcessPoolExecutor(max_workers=min(cores, 8), mp_context=multiprocessing.get_context("fork")) as pool:
+        with worker_pool(min(cores, 8), "fork") as pool:
             return list(pool.map(_render_one, range(len(plans))))
     finally:
         _JOB = None
