@@ -514,3 +514,54 @@ def test_workers_die_with_a_killed_build(tmp_path: Path, pool: str, records: int
         for pid, started in workers.items():  # without the fix: they would stay for good
             if is_running(pid, started):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_writes_temporary_files_are_removed_by_the_next_build(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    build(SEEDS, out)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = int(dead.stdout)  # a process that has exited: its files are leftovers
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        leftovers = [out / f".index.html.{gone}.0.tmp", out / f"topics/ai/.rss.xml.{gone}.3.tmp"]
+        kept = [out / f"topics/ai/.atom.xml.{alive.pid}.0.tmp",  # another build, mid-write
+                out / "topics/ai/.notes.tmp", elsewhere / f".rss.xml.{gone}.0.tmp"]
+        for path in leftovers + kept:
+            path.write_bytes(b"<rss>half")
+        (out / "topics/linked").symlink_to(elsewhere)  # not followed out of out/
+        (out / "topics/ai/rss.xml").unlink()  # something to build
+        build(SEEDS, out)
+        assert [p for p in leftovers if p.exists()] == []
+        assert all(p.exists() for p in kept)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_removing_a_topics_old_feeds_never_follows_a_symlink_out_of_out(tmp_path: Path) -> None:
+    seeds, out, elsewhere = tmp_path / "seeds", tmp_path / "out", tmp_path / "elsewhere"
+    shutil.copytree(SEEDS, seeds)
+    build(seeds, out)
+    elsewhere.mkdir()
+    for name in ("rss.xml", "atom.xml", "feed.json"):
+        (elsewhere / name).write_text("someone else's", encoding="utf-8")
+    (out / "topics/zzz").symlink_to(elsewhere)
+    # The manifest says the last build wrote topics/zzz's feeds: this build would remove them.
+    manifest = json.loads((out / ".feeds-build.json").read_text(encoding="utf-8"))
+    manifest["outputs"].update({f"topics/zzz/{name}": 14 for name in ("rss.xml", "atom.xml", "feed.json")})
+    (out / ".feeds-build.json").write_text(json.dumps(manifest), encoding="utf-8")
+    write_record(seeds / "new.md", title="Something new", webUrl="https://example.com/new")
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", SEEDS_NOW)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["atom.xml", "feed.json", "rss.xml"]
+    assert {p.read_text(encoding="utf-8") for p in elsewhere.iterdir()} == {"someone else's"}
+    assert "removed" not in result.stdout
+    warnings = [json.loads(line) for line in result.stderr.splitlines()]  # one line per file refused
+    assert {w["event"] for w in warnings} == {"not removed: its path leads outside the output folder"}
+    assert sorted(w["path"] for w in warnings) == [str(out / "topics/zzz" / name)
+                                                   for name in ("atom.xml", "feed.json", "rss.xml")]
