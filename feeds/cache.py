@@ -9,6 +9,10 @@ are not on the pages it reads), and only the Articles it renders. When size or m
 differ, the content hash decides (a ``touch`` or a checkout that rewrites a file unchanged
 costs a read, not a parse).
 
+The cache trusts nothing it did not make itself: it keeps the fingerprint of the code and
+libraries that filled it (:func:`~feeds.manifest.package_fingerprint`) and starts again
+empty under any other.
+
 The cache is the standard library's sqlite3, not the state database: it is local to the
 machine that builds, may be deleted at any time, and a rebuild after one changed record
 must not pay for importing a database toolkit.
@@ -31,16 +35,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_records, read_bytes
-from feeds.manifest import Scanned
+from feeds.manifest import Scanned, package_fingerprint
 from feeds.model import Article, Summary
 
 if TYPE_CHECKING:
     import jinja2
 
 log = logging.getLogger(__name__)
-
-# Bump when Article, Summary or the cleaning rules change: the cache starts again.
-CACHE_VERSION = 6
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
@@ -321,11 +322,16 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last write costs a parse
     with db:
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-        if row is None or row[0] != str(CACHE_VERSION):
-            for table in ("records", "files", "articles", "templates"):  # records: versions 1 to 5
+        # Made by other code or other libraries (an edited cleaning rule, an upgraded
+        # PyYAML): nothing in it can be trusted, so it starts again.
+        fingerprint = package_fingerprint()
+        row = db.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()
+        if row is None or row[0] != fingerprint:
+            for table in ("records", "files", "articles", "templates"):  # records: the first caches'
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
+            # The generation too: a process's remembered index of the old rows is not these.
+            db.execute("DELETE FROM meta")  # and 'version', what the fingerprint replaced
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
         db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
                    "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS articles (path TEXT PRIMARY KEY, payload BLOB NOT NULL)")
