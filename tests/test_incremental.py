@@ -422,3 +422,85 @@ def test_a_cache_made_by_other_code_is_started_again(tmp_path: Path, monkeypatch
         assert cache.index(records, scan(records), 100_000).parsed == 12
     with RecordCache(db) as cache:
         assert cache.index(records, scan(records), 100_000).parsed == 0
+
+
+# ------------------------------------------------------------------- a damaged cache
+
+
+def damage(db: Path) -> None:
+    """Overwrite pages in the middle of a SQLite file (its header and schema intact), as a
+    failing disk or a torn copy would."""
+    size = db.stat().st_size
+    assert size > 64 * 4096, size  # enough pages that the middle is rows, not the schema
+    with db.open("r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(b"\xff" * 16 * 4096)
+
+
+def warnings_in(stderr: str) -> list[dict[str, object]]:
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [e for e in events if e["level"] == "warning"]
+
+
+def test_a_cache_with_damaged_pages_is_set_aside_said_once_and_built_again(tmp_path: Path) -> None:
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 400, seed=24)
+    (tmp_path / "feeds.yaml").write_text(f"cache_db: {db}\n", encoding="utf-8")
+
+    def build(out: str) -> subprocess.CompletedProcess[str]:
+        return feeds_command("build", "--seeds", str(records), "--out", str(tmp_path / out),
+                             "--now", "2021-01-01T00:00:00Z", "--config", str(tmp_path / "feeds.yaml"))
+
+    assert build("out").returncode == 0
+    damage(db)
+    # A new out/: every feed is rendered, so every page of the cache is read.
+    damaged = build("again")
+    assert damaged.returncode == 0, damaged.stderr
+    assert "Read 400 records:" in damaged.stdout  # parsed again, from the files
+    [warning] = warnings_in(damaged.stderr)
+    assert str(db) in str(warning["event"]) and "set aside" in str(warning["event"])
+    assert outputs(tmp_path / "again") == outputs(tmp_path / "out")
+    assert (tmp_path / "cache.db.corrupt").stat().st_size > 64 * 4096  # kept for a look
+    # The new cache serves the next build, with nothing more to say.
+    (tmp_path / "again/.feeds-build.json").unlink()
+    after = build("again")
+    assert "(400 unchanged since the last build)" in after.stdout and warnings_in(after.stderr) == []
+
+
+def test_the_daemons_build_job_sets_a_damaged_cache_aside_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from feeds.scheduler import build_job
+    records, db, out = tmp_path / "records", tmp_path / "cache.db", tmp_path / "out"
+    generate(records, 400, seed=25)
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"seeds: {records}\nout: {out}\ncache_db: {db}\n", encoding="utf-8")
+    build_job(str(config))
+    first = outputs(out)
+    damage(db)
+    (out / MANIFEST).unlink()  # a real build, rendering every feed
+    shutil.rmtree(out / "topics")
+    with caplog.at_level(logging.WARNING):
+        # The daemon remembers its last index, so the damage shows in the Articles it reads.
+        assert build_job(str(config)).startswith("400 records (400 cached), 0 skipped")
+        assert outputs(out) == first
+        for cached in (0, 400):  # the new cache is filled, then serves
+            (out / MANIFEST).unlink()
+            assert build_job(str(config)).startswith(f"400 records ({cached} cached), 0 skipped")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(db) in warning.getMessage() and "set aside" in warning.getMessage()
+    assert (tmp_path / "cache.db.corrupt").is_file()
+
+
+def test_a_cache_that_cannot_be_opened_is_an_error_naming_it_not_thrown_away(tmp_path: Path) -> None:
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 5, seed=26)
+    db.mkdir()  # sqlite cannot open a folder: as a read-only or locked file, it is not damage
+    (db / "keep.txt").write_text("an operator's", encoding="utf-8")
+    (tmp_path / "feeds.yaml").write_text(f"cache_db: {db}\n", encoding="utf-8")
+    result = feeds_command("build", "--seeds", str(records), "--out", str(tmp_path / "out"),
+                           "--config", str(tmp_path / "feeds.yaml"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: {db}: parse cache: unable to open database file"]
+    assert (db / "keep.txt").read_text(encoding="utf-8") == "an operator's"
+    assert not (tmp_path / "cache.db.corrupt").exists()
