@@ -462,25 +462,31 @@ def test_a_build_does_not_import_the_digest_machinery() -> None:
 # ------------------------------------------------- what a killed or hostile run leaves
 
 
-def children_of(pid: int) -> dict[int, str]:
-    """Process id -> start time (to tell a reused id apart) of ``pid``'s children, from /proc."""
-    found = {}
+def children_of(pid: int) -> list[int]:
+    """``pid``'s child processes, from /proc."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:  # gone meanwhile
             continue
         if int(fields[1]) == pid:
-            found[int(stat.parent.name)] = fields[19]
+            found.append(int(stat.parent.name))
     return found
 
 
-def is_running(pid: int, started: str) -> bool:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return False
-    return fields[19] == started and fields[0] != "Z"  # a zombie has exited
+def running_with(marker: str) -> list[int]:
+    """Processes, not zombies (they have exited), whose command line names ``marker``:
+    a build and every worker it forked, whoever their parent is now."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes() and \
+                    (cmdline.parent / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                found.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file() or (os.cpu_count() or 1) < 2,
@@ -499,23 +505,21 @@ def test_workers_die_with_a_killed_build(tmp_path: Path, pool: str, records: int
     build = subprocess.Popen([sys.executable, "-m", "feeds", "build", "--seeds", str(tmp_path / "records"),
                               "--out", str(tmp_path / "out"), "--now", "2021-01-01T00:00:00Z"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    workers: dict[int, str] = {}
+    marker = str(tmp_path / "records")
     try:
         deadline = time.monotonic() + 60
-        while not workers and build.poll() is None and time.monotonic() < deadline:
-            workers = children_of(build.pid)
+        while not children_of(build.pid) and build.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
-        assert workers, "the build started no workers"
+        assert build.poll() is None, "the build ended before it started workers"
         build.send_signal(signal.SIGKILL)
         build.wait()
         deadline = time.monotonic() + 5
-        while any(is_running(*w) for w in workers.items()) and time.monotonic() < deadline:
+        while running_with(marker) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [pid for pid, started in workers.items() if is_running(pid, started)]
+        assert running_with(marker) == []
     finally:
-        for pid, started in workers.items():  # without the fix: they would stay for good
-            if is_running(pid, started):
-                os.kill(pid, signal.SIGKILL)
+        for pid in running_with(marker):  # without the fix: they would stay for good
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_killed_writes_temporary_files_are_removed_by_the_next_build(tmp_path: Path) -> None:

@@ -199,6 +199,7 @@ def test_a_cache_that_is_not_a_database_is_started_again(tmp_path: Path) -> None
     config = replace(Config(), cache_db=cache)
     first = api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
     assert first.parsed == first.records == 20 and not first.skipped
+    assert (tmp_path / "cache.db.corrupt").read_bytes().startswith(b"not a database")  # set aside, for a look
     second = api.build(config, now=NOW, seeds=records, out=tmp_path / "again")
     assert second.parsed == 0 and outputs(tmp_path / "again") == outputs(tmp_path / "out")
 
