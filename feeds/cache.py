@@ -9,6 +9,13 @@ are not on the pages it reads), and only the Articles it renders. When size or m
 differ, the content hash decides (a ``touch`` or a checkout that rewrites a file unchanged
 costs a read, not a parse).
 
+The cache trusts nothing it did not make itself: it keeps the fingerprint of the code and
+libraries that filled it (:func:`~feeds.manifest.package_fingerprint`) and starts again
+empty under any other. A damaged file (SQLite's "database disk image is malformed", an
+entry that does not unpickle) is set aside as ``<name>.corrupt`` for an operator to look
+at, with one warning, and the build goes on with a new one. A cache that cannot be used
+at all (locked, read-only, a full disk) is an error that names its file.
+
 The cache is the standard library's sqlite3, not the state database: it is local to the
 machine that builds, may be deleted at any time, and a rebuild after one changed record
 must not pay for importing a database toolkit.
@@ -27,11 +34,11 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from feeds.errors import RecordError, RecordNotice
+from feeds.errors import FeedsError, RecordError, RecordNotice
 from feeds.load import Loaded, load_records, read_bytes
-from feeds.manifest import Scanned
+from feeds.manifest import Scanned, package_fingerprint
 from feeds.model import Article, Summary
 
 if TYPE_CHECKING:
@@ -39,13 +46,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Bump when Article, Summary or the cleaning rules change: the cache starts again.
-CACHE_VERSION = 6
+T = TypeVar("T")
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
 
 Progress = Callable[[int, int], None]  # (done, total)
+
+
+class CacheError(FeedsError):
+    """The parse cache's file cannot be used (locked, read-only, a full disk): not its
+    fault, so not thrown away; the build stops and says which file."""
+
+    def __init__(self, path: Path, reason: object) -> None:
+        super().__init__(f"{path}: parse cache: {reason}")
+        self.path = path
+
+
+class CacheDamaged(Exception):
+    """An entry of the cache cannot be read back: the file is damaged."""
+
+
+def is_damage(error: BaseException) -> bool:
+    """Whether ``error`` says the cache's file is damaged ("database disk image is
+    malformed", "file is not a database"), rather than that it cannot be used now
+    (OperationalError: locked, read-only, full) or that our SQL is wrong."""
+    if isinstance(error, CacheDamaged):
+        return True
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, sqlite3.OperationalError | sqlite3.ProgrammingError)
 
 
 class Entry(NamedTuple):
@@ -79,6 +108,7 @@ class Index:
     entries: list[Entry]
     parsed: int = 0
     fresh: dict[str, bytes] = field(default_factory=dict)  # key -> payload parsed in this run
+    max_bytes: int = 0  # larger record files were skipped: a file parsed again is read as the index read it
 
 
 # A parsed file: key, size, mtime_ns, sha256, payload (pickled Article, or None when the
@@ -130,13 +160,12 @@ def parse_all(todo: Sequence[tuple[str, str | None]], max_bytes: int) -> Iterato
     if len(todo) < PARALLEL_AFTER or (os.cpu_count() or 1) < 2:
         yield from parse_batch(todo, max_bytes)
         return
-    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
-    from concurrent.futures import ProcessPoolExecutor
+    # Only here: ~10 ms of imports a small rebuild need not pay.
+    from feeds.workers import worker_pool
 
     method = "fork" if threading.active_count() == 1 else "spawn"
     batches = [todo[i:i + BATCH] for i in range(0, len(todo), BATCH)]
-    with ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8),
-                             mp_context=multiprocessing.get_context(method)) as pool:
+    with worker_pool(min(os.cpu_count() or 2, 8), method) as pool:
         for results in pool.map(parse_batch, batches, [max_bytes] * len(batches)):
             yield from results
 
@@ -171,8 +200,10 @@ class RecordCache:
     """The parse cache in ``path``; with None, one that keeps nothing (``--no-cache``)."""
 
     def __init__(self, path: Path | None) -> None:
+        self.file = path
         self.db = _connect(path)
         self.path = str(path.resolve()) if path is not None else None
+        self.opened = _identity(path)
 
     def __enter__(self) -> RecordCache:
         return self
@@ -181,6 +212,23 @@ class RecordCache:
                  traceback: TracebackType | None) -> None:
         self.db.close()
 
+    def _guarded(self, step: Callable[[], T]) -> T:
+        """``step()`` on this cache; if the file proves damaged, it is set aside and
+        ``step()`` runs again on a new, empty one. A file that cannot be used is a
+        :class:`CacheError` naming it."""
+        try:
+            try:
+                return step()
+            except (sqlite3.DatabaseError, CacheDamaged) as e:
+                if self.file is None or not is_damage(e):
+                    raise
+                self.db.close()
+                self.db = _start_again(self.file, e, self.opened)
+                self.opened = _identity(self.file)
+                return step()
+        except sqlite3.OperationalError as e:
+            raise CacheError(self.file or Path(":memory:"), e) from e
+
     def index(self, folder: Path, scanned: Scanned, max_bytes: int,
               progress: Progress | None = None) -> Index:
         """An Entry for every scanned file (paths under ``folder``, as the caller gave
@@ -188,6 +236,9 @@ class RecordCache:
         not. Entries of files under ``folder`` that are gone are dropped. A process that
         indexes the folder again reuses its last index while no one has written the cache
         since (see ``_MEMORY``)."""
+        return self._guarded(lambda: self._index(folder, scanned, max_bytes, progress))
+
+    def _index(self, folder: Path, scanned: Scanned, max_bytes: int, progress: Progress | None) -> Index:
         resolved = str(folder.resolve())
         given = len(str(folder))
         keys = [resolved + name[given:] for name, _, _ in scanned]  # resolve() per file costs
@@ -221,7 +272,7 @@ class RecordCache:
             append(None)
         if progress:
             progress(len(scanned) - len(todo), len(scanned))
-        index = Index([])
+        index = Index([], max_bytes=max_bytes)
         changed: list[tuple[str, int, int, str, bytes, bytes]] = []
         restat: list[tuple[int, int, str]] = []
         # One transaction: the cache never holds half a build's changes. Rows go in as
@@ -265,21 +316,44 @@ class RecordCache:
         rows.clear()
 
     def articles(self, index: Index, keys: Iterable[str]) -> dict[str, Article]:
-        """The Articles of these record files (keys of entries that have a summary)."""
+        """The Articles of these record files (keys of entries that have a summary): from
+        this run's parse or the cache, and parsed again if the cache no longer has them
+        (it was found damaged, and set aside, since the index was made)."""
         wanted = set(keys)
         found = {k: pickle.loads(index.fresh[k]) for k in wanted if k in index.fresh}
-        rest = sorted(wanted - found.keys())
-        for start in range(0, len(rest), 500):
-            chunk = rest[start:start + 500]
+        found.update(self._guarded(lambda: self._stored(sorted(wanted - found.keys()))))
+        lost = sorted(wanted - found.keys())
+        for key, *_, payload, _ in parse_all([(key, None) for key in lost], index.max_bytes):
+            article = pickle.loads(payload) if payload is not None else None
+            if article is not None:
+                found[key] = article
+        return found
+
+    def _stored(self, keys: list[str]) -> dict[str, Article]:
+        found: dict[str, Article] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
             rows = self.db.execute(
                 f"SELECT path, payload FROM articles WHERE path IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((key, pickle.loads(payload)) for key, payload in rows)
+            found.update((key, _unpickle(payload)) for key, payload in rows)
         return found
 
 
 def _entry(name: str, key: str, sha256: str, blob: bytes) -> Entry:
-    packed, error, notes = pickle.loads(blob)
-    return _make_entry((name, key, sha256, packed and _make_summary(packed), error, notes))
+    try:
+        packed, error, notes = pickle.loads(blob)
+        summary = packed and _make_summary(packed)
+    except Exception as e:  # bytes SQLite did not see damaged (a blob's own pages)
+        raise CacheDamaged(f"{key}: entry unreadable: {e!r}") from e
+    return _make_entry((name, key, sha256, summary, error, notes))
+
+
+def _unpickle(payload: bytes) -> Article:
+    try:
+        article: Article = pickle.loads(payload)
+    except Exception as e:  # as in _entry
+        raise CacheDamaged(f"article unreadable: {e!r}") from e
+    return article
 
 
 _make_entry = Entry._make  # tuple.__new__ underneath: no Python-level __new__ per record
@@ -287,19 +361,50 @@ _make_summary = Summary._make
 
 
 def _connect(path: Path | None) -> sqlite3.Connection:
-    """The cache's database; one that is not a database (a crash's debris, another file
-    by that name) is started again, since a cache may always be thrown away."""
+    """The cache's database. A damaged one (a crash's debris, another file by that name)
+    is set aside and started again, since a cache may always be thrown away; one that
+    cannot be opened at all is a :class:`CacheError`."""
     try:
-        return _open(path)
-    except sqlite3.OperationalError:
-        raise  # locked, read-only, no space: not the cache's fault, and not ours to delete
-    except sqlite3.DatabaseError as e:
-        if path is None:
-            raise
-        log.warning("parse cache unreadable, starting it again", extra={"path": str(path), "error": str(e)})
-        for stale in (path, *(path.with_name(path.name + end) for end in ("-journal", "-wal", "-shm"))):
-            stale.unlink(missing_ok=True)
-        return _open(path)
+        try:
+            return _open(path)
+        except sqlite3.DatabaseError as e:
+            if path is None or not is_damage(e):
+                raise
+            return _start_again(path, e, _identity(path))
+    except (sqlite3.OperationalError, OSError) as e:  # locked, read-only, no space: not ours to delete
+        raise CacheError(path or Path(":memory:"), e) from e
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """Which file ``path`` is now (device, inode): None if none is."""
+    try:
+        stat = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino) if stat is not None else None
+
+
+def _start_again(path: Path, error: BaseException, opened: tuple[int, int] | None) -> sqlite3.Connection:
+    """Set the damaged cache at ``path`` aside as ``<name>.corrupt`` (replacing an older
+    one), say so once, and open a new, empty cache there. If ``path`` is no longer the
+    file found damaged (``opened``), another process set that one aside already and the
+    new one at ``path`` is used."""
+    aside = path.with_name(path.name + ".corrupt")
+    if _identity(path) == opened:
+        log.warning("parse cache %s is damaged (%s): set aside as %s; starting a new one", path, error, aside.name,
+                    extra={"path": str(path), "aside": str(aside)})
+        # Its journals go first and with it (as SQLite names them beside the new name): a
+        # hot journal left at the old name would be played into the new cache.
+        for end in ("-journal", "-wal", "-shm", ""):
+            try:
+                os.replace(f"{path}{end}", f"{aside}{end}")
+            except FileNotFoundError:
+                Path(f"{aside}{end}").unlink(missing_ok=True)  # an older copy's, not this one's
+            except OSError as e:
+                raise CacheError(path, f"damaged ({error}), and cannot be set aside: {e.strerror or e}") from e
+    for key in [k for k in _MEMORY if k[0] == str(path.resolve())]:
+        del _MEMORY[key]
+    return _open(path)
 
 
 def _open(path: Path | None) -> sqlite3.Connection:
@@ -322,11 +427,16 @@ def _prepare(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")  # a cache: losing the last write costs a parse
     with db:
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
-        if row is None or row[0] != str(CACHE_VERSION):
-            for table in ("records", "files", "articles", "templates"):  # records: versions 1 to 5
+        # Made by other code or other libraries (an edited cleaning rule, an upgraded
+        # PyYAML): nothing in it can be trusted, so it starts again.
+        fingerprint = package_fingerprint()
+        row = db.execute("SELECT value FROM meta WHERE name = 'fingerprint'").fetchone()
+        if row is None or row[0] != fingerprint:
+            for table in ("records", "files", "articles", "templates"):  # records: the first caches'
                 db.execute(f"DROP TABLE IF EXISTS {table}")
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(CACHE_VERSION),))
+            # The generation too: a process's remembered index of the old rows is not these.
+            db.execute("DELETE FROM meta")  # and 'version', what the fingerprint replaced
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
         db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, "
                    "mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, summary BLOB NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS articles (path TEXT PRIMARY KEY, payload BLOB NOT NULL)")
@@ -339,6 +449,7 @@ def template_cache(path: Path | None) -> jinja2.BytecodeCache | None:
     (8 ms). Jinja checks each entry against the template's source and its own version."""
     if path is None:
         return None
+    file = path  # for the methods below: a name mypy knows is not None
     import jinja2  # only here: the cache is for builds that render, which import Jinja anyway
 
     class TemplateCache(jinja2.BytecodeCache):
@@ -357,8 +468,8 @@ def template_cache(path: Path | None) -> jinja2.BytecodeCache | None:
             return bucket
 
         def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-            with closing(_connect(path)) as db:
-                row = db.execute("SELECT code FROM templates WHERE key = ?", (bucket.key,)).fetchone()
+            row = _with_cache(file, lambda db: db.execute(
+                "SELECT code FROM templates WHERE key = ?", (bucket.key,)).fetchone())
             if row is not None:
                 try:
                     bucket.bytecode_from_string(row[0])  # left empty if stale: then compiled
@@ -366,7 +477,27 @@ def template_cache(path: Path | None) -> jinja2.BytecodeCache | None:
                     bucket.reset()
 
         def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
-            with closing(_connect(path)) as db, db:
-                db.execute("INSERT OR REPLACE INTO templates VALUES (?, ?)", (bucket.key, bucket.bytecode_to_string()))
+            code = bucket.bytecode_to_string()
+            _with_cache(file, lambda db: db.execute("INSERT OR REPLACE INTO templates VALUES (?, ?)",
+                                                    (bucket.key, code)))
 
     return TemplateCache()
+
+
+def _with_cache(path: Path, step: Callable[[sqlite3.Connection], T]) -> T:
+    """``step`` in one transaction on the cache at ``path``, as :meth:`RecordCache._guarded`
+    runs a step: on a damaged file, set aside, again on a new one."""
+    opened = _identity(path)
+    try:
+        with closing(_connect(path)) as db:
+            try:
+                with db:
+                    return step(db)
+            except sqlite3.DatabaseError as e:
+                if not is_damage(e):
+                    raise
+                db.close()
+                with closing(_start_again(path, e, opened)) as again, again:
+                    return step(again)
+    except sqlite3.OperationalError as e:
+        raise CacheError(path, e) from e

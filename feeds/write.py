@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 
 from feeds.errors import FeedsError
 
@@ -63,6 +65,123 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
     return True
 
 
+def remove_output(root: Path, relative: str) -> bool:
+    """Delete ``root/relative`` (a file this tool wrote) and its folder if that is left
+    empty. False, and nothing touched, if the path would lead outside ``root`` by the
+    check every write makes (:func:`resolve_inside`): a folder under ``root`` that is a
+    symlink to somewhere else is never followed."""
+    folder_name, _, name = relative.rpartition("/")
+    try:
+        resolve_inside(root, relative)
+        folder = resolve_inside(root, folder_name) if folder_name else root.resolve()
+    except OutputError:
+        return False
+    try:
+        os.unlink(folder / name)  # a symlink that is the file itself goes, not what it names
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise OutputError(f"{folder / name}: cannot remove: {e.strerror or e}") from e
+    if folder != root.resolve():
+        with contextlib.suppress(OSError):  # not empty, or gone
+            folder.rmdir()
+    return True
+
+
+def remove_leftovers(root: Path, parents: Iterable[str] = ()) -> list[str]:
+    """Delete the temporary files (see :func:`_create_beside`) that a killed run left in
+    ``root`` and in each folder directly inside the ``parents`` folders (relative to
+    ``root``); the paths removed, relative to ``root``. A file whose process is alive is
+    another run's, mid-write, and stays. No symlink below ``root`` is followed, to a
+    folder or a file: folders are opened by descriptor with ``O_NOFOLLOW``, which also
+    costs a rebuild less than resolving each path (some 35 us a folder)."""
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return []
+    try:
+        removed = _sweep(top, "")
+        for parent in parents:
+            folder = _open_below(top, parent)
+            if folder is None:
+                continue
+            try:
+                with os.scandir(folder) as entries:
+                    names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+                for name in names:
+                    inner = _open_below(folder, name)
+                    if inner is not None:
+                        try:
+                            removed += _sweep(inner, f"{parent}/{name}")
+                        finally:
+                            os.close(inner)
+            finally:
+                os.close(folder)
+    finally:
+        os.close(top)
+    return removed
+
+
+def _open_below(fd: int, relative: str) -> int | None:
+    """A descriptor of the folder ``relative`` below the open folder ``fd``, reached
+    without following a symlink; None if there is no such folder."""
+    parts = PurePosixPath(relative).parts
+    if not parts or any(p in ("..", "/") for p in parts):
+        return None
+    current = fd
+    for part in parts:
+        try:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+        except OSError:  # gone, not a folder, or a symlink
+            inner = None
+        if current != fd:
+            os.close(current)
+        if inner is None:
+            return None
+        current = inner
+    return current
+
+
+def _sweep(fd: int, relative: str) -> list[str]:
+    """Remove the leftovers of dead processes in the open folder ``fd``."""
+    removed = []
+    for name in os.listdir(fd):
+        pid = _writer(name)
+        if pid is None or _is_running(pid):
+            continue
+        try:
+            if not S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                continue
+            os.unlink(name, dir_fd=fd)
+        except FileNotFoundError:  # another run took it first
+            continue
+        removed.append(f"{relative}/{name}" if relative else name)
+    return removed
+
+
+def _writer(name: str) -> int | None:
+    """The process id in a temporary file's name ``.<name>.<pid>.<n>.tmp``; None if the
+    name is not one."""
+    parts = name.split(".")
+    if len(parts) < 5 or parts[0] or parts[-1] != "tmp" or not (parts[-3].isdigit() and parts[-2].isdigit()):
+        return None
+    return int(parts[-3])
+
+
+def _is_running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process's own: another thread of it (the daemon's jobs) may be writing
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except (OverflowError, ValueError):
+        return False  # no process could have that id
+    return True
+
+
 def _create_beside(target: Path) -> tuple[int, str]:
     """A new, empty hidden file in ``target``'s folder, made by this call alone (O_EXCL):
     named by process id and a counter, where tempfile's random names would cost a rebuild
@@ -71,6 +190,6 @@ def _create_beside(target: Path) -> tuple[int, str]:
         tmp = str(target.with_name(f".{target.name}.{os.getpid()}.{n}.tmp"))
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), tmp
-        except FileExistsError:  # a crashed run's leftover, or another thread's file now
+        except FileExistsError:  # a killed run's leftover (see remove_leftovers), or another thread's file now
             continue
     raise AssertionError("unreachable")

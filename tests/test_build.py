@@ -448,7 +448,9 @@ def test_a_rebuild_with_nothing_to_do_imports_no_library_parser_or_logging(tmp_p
     assert "Read 5 records (5 unchanged since the last build)" in result.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert {"feeds.manifest", "click"} <= imported  # the list is the real one
-    assert not imported & {"feeds.cache", "feeds.load", "feeds.model", "yaml", "logging", "sqlite3"}
+    # Nor importlib.metadata: the libraries' versions come from their folders' names.
+    assert not imported & {"feeds.cache", "feeds.load", "feeds.model", "yaml", "logging", "sqlite3",
+                           "importlib.metadata"}
 
 
 def test_a_build_does_not_import_the_digest_machinery() -> None:
@@ -503,3 +505,117 @@ def test_records_of_one_page_are_folded_with_a_line_naming_both_files(tmp_path: 
     assert "3 records: 2 articles, 0 skipped, 1 duplicates folded" in result.stdout
     rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
     assert sorted(e.title for e in rss.entries) == ["Chips (amp)", "Other"]
+
+
+# ------------------------------------------------- what a killed or hostile run leaves
+
+
+def children_of(pid: int) -> list[int]:
+    """``pid``'s child processes, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running_with(marker: str) -> list[int]:
+    """Processes, not zombies (they have exited), whose command line names ``marker``:
+    a build and every worker it forked, whoever their parent is now."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes() and \
+                    (cmdline.parent / "stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                found.append(int(cmdline.parent.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file() or (os.cpu_count() or 1) < 2,
+                    reason="needs Linux's /proc and two cores for worker processes")
+@pytest.mark.parametrize("pool, records", [("parse", 2000), ("render", 300)])
+def test_workers_die_with_a_killed_build(tmp_path: Path, pool: str, records: int) -> None:
+    # 2,000 records: parsed by workers (400 or more). 300: parsed here, but their 40
+    # topics' feeds rendered by workers (8 feeds or more).
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.generate import generate
+    generate(tmp_path / "records", records, seed=31)
+    build = subprocess.Popen([sys.executable, "-m", "feeds", "build", "--seeds", str(tmp_path / "records"),
+                              "--out", str(tmp_path / "out"), "--now", "2021-01-01T00:00:00Z"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = str(tmp_path / "records")
+    try:
+        deadline = time.monotonic() + 60
+        while not children_of(build.pid) and build.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert build.poll() is None, "the build ended before it started workers"
+        build.send_signal(signal.SIGKILL)
+        build.wait()
+        deadline = time.monotonic() + 5
+        while running_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running_with(marker) == []
+    finally:
+        for pid in running_with(marker):  # without the fix: they would stay for good
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_killed_writes_temporary_files_are_removed_by_the_next_build(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    build(SEEDS, out)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    gone = int(dead.stdout)  # a process that has exited: its files are leftovers
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    try:
+        leftovers = [out / f".index.html.{gone}.0.tmp", out / f"topics/ai/.rss.xml.{gone}.3.tmp"]
+        kept = [out / f"topics/ai/.atom.xml.{alive.pid}.0.tmp",  # another build, mid-write
+                out / "topics/ai/.notes.tmp", elsewhere / f".rss.xml.{gone}.0.tmp"]
+        for path in leftovers + kept:
+            path.write_bytes(b"<rss>half")
+        (out / "topics/linked").symlink_to(elsewhere)  # not followed out of out/
+        (out / "topics/ai/rss.xml").unlink()  # something to build
+        build(SEEDS, out)
+        assert [p for p in leftovers if p.exists()] == []
+        assert all(p.exists() for p in kept)
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_removing_a_topics_old_feeds_never_follows_a_symlink_out_of_out(tmp_path: Path) -> None:
+    seeds, out, elsewhere = tmp_path / "seeds", tmp_path / "out", tmp_path / "elsewhere"
+    shutil.copytree(SEEDS, seeds)
+    build(seeds, out)
+    elsewhere.mkdir()
+    for name in ("rss.xml", "atom.xml", "feed.json"):
+        (elsewhere / name).write_text("someone else's", encoding="utf-8")
+    (out / "topics/zzz").symlink_to(elsewhere)
+    # The manifest says the last build wrote topics/zzz's feeds: this build would remove them.
+    manifest = json.loads((out / ".feeds-build.json").read_text(encoding="utf-8"))
+    manifest["outputs"].update({f"topics/zzz/{name}": 14 for name in ("rss.xml", "atom.xml", "feed.json")})
+    (out / ".feeds-build.json").write_text(json.dumps(manifest), encoding="utf-8")
+    write_record(seeds / "new.md", title="Something new", webUrl="https://example.com/new")
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", SEEDS_NOW)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["atom.xml", "feed.json", "rss.xml"]
+    assert {p.read_text(encoding="utf-8") for p in elsewhere.iterdir()} == {"someone else's"}
+    assert "removed" not in result.stdout
+    warnings = [json.loads(line) for line in result.stderr.splitlines()]  # one line per file refused
+    assert {w["event"] for w in warnings} == {"not removed: its path leads outside the output folder"}
+    assert sorted(w["path"] for w in warnings) == [str(out / "topics/zzz" / name)
+                                                   for name in ("atom.xml", "feed.json", "rss.xml")]

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,6 +199,7 @@ def test_a_cache_that_is_not_a_database_is_started_again(tmp_path: Path) -> None
     config = replace(Config(), cache_db=cache)
     first = api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
     assert first.parsed == first.records == 20 and not first.skipped
+    assert (tmp_path / "cache.db.corrupt").read_bytes().startswith(b"not a database")  # set aside, for a look
     second = api.build(config, now=NOW, seeds=records, out=tmp_path / "again")
     assert second.parsed == 0 and outputs(tmp_path / "again") == outputs(tmp_path / "out")
 
@@ -295,3 +297,211 @@ def test_a_cache_deleted_under_a_resident_process_is_read_again_not_remembered(t
     report = api.build(config, now=NOW, seeds=records, out=tmp_path / "out")
     assert report.parsed == 26 and "topics/all/rss.xml" in report.written
     assert outputs(tmp_path / "out") == reference(config, records)
+
+
+# ------------------------------------------------------------ what the caches key on
+
+
+def feeds_command(*args: str, path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m feeds`` in a new process; with ``path``, the package found there first."""
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(path)) if path is not None else None
+    return subprocess.run([sys.executable, "-m", "feeds", *args], capture_output=True, text=True, env=env,
+                          check=False)
+
+
+def package_copy(where: Path) -> Path:
+    """This checkout's package and templates, copied to ``where`` (as a checkout elsewhere)."""
+    root = Path(api.__file__).resolve().parents[2]
+    shutil.copytree(root / "feeds", where / "feeds", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(root / "templates", where / "templates")
+    return where
+
+
+def test_an_edited_cleaning_rule_means_a_full_parse_and_render_without_a_bump(tmp_path: Path) -> None:
+    records, out = tmp_path / "records", tmp_path / "out"
+    generate(records, 40, seed=21)
+    (tmp_path / "feeds.yaml").write_text(f"cache_db: {tmp_path / 'cache.db'}\n", encoding="utf-8")
+    build = ["build", "--seeds", str(records), "--out", str(out), "--now", "2021-01-01T00:00:00Z",
+             "--config", str(tmp_path / "feeds.yaml")]
+
+    def titles() -> list[str]:
+        return [item["title"] for item in json.loads((out / "topics/all/feed.json").read_bytes())["items"]]
+
+    package = package_copy(tmp_path / "checkout")
+    first = feeds_command(*build, path=package)
+    assert first.returncode == 0, first.stderr
+    before = titles()
+    # The same code elsewhere, or touched (a checkout, a reinstall): still nothing to do.
+    moved = package_copy(tmp_path / "elsewhere")
+    for path in (moved / "feeds").rglob("*.py"):
+        os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))
+    again = feeds_command(*build, path=moved)
+    assert "Read 40 records (40 unchanged since the last build)" in again.stdout and "Wrote 0 files" in again.stdout
+    # A cleaning rule changes: every title is cleaned anew, and the feeds say so.
+    normalise = moved / "feeds/normalise.py"
+    rule = '"title": lambda raw, notes: clean_text(raw.get("title"), "title", notes),'
+    assert rule in normalise.read_text(encoding="utf-8")
+    normalise.write_text(normalise.read_text(encoding="utf-8").replace(
+        rule, '"title": lambda raw, notes: (clean_text(raw.get("title"), "title", notes) or "").upper() or None,'),
+        encoding="utf-8")
+    edited = feeds_command(*build, path=moved)
+    assert edited.returncode == 0, edited.stderr
+    assert "Read 40 records:" in edited.stdout  # none unchanged: all parsed again
+    assert titles() == [t.upper() for t in before] != before
+    # And back to the first code: parsed and rendered again, not served from the edited run.
+    back = feeds_command(*build, path=package)
+    assert "Read 40 records:" in back.stdout and titles() == before
+
+
+def test_an_upgraded_library_means_a_full_parse_and_render(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from feeds import manifest
+    from feeds.api import builds
+    from feeds.render import feeds as renderers
+    records, out = tmp_path / "records", tmp_path / "out"
+    generate(records, 30, seed=22)
+    config = replace(Config(), cache_db=tmp_path / "cache.db")
+    first = api.build(config, now=NOW, seeds=records, out=out)
+    assert api.build(config, now=NOW, seeds=records, out=out).written == ()  # nothing to do
+    rendered: list[str] = []
+    real = renderers.render_feeds
+    monkeypatch.setattr(renderers, "render_feeds", lambda doc: rendered.append(doc.slug) or real(doc))
+    monkeypatch.setattr(builds, "PARALLEL_FEEDS", 1000)  # render here, where the calls are seen
+    installed = manifest.library_versions()
+    monkeypatch.setattr(manifest, "library_versions", lambda: dict(installed, lxml="99.0"))
+    manifest.package_fingerprint.cache_clear()
+    try:
+        upgraded = api.build(config, now=NOW, seeds=records, out=out)
+    finally:  # the rest of this test, and the next, see the real versions
+        monkeypatch.undo()
+        manifest.package_fingerprint.cache_clear()
+    assert upgraded.parsed == upgraded.records == 30
+    assert sorted(rendered) == sorted(["all", *first.topics])  # every feed rendered again
+    assert outputs(out) == reference(config, records)
+
+
+def test_library_versions_come_from_the_metadata_folders_as_importlib_metadata_finds_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+    import sys
+
+    from feeds import manifest
+    # As installed in this environment...
+    assert manifest.library_versions() == {name: importlib.metadata.version(name) for name in manifest.LIBRARIES}
+    # ... and in the shapes metadata folders come in: the first along sys.path wins.
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, name, version in [(first, "Jinja2-3.2.0.dist-info", "3.2.0"), (second, "jinja2-3.1.0.dist-info", "3.1.0"),
+                                  (first, "mjml_python-1.5.0.dist-info", "1.5.0"),
+                                  (second, "PyYAML-5.4-py3.11.egg-info", "5.4"), (first, "feeds.egg-info", "0.9.1")]:
+        (folder / name).mkdir(parents=True)
+        project = name.split("-")[0].split(".")[0].replace("_", "-")
+        (folder / name / ("PKG-INFO" if name.endswith(".egg-info") else "METADATA")).write_text(
+            f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n\nText.\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "path", [str(first), str(tmp_path / "missing"), str(second)])
+    found = manifest.library_versions()
+    assert found == {"feeds": "0.9.1", "feedgen": None, "lxml": None, "jinja2": "3.2.0", "mjml-python": "1.5.0",
+                     "pyyaml": "5.4", "nh3": None}
+    for name, version in found.items():
+        dists = list(importlib.metadata.distributions(name=name, path=sys.path))
+        assert (dists[0].version if dists else None) == version, name
+
+
+def test_a_cache_made_by_other_code_is_started_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    from feeds.cache import RecordCache
+    from feeds.manifest import scan
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 12, seed=23)
+    with RecordCache(db) as cache:
+        assert cache.index(records, scan(records), 100_000).parsed == 12
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = 'other code' WHERE name = 'fingerprint'")
+    from feeds import cache as module
+    module._MEMORY.clear()
+    with RecordCache(db) as cache:
+        assert cache.index(records, scan(records), 100_000).parsed == 12
+    with RecordCache(db) as cache:
+        assert cache.index(records, scan(records), 100_000).parsed == 0
+
+
+# ------------------------------------------------------------------- a damaged cache
+
+
+def damage(db: Path) -> None:
+    """Overwrite pages in the middle of a SQLite file (its header and schema intact), as a
+    failing disk or a torn copy would."""
+    size = db.stat().st_size
+    assert size > 64 * 4096, size  # enough pages that the middle is rows, not the schema
+    with db.open("r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)
+        f.write(b"\xff" * 16 * 4096)
+
+
+def warnings_in(stderr: str) -> list[dict[str, object]]:
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return [e for e in events if e["level"] == "warning"]
+
+
+def test_a_cache_with_damaged_pages_is_set_aside_said_once_and_built_again(tmp_path: Path) -> None:
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 400, seed=24)
+    (tmp_path / "feeds.yaml").write_text(f"cache_db: {db}\n", encoding="utf-8")
+
+    def build(out: str) -> subprocess.CompletedProcess[str]:
+        return feeds_command("build", "--seeds", str(records), "--out", str(tmp_path / out),
+                             "--now", "2021-01-01T00:00:00Z", "--config", str(tmp_path / "feeds.yaml"))
+
+    assert build("out").returncode == 0
+    damage(db)
+    # A new out/: every feed is rendered, so every page of the cache is read.
+    damaged = build("again")
+    assert damaged.returncode == 0, damaged.stderr
+    assert "Read 400 records:" in damaged.stdout  # parsed again, from the files
+    [warning] = warnings_in(damaged.stderr)
+    assert str(db) in str(warning["event"]) and "set aside" in str(warning["event"])
+    assert outputs(tmp_path / "again") == outputs(tmp_path / "out")
+    assert (tmp_path / "cache.db.corrupt").stat().st_size > 64 * 4096  # kept for a look
+    # The new cache serves the next build, with nothing more to say.
+    (tmp_path / "again/.feeds-build.json").unlink()
+    after = build("again")
+    assert "(400 unchanged since the last build)" in after.stdout and warnings_in(after.stderr) == []
+
+
+def test_the_daemons_build_job_sets_a_damaged_cache_aside_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from feeds.scheduler import build_job
+    records, db, out = tmp_path / "records", tmp_path / "cache.db", tmp_path / "out"
+    generate(records, 400, seed=25)
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"seeds: {records}\nout: {out}\ncache_db: {db}\n", encoding="utf-8")
+    build_job(str(config))
+    first = outputs(out)
+    damage(db)
+    (out / MANIFEST).unlink()  # a real build, rendering every feed
+    shutil.rmtree(out / "topics")
+    with caplog.at_level(logging.WARNING):
+        # The daemon remembers its last index, so the damage shows in the Articles it reads.
+        assert build_job(str(config)).startswith("400 records (400 cached), 0 skipped")
+        assert outputs(out) == first
+        for cached in (0, 400):  # the new cache is filled, then serves
+            (out / MANIFEST).unlink()
+            assert build_job(str(config)).startswith(f"400 records ({cached} cached), 0 skipped")
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(db) in warning.getMessage() and "set aside" in warning.getMessage()
+    assert (tmp_path / "cache.db.corrupt").is_file()
+
+
+def test_a_cache_that_cannot_be_opened_is_an_error_naming_it_not_thrown_away(tmp_path: Path) -> None:
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 5, seed=26)
+    db.mkdir()  # sqlite cannot open a folder: as a read-only or locked file, it is not damage
+    (db / "keep.txt").write_text("an operator's", encoding="utf-8")
+    (tmp_path / "feeds.yaml").write_text(f"cache_db: {db}\n", encoding="utf-8")
+    result = feeds_command("build", "--seeds", str(records), "--out", str(tmp_path / "out"),
+                           "--config", str(tmp_path / "feeds.yaml"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: {db}: parse cache: unable to open database file"]
+    assert (db / "keep.txt").read_text(encoding="utf-8") == "an operator's"
+    assert not (tmp_path / "cache.db.corrupt").exists()

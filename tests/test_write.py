@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from feeds.write import OutputError, resolve_inside, write_if_changed
+from feeds.write import (
+    OutputError,
+    remove_leftovers,
+    remove_output,
+    resolve_inside,
+    write_if_changed,
+)
 
 
 def test_a_concurrent_reader_never_sees_half_a_file(tmp_path: Path) -> None:
@@ -99,3 +105,43 @@ def test_a_crashed_runs_leftover_temp_file_neither_blocks_nor_is_taken(tmp_path:
     assert (tmp_path / "f/a.xml").stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [leftover.name, "a.xml"]
     assert leftover.read_bytes() == b"half a fe"
+
+
+def test_a_removal_acts_only_inside_out_by_the_check_writes_make(tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (out / "topics/old").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "rss.xml").write_bytes(b"theirs")
+    (out / "topics/linked").symlink_to(elsewhere)
+    (out / "topics/old/rss.xml").write_bytes(b"ours")
+    (out / "topics/old/atom.xml").symlink_to(elsewhere / "rss.xml")  # a file that points out
+    for relative in ("topics/linked/rss.xml", "../elsewhere/rss.xml", str(elsewhere / "rss.xml"),
+                     "topics/old/atom.xml"):
+        assert not remove_output(out, relative), relative
+    assert (elsewhere / "rss.xml").read_bytes() == b"theirs" and (out / "topics/old/atom.xml").is_symlink()
+    (out / "topics/old/atom.xml").unlink()
+    assert remove_output(out, "topics/old/rss.xml")
+    assert not (out / "topics/old").exists() and (out / "topics").is_dir()  # its emptied folder goes too
+    assert remove_output(out, "topics/gone/rss.xml")  # already gone: nothing to do
+
+
+def test_leftovers_of_dead_processes_go_and_links_are_not_followed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    (out / "topics/ai").mkdir(parents=True)
+    elsewhere.mkdir()
+    (out / "topics/link").symlink_to(elsewhere)
+    names = {"leftover": f".rss.xml.{dead}.0.tmp", "mine": f".rss.xml.{os.getpid()}.1.tmp",
+             "not ours": ".notes.tmp", "no pid": ".rss.xml.x.0.tmp"}
+    for folder in (out, out / "topics/ai", elsewhere):
+        for name in names.values():
+            (folder / name).write_bytes(b"half")
+    (out / f".link.{dead}.0.tmp").symlink_to(elsewhere / names["leftover"])  # not a file we write: stays
+    removed = remove_leftovers(out, ["topics", "nowhere", "../elsewhere"])
+    assert sorted(removed) == sorted([names["leftover"], f"topics/ai/{names['leftover']}"])
+    assert (out / f".link.{dead}.0.tmp").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == sorted(names.values())
+    assert sorted(p.name for p in (out / "topics/ai").iterdir()) == sorted(set(names.values()) - {names["leftover"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence, Set
@@ -28,7 +29,7 @@ from feeds.select import (
     rank_stories,
 )
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
-from feeds.write import write_if_changed
+from feeds.write import remove_leftovers, remove_output, write_if_changed
 
 # The renderers (Jinja, feedgen, lxml: ~50 ms of imports) are imported where a feed or
 # page is rendered: a rebuild whose feeds all stand unchanged renders nothing.
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EPOCH", "Corpus", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
            "plan_topics", "render_site", "stable_until"]
+
+log = logging.getLogger(__name__)
 
 HEADLINES = 3  # top stories per topic on the index page
 INDEX = "index.html"
@@ -105,6 +108,8 @@ def build(
 
     written: list[str] = []
     unchanged: list[str] = []
+    for leftover in remove_leftovers(out, ["topics"]):  # the folders a build writes in
+        log.info("removed a killed build's temporary file", extra={"path": str(out / leftover)})
     for relative, data in files.items():
         (written if write_if_changed(out, relative, data) else unchanged).append(relative)
     sizes = {name: len(data) for name, data in files.items()}
@@ -113,9 +118,12 @@ def build(
             sizes[relative] = (out / relative).stat().st_size
             unchanged.append(relative)
     # A topic no record names any more: its feeds go, rather than stand still for ever.
-    removed = sorted(previous - sizes.keys())
-    for relative in removed:
-        remove_output(out, relative)
+    removed = []
+    for relative in sorted(previous - sizes.keys()):
+        if remove_output(out, relative):
+            removed.append(relative)
+        else:
+            log.warning("not removed: its path leads outside the output folder", extra={"path": str(out / relative)})
     records = sum(1 for e in index.entries if e.summary is not None)
     report = BuildReport(
         records=len(index.entries),
@@ -144,19 +152,6 @@ def folded_notices(index: Index, config: Config) -> tuple[RecordNotice, ...]:
         RecordNotice(names[folded], f"same page as {names[kept]} (one canonical URL); {names[kept]} was kept, "
                                     "the better ranked")
         for folded, kept in duplicate_notices((e.summary for e in index.entries if e.summary), config.half_life))
-
-
-def remove_output(out: Path, relative: str) -> None:
-    """Delete a file this tool wrote under out/ (never a path outside it), and its folder
-    if that is left empty."""
-    path = out / relative
-    if ".." in Path(relative).parts or Path(relative).is_absolute():
-        return  # a manifest edited by hand cannot make a build delete elsewhere
-    path.unlink(missing_ok=True)
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass  # not empty, or gone
 
 
 def outputs_of(name: str) -> list[str]:
@@ -381,12 +376,12 @@ def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) ->
     cores = os.cpu_count() or 1
     if len(plans) < PARALLEL_FEEDS or cores < 2 or threading.active_count() > 1:
         return [render_feeds(plan.doc(resolve)) for plan in plans]
-    import multiprocessing  # only here: ~10 ms of imports a small rebuild need not pay
-    from concurrent.futures import ProcessPoolExecutor
+    # Only here: ~10 ms of imports a small rebuild need not pay.
+    from feeds.workers import worker_pool
 
     _JOB = (plans, resolve)
     try:
-        with ProcessPoolExecutor(max_workers=min(cores, 8), mp_context=multiprocessing.get_context("fork")) as pool:
+        with worker_pool(min(cores, 8), "fork") as pool:
             return list(pool.map(_render_one, range(len(plans))))
     finally:
         _JOB = None
