@@ -252,6 +252,13 @@ def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
     return _subscriber(row) if row else None
 
 
+def find_subscriber(engine: Engine, email: str) -> Subscriber | None:
+    """The subscriber with this (normalised) address, whatever their status."""
+    with engine.connect() as db:
+        row = db.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+    return _subscriber(row) if row else None
+
+
 def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subscriber]:
     query = sa.select(subscribers).order_by(subscribers.c.email)
     if active_only:

@@ -239,3 +239,23 @@ def test_head_never_unsubscribes_even_with_a_one_click_body(site: Site, content_
     assert request(f"{site.base}unsubscribe?token={token}", method="HEAD", data=body,
                    headers={"Content-Type": multipart_type}).status == 200
     assert active(site, "ada@example.org")
+
+
+def test_an_import_after_a_one_click_unsubscribe_does_not_mail_them_again(site: Site) -> None:
+    """The issue's case: one-click, then the operator imports the same list again. Before,
+    the import said "1 updated" and the person was mailed again."""
+    _, token = token_for(site, "ada@example.org")
+    body, content_type = multipart_form({"List-Unsubscribe": "One-Click"})
+    assert request(f"{site.base}unsubscribe?token={token}", method="POST", data=body,
+                   headers={"Content-Type": content_type}).status == 200
+    people = site.tmp / "people.csv"
+    people.write_text("email,topics\nada@example.org,ai\nbob@example.org,ai\n")
+    result = run_cli("subscribers", "import", str(people), "--config", str(site.config))
+    assert result.exit_code == 0, result.output
+    assert "Imported 0 new, 0 updated, 1 unchanged, 1 not reactivated, 0 skipped." in result.stdout
+    assert "left ada@example.org: unsubscribed (one-click); not reactivated (use --reactivate)" in result.stderr
+    assert not active(site, "ada@example.org")
+    with smtp_server() as (server, port):
+        site.config.write_text(site.config.read_text() + f"smtp:\n  host: 127.0.0.1\n  port: {port}\n")
+        assert run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(site.config)).exit_code == 0
+        assert [m["To"] for m in server.received()] == ["bob@example.org"]
