@@ -202,6 +202,41 @@ def subscribers_import(file: Path, reactivate: bool, config_path: Path | None) -
                + f"{len(report.not_reactivated)} not reactivated, {len(report.errors)} skipped.")
 
 
+@cli.group()
+def inbox() -> None:
+    """Act on what came back to the digest's From address: bounces, complaints, unsubscribes.
+
+    Example: feeds inbox process --maildir /var/mail/digest
+    """
+
+
+@inbox.command("process")
+@click.option("--maildir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A Maildir folder: its new messages are read, then marked seen.")
+@click.option("--mbox", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="An mbox file: every message is read; the file is not changed.")
+@config_option
+def inbox_process(maildir: Path | None, mbox: Path | None, config_path: Path | None) -> None:
+    """Apply delivery reports (hard bounces), abuse complaints and mailto unsubscribe
+    requests to the subscribers they are about, one line per message.
+
+    Example: feeds inbox process --mbox /var/mail/digest --config feeds.yaml
+    """
+    if (maildir is None) == (mbox is None):
+        raise click.UsageError("give one of --maildir DIR or --mbox FILE")
+    from feeds import api
+    try:
+        report = api.process_inbox(_config(config_path), now=utc_now(), maildir=maildir, mbox=mbox)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines:
+        click.echo(str(line))
+    counts = report.counts()
+    outcomes = ("bounced", "complained", "unsubscribed", "soft bounce", "unchanged", "ignored")
+    click.echo(f"Processed {_plural(len(report.lines), 'message')}: "
+               + ", ".join(f"{counts[o]} {o}" for o in outcomes) + ".")
+
+
 @cli.command()
 @click.option("--date", "date", metavar="ISO-8601", callback=parse_moment,
               help="End of the period the edition covers (default: now).")

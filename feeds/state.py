@@ -285,6 +285,15 @@ def delivered_editions(engine: Engine, edition: str) -> dict[int, str]:
         return {row.subscriber_id: row.status for row in rows}
 
 
+def message_subscriber(engine: Engine, message_id: str) -> int | None:
+    """The subscriber the ledger sent ``message_id`` to, if any: how a bounce or complaint
+    quoting one of our messages finds its subscriber."""
+    with engine.connect() as db:
+        row = db.execute(sa.select(deliveries.c.subscriber_id).where(deliveries.c.message_id == message_id)
+                         .limit(1)).first()
+    return int(row.subscriber_id) if row else None
+
+
 def last_period_ends(engine: Engine) -> dict[int, datetime]:
     """Subscriber id -> the end of the period their last delivered edition covered."""
     with engine.connect() as db:

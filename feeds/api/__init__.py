@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         unsubscribe_url,
         write_archive,
     )
+    from feeds.api.inbox import InboxReport, process_inbox
     from feeds.api.subscribers import (
         ImportReport,
         SubscriberError,
@@ -48,6 +49,7 @@ _MODULES = {
                      "stable_until"], "feeds.api.builds"),
     **dict.fromkeys(["DigestReport", "digest", "digest_secret", "preview", "unsubscribe_url",
                      "write_archive"], "feeds.api.digests"),
+    **dict.fromkeys(["InboxReport", "process_inbox"], "feeds.api.inbox"),
     **dict.fromkeys(["ImportReport", "SubscriberError", "Subscription", "add_subscriber", "check_subscription",
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
                     "feeds.api.subscribers"),
@@ -73,6 +75,7 @@ __all__ = [
     "DigestReport",
     "FeedDoc",
     "ImportReport",
+    "InboxReport",
     "Progress",
     "SubscriberError",
     "Subscription",
@@ -87,6 +90,7 @@ __all__ = [
     "load_corpus",
     "plan_feeds",
     "preview",
+    "process_inbox",
     "remove_subscriber",
     "render_site",
     "stable_until",
