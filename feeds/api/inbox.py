@@ -89,7 +89,7 @@ def process_message(engine: Engine, secret: str, where: str, data: bytes, *, now
     try:
         notice = classify(as_message(data))
     except Exception as e:  # a message no parser step could read is one line, not the end of the run
-        log.debug("unreadable message", exc_info=True, extra={"message": where})
+        log.debug("unreadable message", exc_info=True, extra={"mail": where})  # "message" is LogRecord's own
         return InboxLine(where, IGNORED, f"cannot be read: {e.__class__.__name__}: {e}")
     if notice.kind == IGNORED:
         return InboxLine(where, IGNORED, notice.detail)
