@@ -89,8 +89,8 @@ def delivery_status(report: EmailMessage) -> Notice:
         message_ids=original_message_ids(report),
         addresses=envelope_addresses(report),
         tokens=original_tokens(report),
-        recipients=tuple(dict.fromkeys(address_field(r, "Final-Recipient") or address_field(r, "Original-Recipient")
-                                       for r in chosen)),
+        recipients=tuple(dict.fromkeys(filter(None, (
+            address_field(r, "Final-Recipient") or address_field(r, "Original-Recipient") for r in chosen)))),
     )
 
 
