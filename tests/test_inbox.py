@@ -18,10 +18,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from feeds import state
+from feeds.api.inbox import as_message
 from feeds.digest import verify_verp, verp_sender, verp_subscriber
+from feeds.inbox import COMPLAINT, HARD_BOUNCE, IGNORED, SOFT_BOUNCE, UNSUBSCRIBE, classify
 from tests.conftest import write_record
 from tests.mail import smtp_server
 from tests.test_digest import SECRET, cli, subscribe, write_config
@@ -326,3 +330,30 @@ def test_verp_addresses_round_trip_and_refuse_tampering() -> None:
     assert not verify_verp(SECRET, address.replace("-42-", "-43-"), 43, "ada@example.org")
     assert not verify_verp("another-secret", address, 42, "ada@example.org")
     assert verp_subscriber("digest@news.example.org") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 10**12 - 1), st.emails(), st.text(min_size=1, max_size=40))
+def test_every_verp_address_names_its_subscriber_and_no_other(subscriber_id: int, address: str, secret: str) -> None:
+    verp = verp_sender(f"AI Digest <{FROM}>", subscriber_id, address, secret)
+    assert verp_subscriber(verp) == subscriber_id
+    assert verify_verp(secret, verp, subscriber_id, address)
+    assert not verify_verp(secret, verp, subscriber_id + 1, address)
+    assert not verify_verp(secret + "x", verp, subscriber_id, address)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda head, body: head.encode() + b"\r\n\r\n" + body,
+              st.sampled_from(["Content-Type: multipart/report; report-type=delivery-status; boundary=b",
+                               "Content-Type: multipart/report; report-type=feedback-report; boundary=b",
+                               "Subject: unsubscribe 1.0"]),
+              st.binary(max_size=400)),
+))
+def test_no_message_makes_the_classifier_raise(data: bytes) -> None:
+    """Whatever arrives, the parse yields a notice of a known kind; an unsubscribe notice
+    always has the token to check."""
+    notice = classify(as_message(data))
+    assert notice.kind in (HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE, IGNORED)
+    assert notice.kind != UNSUBSCRIBE or notice.tokens
