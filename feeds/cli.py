@@ -108,6 +108,8 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                              help="YAML config file.")
+reactivate_option = click.option("--reactivate", is_flag=True,
+                                 help="Subscribe again people who unsubscribed, complained or bounced.")
 
 
 def _config(path: Path | None) -> Config:
@@ -127,18 +129,29 @@ def subscribers() -> None:
 
 @subscribers.command("add")
 @click.argument("email")
-@click.option("--topics", required=True, help="Comma-separated topic slugs or names; 'all' for everything.")
+@click.option("--topics", required=True,
+              help="Comma-separated topic slugs, names or shortnames; 'all' for everything.")
 @click.option("--cadence", type=click.Choice(list(CADENCES)), default="daily", show_default=True,
               help="How often the digest comes.")
+@reactivate_option
 @config_option
-def subscribers_add(email: str, topics: str, cadence: str, config_path: Path | None) -> None:
-    """Subscribe EMAIL (or change their topics and cadence)."""
+def subscribers_add(email: str, topics: str, cadence: str, reactivate: bool, config_path: Path | None) -> None:
+    """Subscribe EMAIL (or change their topics and cadence).
+
+    Someone who unsubscribed, complained or bounced is not subscribed again without
+    --reactivate. Example: feeds subscribers add ada@example.org --topics "ai,AI Ethics"
+    """
     from feeds import api
     try:
-        person, created = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now())
+        done = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now(),
+                                  reactivate=reactivate)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"{'Added' if created else 'Updated'} {person.email}: {person.cadence}, {', '.join(person.topics)}")
+    if done.outcome == "not reactivated":
+        click.echo(f"left {done.describe()}", err=True)
+        raise SystemExit(1)
+    person = done.subscriber
+    click.echo(f"{done.outcome.capitalize()} {person.email}: {person.cadence}, {', '.join(person.topics)}")
 
 
 @subscribers.command("remove")
@@ -166,17 +179,62 @@ def subscribers_list(config_path: Path | None) -> None:
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@reactivate_option
 @config_option
-def subscribers_import(file: Path, config_path: Path | None) -> None:
-    """Subscribe everyone in a CSV FILE with columns email, topics and (optional) cadence."""
+def subscribers_import(file: Path, reactivate: bool, config_path: Path | None) -> None:
+    """Subscribe everyone in a CSV FILE with columns email, topics and (optional) cadence.
+
+    Topics are separated by commas or semicolons. People who unsubscribed, complained or
+    bounced are reported and left alone without --reactivate.
+    Example: feeds subscribers import people.csv
+    """
     from feeds import api
     try:
-        report = api.import_subscribers(_config(config_path), file, now=utc_now())
+        report = api.import_subscribers(_config(config_path), file, now=utc_now(), reactivate=reactivate)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     for error in report.errors:
         click.echo(f"skipped {error}", err=True)
-    click.echo(f"Imported {report.added} new, {report.updated} updated, {len(report.errors)} skipped.")
+    for line in report.not_reactivated:
+        click.echo(f"left {line}", err=True)
+    click.echo(f"Imported {report.added} new, {report.updated} updated, {report.unchanged} unchanged, "
+               + (f"{report.reactivated} reactivated, " if reactivate else "")
+               + f"{len(report.not_reactivated)} not reactivated, {len(report.errors)} skipped.")
+
+
+@cli.group()
+def inbox() -> None:
+    """Act on what came back to the digest's From address: bounces, complaints, unsubscribes.
+
+    Example: feeds inbox process --maildir /var/mail/digest
+    """
+
+
+@inbox.command("process")
+@click.option("--maildir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="A Maildir folder: its new messages are read, then marked seen.")
+@click.option("--mbox", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="An mbox file: every message is read; the file is not changed.")
+@config_option
+def inbox_process(maildir: Path | None, mbox: Path | None, config_path: Path | None) -> None:
+    """Apply delivery reports (hard bounces), abuse complaints and mailto unsubscribe
+    requests to the subscribers they are about, one line per message.
+
+    Example: feeds inbox process --mbox /var/mail/digest --config feeds.yaml
+    """
+    if (maildir is None) == (mbox is None):
+        raise click.UsageError("give one of --maildir DIR or --mbox FILE")
+    from feeds import api
+    try:
+        report = api.process_inbox(_config(config_path), now=utc_now(), maildir=maildir, mbox=mbox)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    for line in report.lines:
+        click.echo(str(line))
+    counts = report.counts()
+    outcomes = ("bounced", "complained", "unsubscribed", "soft bounce", "unchanged", "ignored")
+    click.echo(f"Processed {_plural(len(report.lines), 'message')}: "
+               + ", ".join(f"{counts[o]} {o}" for o in outcomes) + ".")
 
 
 @cli.command()

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
+from email.utils import parseaddr
 
 from feeds.config import CADENCES
 from feeds.model import Article, Story, Topic
@@ -174,3 +175,36 @@ def message_id(secret: str, subscriber_id: int, edition: str, domain: str) -> st
     resent after a crash is recognisably the same message."""
     digest = _mac(secret, f"message:{subscriber_id}:{edition}")[:24]
     return f"<{edition}.{digest}@{domain}>"
+
+
+# VERP (variable envelope return path): each subscriber's messages go out with their own
+# envelope sender, so a bounce names its subscriber even when it quotes nothing of the
+# message. The address is signed like the unsubscribe token (over the id and address, so
+# a recycled id is not taken for its former owner): a forged bounce changes nothing.
+_VERP = re.compile(r"\+bounce-(\d{1,12})-([0-9a-f]{16})@", re.IGNORECASE)
+
+
+def verp_sender(mail_from: str, subscriber_id: int, email: str, secret: str) -> str:
+    """``digest+bounce-<id>-<mac>@news.example.org`` for a From of ``digest@news.example.org``
+    (a display name in ``mail_from`` is dropped): the envelope sender (Return-Path) of this
+    subscriber's messages."""
+    local, _, domain = parseaddr(mail_from)[1].rpartition("@")
+    return f"{local}+bounce-{subscriber_id}-{_verp_mac(secret, subscriber_id, email)}@{domain}"
+
+
+def verp_subscriber(address: str) -> int | None:
+    """The subscriber id a VERP address claims (``<...>`` and case are ignored, as MTAs
+    may lower-case it), before checking it with :func:`verify_verp`; None if it is not one."""
+    match = _VERP.search(address or "")
+    return int(match.group(1)) if match else None
+
+
+def verify_verp(secret: str, address: str, subscriber_id: int, email: str) -> bool:
+    match = _VERP.search(address or "")
+    if match is None or int(match.group(1)) != subscriber_id:
+        return False
+    return hmac.compare_digest(match.group(2).lower(), _verp_mac(secret, subscriber_id, email))
+
+
+def _verp_mac(secret: str, subscriber_id: int, email: str) -> str:
+    return _mac(secret, f"bounce:{subscriber_id}:{email.casefold()}")[:16]

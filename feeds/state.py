@@ -252,6 +252,13 @@ def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
     return _subscriber(row) if row else None
 
 
+def find_subscriber(engine: Engine, email: str) -> Subscriber | None:
+    """The subscriber with this (normalised) address, whatever their status."""
+    with engine.connect() as db:
+        row = db.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+    return _subscriber(row) if row else None
+
+
 def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subscriber]:
     query = sa.select(subscribers).order_by(subscribers.c.email)
     if active_only:
@@ -276,6 +283,15 @@ def delivered_editions(engine: Engine, edition: str) -> dict[int, str]:
         rows = db.execute(sa.select(deliveries.c.subscriber_id, deliveries.c.status)
                           .where(deliveries.c.edition == edition))
         return {row.subscriber_id: row.status for row in rows}
+
+
+def message_subscriber(engine: Engine, message_id: str) -> int | None:
+    """The subscriber the ledger sent ``message_id`` to, if any: how a bounce or complaint
+    quoting one of our messages finds its subscriber."""
+    with engine.connect() as db:
+        row = db.execute(sa.select(deliveries.c.subscriber_id).where(deliveries.c.message_id == message_id)
+                         .limit(1)).first()
+    return int(row.subscriber_id) if row else None
 
 
 def last_period_ends(engine: Engine) -> dict[int, datetime]:

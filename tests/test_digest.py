@@ -105,7 +105,7 @@ def test_subscribers_import_reports_bad_rows_and_keeps_good_ones(tmp_path: Path)
                       "bob@example,ai,daily\ncy@example.org,robots,daily\ndee@example.org,all,weekly\n")
     code, out, err = cli(config, "subscribers", "import", str(people))
     assert code == 0
-    assert "Imported 2 new, 0 updated, 2 skipped." in out
+    assert "Imported 2 new, 0 updated, 0 unchanged, 0 not reactivated, 2 skipped." in out
     assert f"{people}:3: 'bob@example' is not a valid e-mail address" in err
     assert f"{people}:4: unknown topic 'robots'" in err
     emails = [line.split("\t")[0] for line in cli(config, "subscribers", "list")[1].splitlines()]

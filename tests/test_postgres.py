@@ -80,3 +80,15 @@ def test_subscriber_statuses_on_postgres(database: str) -> None:
     from tests.test_state import check_statuses_and_history
 
     check_statuses_and_history(state.open_state(database))
+
+
+def test_the_inbox_lookups_on_postgres(database: str) -> None:
+    engine = state.open_state(database)
+    now = datetime(2020, 6, 18, tzinfo=UTC)
+    assert state.add_subscriber(engine, "ada@example.org", ("ai",), "daily", now)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None and state.find_subscriber(engine, "bob@example.org") is None
+    state.record_delivery(engine, subscriber_id=ada.id, edition="daily-2020-06-18", message_id="<m@x>",
+                          status="sent", period_end=now, now=now)
+    assert state.message_subscriber(engine, "<m@x>") == ada.id
+    assert state.message_subscriber(engine, "<other@x>") is None

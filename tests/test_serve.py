@@ -187,3 +187,76 @@ def test_post_without_one_click_body_changes_nothing(site: Site) -> None:
     _, token = token_for(site, "ada@example.org")
     reply = request(f"{site.base}unsubscribe?token={token}", method="POST", data=b"")
     assert reply.status == 400 and active(site, "ada@example.org")
+
+
+def multipart_form(fields: dict[str, str], boundary: str = "----feeds-test-boundary") -> tuple[bytes, str]:
+    """A multipart/form-data body as a browser or mail client writes it (RFC 7578)."""
+    body = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_one_click_post_as_multipart_form_data_unsubscribes(site: Site) -> None:
+    """RFC 8058 section 3.1: the POST SHOULD be multipart/form-data."""
+    _, token = token_for(site, "ada@example.org")
+    body, content_type = multipart_form({"List-Unsubscribe": "One-Click"})
+    reply = request(f"{site.base}unsubscribe?token={token}", method="POST", data=body,
+                    headers={"Content-Type": content_type})
+    assert reply.status == 200 and b"You are unsubscribed" in reply.body
+    assert not active(site, "ada@example.org") and active(site, "bob@example.org")
+    engine = state.open_state(load_config(site.config).state_db)
+    ada_id, _ = token_for(site, "ada@example.org")
+    assert [(c.status, c.source) for c in state.status_history(engine, ada_id)][-1] == (state.UNSUBSCRIBED, "one-click")
+
+
+@pytest.mark.parametrize("fields", [{"List-Unsubscribe": "Other"}, {"Something": "One-Click"}, {}])
+def test_multipart_post_without_one_click_changes_nothing(site: Site, fields: dict[str, str]) -> None:
+    _, token = token_for(site, "ada@example.org")
+    body, content_type = multipart_form(fields)
+    reply = request(f"{site.base}unsubscribe?token={token}", method="POST", data=body,
+                    headers={"Content-Type": content_type})
+    assert reply.status == 400 and b"Nothing was changed" in reply.body
+    assert active(site, "ada@example.org")
+
+
+def test_a_malformed_multipart_body_is_a_400_page_and_changes_nothing(site: Site) -> None:
+    _, token = token_for(site, "ada@example.org")
+    reply = request(f"{site.base}unsubscribe?token={token}", method="POST", data=b"--x\r\nnot a part",
+                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert reply.status == 400 and b"Nothing was changed" in reply.body
+    assert active(site, "ada@example.org")
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+def test_head_never_unsubscribes_even_with_a_one_click_body(site: Site, content_type: str | None) -> None:
+    """What `curl -X HEAD -d List-Unsubscribe=One-Click URL` sends: a HEAD with a body."""
+    _, token = token_for(site, "ada@example.org")
+    reply = request(f"{site.base}unsubscribe?token={token}", method="HEAD", data=b"List-Unsubscribe=One-Click",
+                    headers={"Content-Type": content_type} if content_type else {})
+    assert reply.status == 200 and reply.body == b""
+    body, multipart_type = multipart_form({"List-Unsubscribe": "One-Click"})
+    assert request(f"{site.base}unsubscribe?token={token}", method="HEAD", data=body,
+                   headers={"Content-Type": multipart_type}).status == 200
+    assert active(site, "ada@example.org")
+
+
+def test_an_import_after_a_one_click_unsubscribe_does_not_mail_them_again(site: Site) -> None:
+    """The issue's case: one-click, then the operator imports the same list again. Before,
+    the import said "1 updated" and the person was mailed again."""
+    _, token = token_for(site, "ada@example.org")
+    body, content_type = multipart_form({"List-Unsubscribe": "One-Click"})
+    assert request(f"{site.base}unsubscribe?token={token}", method="POST", data=body,
+                   headers={"Content-Type": content_type}).status == 200
+    people = site.tmp / "people.csv"
+    people.write_text("email,topics\nada@example.org,ai\nbob@example.org,ai\n")
+    result = run_cli("subscribers", "import", str(people), "--config", str(site.config))
+    assert result.exit_code == 0, result.output
+    assert "Imported 0 new, 0 updated, 1 unchanged, 1 not reactivated, 0 skipped." in result.stdout
+    assert "left ada@example.org: unsubscribed (one-click); not reactivated (use --reactivate)" in result.stderr
+    assert not active(site, "ada@example.org")
+    with smtp_server() as (server, port):
+        site.config.write_text(site.config.read_text() + f"smtp:\n  host: 127.0.0.1\n  port: {port}\n")
+        assert run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(site.config)).exit_code == 0
+        assert [m["To"] for m in server.received()] == ["bob@example.org"]
