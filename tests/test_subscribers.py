@@ -37,9 +37,9 @@ def leave(tmp_path: Path, address: str, status: str, source: str, reason: str | 
 ])
 def test_add_never_brings_back_someone_who_left(tmp_path: Path, status: str, source: str, said: str) -> None:
     config = write_config(tmp_path)
-    subscribe(config, "ada@example.org", "ai")
+    subscribe(config, "ada@example.org", "ai", "daily")
     leave(tmp_path, "ada@example.org", status, source)
-    code, _, err = cli(config, "subscribers", "add", "ada@example.org", "--topics", "ai,ai-ethics")
+    code, _, err = cli(config, "subscribers", "add", "ada@example.org", "--topics", "ai,computer-vision")
     assert code == 1
     assert f"left ada@example.org: {said}; not reactivated (use --reactivate)" in err
     ada = person(tmp_path, "ada@example.org")
@@ -48,7 +48,7 @@ def test_add_never_brings_back_someone_who_left(tmp_path: Path, status: str, sou
 
 def test_reactivate_is_explicit_and_kept_in_the_history(tmp_path: Path) -> None:
     config = write_config(tmp_path)
-    subscribe(config, "ada@example.org", "ai")
+    subscribe(config, "ada@example.org", "ai", "daily")
     leave(tmp_path, "ada@example.org", state.BOUNCED, "bounce", "550 5.1.1 no such user")
     code, out, err = cli(config, "subscribers", "add", "ada@example.org", "--topics", "ai", "--reactivate")
     assert code == 0, out + err
@@ -68,7 +68,7 @@ def test_reactivate_is_explicit_and_kept_in_the_history(tmp_path: Path) -> None:
 def test_import_counts_added_updated_unchanged_not_reactivated_and_skipped(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     for address in ("same@example.org", "moved@example.org", "gone@example.org", "spam@example.org"):
-        subscribe(config, address, "ai")
+        subscribe(config, address, "ai", "daily")
     leave(tmp_path, "gone@example.org", state.UNSUBSCRIBED, "one-click")
     leave(tmp_path, "spam@example.org", state.COMPLAINED, "complaint")
     people = tmp_path / "people.csv"
