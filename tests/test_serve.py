@@ -250,7 +250,7 @@ def test_an_import_after_a_one_click_unsubscribe_does_not_mail_them_again(site: 
     assert request(f"{site.base}unsubscribe?token={token}", method="POST", data=body,
                    headers={"Content-Type": content_type}).status == 200
     people = site.tmp / "people.csv"
-    people.write_text("email,topics\nada@example.org,ai\nbob@example.org,ai\n")
+    people.write_text("email,topics,cadence\nada@example.org,ai,weekly\nbob@example.org,ai,weekly\n")
     result = run_cli("subscribers", "import", str(people), "--config", str(site.config))
     assert result.exit_code == 0, result.output
     assert "Imported 0 new, 0 updated, 1 unchanged, 1 not reactivated, 0 skipped." in result.stdout
