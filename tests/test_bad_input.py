@@ -3,15 +3,19 @@ and no good record is lost. Fixtures are real files in tests/data/bad/."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import feedparser
+import lxml.html
 import pytest
+from click.testing import Result
+from lxml import etree
 
 from feeds.config import Config
 from feeds.load import load_record
-from tests.conftest import DATA, run_cli, write_record
+from tests.conftest import DATA, record, run_cli, write_record
 
 BAD = DATA / "bad"
 
@@ -29,6 +33,7 @@ SKIPPED = {
     "javascript-url.md": "no usable URL",
     "alias-bomb.md": "YAML aliases to lists or mappings are not allowed",
     "not-utf8.md": "not UTF-8: byte 0xe9 at offset",
+    "alias-expansion.md": "alias expansion: YAML aliases make the record larger than 1048576 characters",
 }
 # file -> (what the note says, what the kept article looks like)
 KEPT = {
@@ -38,6 +43,14 @@ KEPT = {
     "kept-javascript-image.md": ("images: an image URL is not an absolute http(s) URL", "A good story with a bad picture"),
     "kept-path-topic.md": ("topics: '../../x' is not a usable topic name; dropped", "A topic that tries to climb out"),
     "kept-quality-wrong-type.md": ("quality: expected a number, got str; using 0", "Quality written as a word"),
+    "kept-vertical-tab.md": ("title: control characters removed", "Vertical tab"),
+    "kept-raw-controls-inside-words.md": ("control characters removed from the file", "Words apart stay apart"),
+    "kept-lone-surrogate.md": ("title: control characters removed", "Lone surrogate in the title"),
+    "kept-lone-surrogate-flow.md": ("title: control characters removed", "Lone surrogate, read by libyaml"),
+    "kept-noncharacters.md": ("title: control characters removed", "Non characters and more"),
+    "kept-long-topic.md": ("is longer than 100 characters; dropped", "A topic name that is a paragraph"),
+    "kept-link-as-provider.md": ("provider.name: 'https://www.example.com/news' is a link, not a name; using the domain",
+                                 "An outlet named by a link"),
 }
 
 
@@ -75,8 +88,33 @@ def test_html_and_script_never_reach_the_article() -> None:
 
 
 def test_path_like_topics_are_dropped_and_real_ones_kept() -> None:
-    article = load_record(BAD / "kept-path-topic.md", 10_000).article
-    assert article is not None and article.topics == ("AI",)
+    result = load_record(BAD / "kept-path-topic.md", 10_000)
+    assert result.article is not None and result.article.topics == ("🤖 Robots/Drones", "AI")
+    dropped = [n.reason for n in result.notes if n.reason.endswith("is not a usable topic name; dropped")]
+    assert len(dropped) == 5, result.notes
+
+
+def test_a_topic_with_a_slash_and_an_emoji_gets_its_own_feed(tmp_path: Path) -> None:
+    write_record(tmp_path / "seeds/robots.md", topics=["🤖 Robots/Drones"])
+    result = run_cli("build", "--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / "out"),
+                     "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    feed = feedparser.parse((tmp_path / "out/topics/robots-drones/atom.xml").read_bytes())
+    assert not feed.bozo and feed.feed.title.endswith(": 🤖 Robots/Drones")
+    assert [t.term for t in feed.entries[0].tags] == ["🤖 Robots/Drones"]
+
+
+def test_escaped_surrogates_read_the_same_by_either_yaml_reader() -> None:
+    block, flow = (load_record(BAD / name, 10_000) for name in ("kept-lone-surrogate.md", "kept-lone-surrogate-flow.md"))
+    assert block.article is not None and flow.article is not None
+    assert block.article.excerpt == flow.article.excerpt == "An emoji written as an escaped pair: 🤖"
+    assert [n.reason for n in block.notes] == [n.reason for n in flow.notes] == ["title: control characters removed"]
+
+
+def test_a_provider_named_by_a_link_gives_way_to_its_domain() -> None:
+    article = load_record(BAD / "kept-link-as-provider.md", 10_000).article
+    assert article is not None and article.provider is not None
+    assert (article.provider.name, article.provider.domain) == ("example.com", "example.com")
 
 
 def test_huge_file_is_skipped(tmp_path: Path) -> None:
@@ -105,7 +143,7 @@ def test_a_build_over_every_bad_file_keeps_every_good_record(tmp_path: Path) -> 
     assert not feed.bozo
     kept_titles = {title for _, title in KEPT.values()} | {"The good one"}
     assert {e.title for e in feed.entries} == kept_titles
-    assert "13 skipped" in result.stdout
+    assert f"{len(SKIPPED) + 1} skipped" in result.stdout
 
 
 def test_strict_turns_skips_into_a_failing_exit(tmp_path: Path) -> None:
@@ -123,3 +161,69 @@ def test_strict_passes_when_nothing_was_skipped(tmp_path: Path) -> None:
     write_record(tmp_path / "seeds/good.md")
     result = run_cli("build", "--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / "out"), "--strict")
     assert result.exit_code == 0, result.output
+
+
+def _build(seeds: Path, out: Path, *more: str) -> Result:
+    return run_cli("build", "--seeds", str(seeds), "--out", str(out), "--now", "2020-06-18T00:00:00Z", *more)
+
+
+def _front(*, flow: bool = True, **fields: object) -> str:
+    """Front matter whose every scalar is written by json.dumps: JSON strings are valid YAML
+    double-quoted strings, and escape what UTF-8 cannot carry ("\\ud800"). ``flow``: lists
+    and mappings as JSON too (read by PyYAML), else in block style (read by fastyaml)."""
+    return "---\n" + _block(record(**fields), "", flow) + "---\n"
+
+
+def _block(value: object, indent: str, flow: bool) -> str:
+    if isinstance(value, dict):
+        return "".join(f"{indent}{key}:{_value(item, indent, flow)}" for key, item in value.items())
+    assert isinstance(value, list)
+    return "".join(f"{indent}- {_block(item, indent + '  ', flow).lstrip()}" if isinstance(item, dict) and item
+                   else f"{indent}-{_value(item, indent, flow)}" for item in value)
+
+
+def _value(value: object, indent: str, flow: bool) -> str:
+    if flow or not isinstance(value, dict | list) or not value:
+        return f" {json.dumps(value, default=str)}\n"
+    return "\n" + _block(value, indent + "  ", flow)
+
+
+def test_a_string_aliased_a_thousand_times_is_skipped_quickly(tmp_path: Path) -> None:
+    # The issue's case: a 100 KB string named 1,000 times as topics (100 MB to clean).
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one")
+    (seeds / "aliases.md").write_text(
+        "---\ntitle: Aliases\npublishedDateTime: 2020-06-17T12:00:00Z\nwebUrl: https://example.com/aliases\n"
+        f"x: &s \"{'x' * 100_000}\"\ntopics: [{', '.join(['*s'] * 1000)}]\n---\n", encoding="utf-8")
+
+    result = _build(seeds, tmp_path / "out")
+
+    assert result.exit_code == 0, result.output
+    assert f"skipped {seeds / 'aliases.md'}: alias expansion" in result.stderr
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    assert [e.title for e in feed.entries] == ["The good one"]
+
+
+def test_a_record_that_names_a_value_twice_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "anchored.md"
+    path.write_text("---\ntitle: &t Anchored\npublishedDateTime: 2020-06-17T12:00:00Z\n"
+                    "webUrl: https://example.com/anchored\nexcerpt: *t\ntopics: [AI, *t]\n---\n", encoding="utf-8")
+    result = load_record(path, Config().max_record_bytes)
+    assert result.article is not None, result.error
+    assert (result.article.excerpt, result.article.topics) == ("Anchored", ("AI", "Anchored"))
+
+
+def test_a_huge_topic_name_reaches_neither_the_opml_list_nor_the_index(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "huge-topic.md", topics=["AI", "y" * 100_000])
+
+    result = _build(seeds, tmp_path / "out")
+
+    assert result.exit_code == 0, result.output
+    assert "is longer than 100 characters; dropped" in result.stderr
+    opml = etree.parse(str(tmp_path / "out/feeds.opml"))
+    assert [o.get("text") for o in opml.iter("outline")] == ["All topics", "AI"]
+    page = lxml.html.parse(str(tmp_path / "out/index.html"))
+    assert max(len(text) for text in page.getroot().itertext()) < 1000
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    assert [t.term for t in feed.entries[0].tags] == ["AI"]
