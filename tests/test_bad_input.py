@@ -4,7 +4,10 @@ and no good record is lost. Fixtures are real files in tests/data/bad/."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import feedparser
@@ -13,8 +16,10 @@ import pytest
 from click.testing import Result
 from lxml import etree
 
+from feeds import normalise
 from feeds.config import Config
 from feeds.load import load_record
+from feeds.model import Article
 from tests.conftest import DATA, record, run_cli, write_record
 
 BAD = DATA / "bad"
@@ -227,3 +232,54 @@ def test_a_huge_topic_name_reaches_neither_the_opml_list_nor_the_index(tmp_path:
     assert max(len(text) for text in page.getroot().itertext()) < 1000
     feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
     assert [t.term for t in feed.entries[0].tags] == ["AI"]
+
+
+# ----------------------------------------------------------------- the render wall
+
+
+def test_a_story_the_renderer_refuses_costs_only_that_story(tmp_path: Path) -> None:
+    # An Article made by a library caller, not by cleaning: the renderers meet a lone
+    # surrogate for real (lxml cannot encode it) and must leave out only that story.
+    from feeds.api.builds import Dropped, plan_topics, render_site
+    from feeds.taxonomy import build_taxonomy
+
+    config = Config()
+    good = load_record(write_record(tmp_path / "good.md", title="The good one"), 10_000).article
+    other = load_record(write_record(tmp_path / "other.md", title="Another good one",
+                                     webUrl="https://example.com/other"), 10_000).article
+    assert good is not None and other is not None
+    bad = replace(good, id="bad-id", url="https://example.com/bad", title="Bad \ud800 title", quality=90)
+    articles = [good, bad, other]
+    plans = plan_topics(config, build_taxonomy(config.topics, articles), articles, datetime(2020, 6, 18, tzinfo=UTC))
+    dropped: list[Dropped[Article]] = []
+
+    files = render_site(config, plans, lambda article: article, dropped=dropped)
+
+    assert {(d.slug, d.articles[0].id) for d in dropped} == {("all", "bad-id"), ("ai", "bad-id")}
+    assert all("UnicodeEncodeError" in d.reason or "XML compatible" in d.reason for d in dropped)
+    for slug in ("all", "ai"):
+        for name in ("rss.xml", "atom.xml"):
+            feed = feedparser.parse(files[f"topics/{slug}/{name}"])
+            assert not feed.bozo and {e.title for e in feed.entries} == {"The good one", "Another good one"}
+        assert len(json.loads(files[f"topics/{slug}/feed.json"])["items"]) == 2
+    assert "Bad" not in files["index.html"].decode("utf-8")
+
+
+def test_with_cleaning_taken_down_the_renderer_wall_still_keeps_every_good_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The second wall, tested through the real build: cleaning is made to miss control
+    # characters, so a real record with a lone surrogate reaches the real renderers.
+    monkeypatch.setattr(normalise, "_MAY_HOLD_CONTROL", re.compile("(?!)"))  # matches nothing
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one")
+    (seeds / "bad.md").write_text(_front(title="Bad \ud800 title", webUrl="https://example.com/bad"), encoding="utf-8")
+    out = tmp_path / "out"
+
+    for _ in range(2):  # the second build changes nothing, and must say the same
+        result = _build(seeds, out, "--strict")
+        assert result.exit_code == 1, result.output
+        skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+        assert len(skipped) == 1 and skipped[0].startswith(f"skipped {seeds / 'bad.md'}: cannot be rendered: ")
+        for slug in ("all", "ai"):
+            feed = feedparser.parse((out / f"topics/{slug}/atom.xml").read_bytes())
+            assert not feed.bozo and [e.title for e in feed.entries] == ["The good one"]
