@@ -14,6 +14,8 @@ import feedparser
 import lxml.html
 import pytest
 from click.testing import Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from feeds import normalise
@@ -283,3 +285,48 @@ def test_with_cleaning_taken_down_the_renderer_wall_still_keeps_every_good_recor
         for slug in ("all", "ai"):
             feed = feedparser.parse((out / f"topics/{slug}/atom.xml").read_bytes())
             assert not feed.bozo and [e.title for e in feed.entries] == ["The good one"]
+
+
+# ------------------------------------------------------------ any text, any plane
+
+# Every plane, controls and noncharacters included; surrogates come rarely from characters()
+# (its tables leave them out), so they are drawn on their own as well.
+_ANY_CHARACTER = (st.characters(codec=None, exclude_categories=()) | st.integers(0xD800, 0xDFFF).map(chr)
+                  | st.sampled_from("\x00\x0b\x1b\x85\x9f\ufdd0\ufffe\uffff\U0001fffe\U0010ffff<&>\"'\\/"))
+_ANY_TEXT = st.text(_ANY_CHARACTER, max_size=30)
+_GOOD = ("First good one", "Second good one", "Third good one")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(title=_ANY_TEXT, excerpt=_ANY_TEXT, provider=_ANY_TEXT, topics=st.lists(_ANY_TEXT, max_size=3),
+       related=_ANY_TEXT, image=_ANY_TEXT, flow=st.booleans())
+def test_any_text_in_a_record_costs_no_good_record(
+        tmp_path_factory: pytest.TempPathFactory, title: str, excerpt: str, provider: str,
+        topics: list[str], related: str, image: str, flow: bool) -> None:
+    tmp_path = tmp_path_factory.mktemp("any")
+    seeds = tmp_path / "seeds"
+    for i, good in enumerate(_GOOD):
+        write_record(seeds / f"good-{i}.md", title=good, webUrl=f"https://example.com/good-{i}",
+                     topics=["AI", "Robots"] if i else ["AI"])
+    seeds.joinpath("any.md").write_text(_front(
+        flow=flow, title=title, excerpt=excerpt, provider={"name": provider, "domain": "example.org"},
+        topics=["AI", *topics], webUrl="https://example.org/any",
+        related=[{"title": related, "webUrl": "https://example.net/r", "provider": {"name": provider}}],
+        images=[{"url": "https://example.org/i.jpg", "title": image}],
+    ), encoding="utf-8")
+
+    result = _build(seeds, tmp_path / "out")
+
+    assert result.exit_code in (0, 1), result.output
+    out = tmp_path / "out"
+    for feed_dir in (out / "topics").iterdir():
+        wanted = {"all": set(_GOOD), "ai": set(_GOOD), "robots": set(_GOOD[1:])}.get(feed_dir.name, set())
+        for name in ("rss.xml", "atom.xml"):
+            data = (feed_dir / name).read_bytes()
+            etree.fromstring(data)  # well-formed XML, or lxml raises
+            feed = feedparser.parse(data)
+            assert not feed.bozo, (feed_dir.name, name, feed.bozo_exception)
+            assert wanted <= {e.title for e in feed.entries}, feed_dir.name
+        items = json.loads((feed_dir / "feed.json").read_bytes())["items"]
+        assert wanted <= {item["title"] for item in items}
+    etree.parse(str(out / "feeds.opml"))
