@@ -219,8 +219,8 @@ def _pyyaml_load(text: str) -> Any:
     except yaml.MarkedYAMLError as e:
         if e.problem != _LIBYAML_SURROGATE:
             raise
-    # libyaml refuses "\uD800", a valid YAML escape that PyYAML and fastyaml read as a lone
-    # surrogate (which cleaning replaces). Say the same here as they do.
+    # libyaml refuses "\uD800", a valid YAML escape that PyYAML's own reader takes for a
+    # lone surrogate (which cleaning replaces); fastyaml steps aside to let this decide.
     return yaml.load(_SURROGATE_ESCAPE.sub(_surrogate_escape, text), Loader=loader)
 
 
@@ -230,8 +230,8 @@ def _pyyaml_load(text: str) -> Any:
 # note, as it does the lone surrogate.
 _LIBYAML_SURROGATE = "found invalid Unicode character escape code"
 _SURROGATE_ESCAPE = re.compile(
-    r"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<!\\)((?:\\\\)*)\\u([dD][89a-fA-F][0-9a-fA-F]{2})"
+    r"(?<!\\)((?:\\\\)*)\\(?:u|U0000)([dD][89abAB][0-9a-fA-F]{2})\\(?:u|U0000)([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\)((?:\\\\)*)\\(?:u|U0000)([dD][89a-fA-F][0-9a-fA-F]{2})"
 )
 
 

@@ -111,7 +111,7 @@ def test_a_topic_with_a_slash_and_an_emoji_gets_its_own_feed(tmp_path: Path) -> 
     assert [t.term for t in feed.entries[0].tags] == ["🤖 Robots/Drones"]
 
 
-def test_escaped_surrogates_read_the_same_by_either_yaml_reader() -> None:
+def test_escaped_surrogates_read_the_same_in_block_and_flow_style() -> None:
     block, flow = (load_record(BAD / name, 10_000) for name in ("kept-lone-surrogate.md", "kept-lone-surrogate-flow.md"))
     assert block.article is not None and flow.article is not None
     assert block.article.excerpt == flow.article.excerpt == "An emoji written as an escaped pair: 🤖"
@@ -267,11 +267,16 @@ def test_a_story_the_renderer_refuses_costs_only_that_story(tmp_path: Path) -> N
     assert "Bad" not in files["index.html"].decode("utf-8")
 
 
+@pytest.mark.parametrize("workers", [False, True])
 def test_with_cleaning_taken_down_the_renderer_wall_still_keeps_every_good_record(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: bool) -> None:
     # The second wall, tested through the real build: cleaning is made to miss control
-    # characters, so a real record with a lone surrogate reaches the real renderers.
+    # characters, so a real record with a lone surrogate reaches the real renderers
+    # (in this process, or in forked workers as a large build renders).
+    from feeds.api import builds
     monkeypatch.setattr(normalise, "_MAY_HOLD_CONTROL", re.compile("(?!)"))  # matches nothing
+    if workers:
+        monkeypatch.setattr(builds, "PARALLEL_FEEDS", 1)
     seeds = tmp_path / "seeds"
     write_record(seeds / "good.md", title="The good one")
     (seeds / "bad.md").write_text(_front(title="Bad \ud800 title", webUrl="https://example.com/bad"), encoding="utf-8")
