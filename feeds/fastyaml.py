@@ -142,7 +142,10 @@ def double_quoted(body: str) -> str:
             digits = body[i + 2:i + 2 + width]
             if len(digits) != width or not all(d in "0123456789abcdefABCDEF" for d in digits):
                 raise Unsupported("bad escape")
-            out.append(chr(int(digits, 16)))
+            code = int(digits, 16)
+            if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+                raise Unsupported("surrogate or out-of-range escape")  # libyaml refuses them: the loader decides
+            out.append(chr(code))
             i += 2 + width
         else:
             raise Unsupported("unknown escape")

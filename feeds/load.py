@@ -19,7 +19,7 @@ from feeds import fastyaml
 from feeds.errors import InvalidRecord, RecordError, RecordNotice
 from feeds.manifest import scan
 from feeds.model import Article
-from feeds.normalise import CONTROL_CHARACTERS, to_article
+from feeds.normalise import to_article
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,9 +94,9 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
     notes: tuple[str, ...] = ()
     if usual is None:
         usual = not _UNUSUAL.search(text)  # one scan instead of two on nearly every record
-    if not usual and CONTROL_CHARACTERS.search(text):
+    if not usual and _YAML_REFUSES.search(text):
         # The YAML reader refuses them outright; they are noise, not reason to lose a record.
-        text = CONTROL_CHARACTERS.sub("", text)
+        text = without_raw_controls(text)
         notes = ("control characters removed from the file",)
     if not text or text.isspace():
         raise RecordError(path, "empty file")
@@ -108,7 +108,7 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
     import yaml
 
     try:
-        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # a safe loader
+        raw = _pyyaml_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2
@@ -117,8 +117,9 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
         raise RecordError(path, f"malformed YAML: {e}") from e
     except RecursionError as e:
         raise RecordError(path, "malformed YAML: nested too deeply") from e
-    if _has_shared_nodes(raw):
-        raise RecordError(path, "YAML aliases to lists or mappings are not allowed (alias bomb)")
+    problem = alias_problem(raw, max(len(text), MAX_EXPANDED_CHARACTERS))
+    if problem:
+        raise RecordError(path, problem)
     return raw, notes
 
 
@@ -159,23 +160,86 @@ def _front_matter_by_lines(path: Path, text: str) -> str:
     return "".join(lines[1:end])
 
 
-def _has_shared_nodes(value: Any) -> bool:
-    """True when one list or dict is reachable twice: the mark of a YAML alias.
+# What YAML aliases may make of a record. Real records use no aliases at all; a record that
+# does is refused once it would be larger than a record written out in full could be.
+MAX_EXPANDED_CHARACTERS = 1_048_576  # the default max_record_bytes, in characters
 
-    An alias bomb ("billion laughs") is small when parsed, because aliases share one
-    object, and explodes when walked or serialised. Real records use no aliases at all.
-    The walk visits each object once, so it stays cheap even on a bomb.
+
+def alias_problem(value: Any, limit: int) -> str | None:
+    """Why YAML aliases make a parsed record unusable, or None if they do not.
+
+    An alias shares one object among every place that names it, so a parsed record may be
+    small while what it stands for is huge: a list or mapping reachable twice ("billion
+    laughs", which explodes when walked or serialised), or one string named many times (a
+    100 KB string as a thousand topics is 100 MB to clean). The record's expanded size
+    counts one for each value plus each string's length, every time it occurs; the walk
+    stops at ``limit``, so it stays cheap even on a bomb.
     """
     seen: set[int] = set()
+    size = 0
     stack = [value]
     while stack:
         node = stack.pop()
+        size += len(node) + 1 if isinstance(node, str) else 1
+        if size > limit:
+            return f"alias expansion: YAML aliases make the record larger than {limit} characters"
         if isinstance(node, dict | list):
             if id(node) in seen:
-                return True
+                return "YAML aliases to lists or mappings are not allowed (alias bomb)"
             seen.add(id(node))
-            stack.extend(node.values() if isinstance(node, dict) else node)
-    return False
+            if isinstance(node, dict):
+                stack.extend(node.keys())
+                stack.extend(node.values())
+            else:
+                stack.extend(node)
+    return None
+
+
+# Raw characters the YAML reader refuses: C0 and C1 controls (not tab, CR, LF or NEL) and
+# U+FFFE/U+FFFF. A run of them after a visible character sits inside a value, where a
+# space keeps the words apart ("vertical<VT>tab" reads "vertical tab"); at the start of a
+# line it may sit in the indentation, which a space would change, so there it just goes.
+_REFUSED = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff"
+_YAML_REFUSES = re.compile(f"[{_REFUSED}]")
+_REFUSED_AFTER_TEXT = re.compile(f"(?<=[^\\s{_REFUSED}])[{_REFUSED}]+")
+
+
+def without_raw_controls(text: str) -> str:
+    """``text`` without :data:`_YAML_REFUSES`'s characters: a space for each run of them
+    after a visible character on its line, nothing for the rest."""
+    return _YAML_REFUSES.sub("", _REFUSED_AFTER_TEXT.sub(" ", text))
+
+
+def _pyyaml_load(text: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # a safe loader
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.MarkedYAMLError as e:
+        if e.problem != _LIBYAML_SURROGATE:
+            raise
+    # libyaml refuses "\uD800", a valid YAML escape that PyYAML's own reader takes for a
+    # lone surrogate (which cleaning replaces); fastyaml steps aside to let this decide.
+    return yaml.load(_SURROGATE_ESCAPE.sub(_surrogate_escape, text), Loader=loader)
+
+
+# libyaml's complaint about a surrogate escape, and such escapes. A high-low pair becomes
+# the one character it names, as PyYAML's pair of lone surrogates becomes in cleaning; a
+# lone one becomes U+FFFE, which libyaml reads and cleaning replaces with a space and a
+# note, as it does the lone surrogate.
+_LIBYAML_SURROGATE = "found invalid Unicode character escape code"
+_SURROGATE_ESCAPE = re.compile(
+    r"(?<!\\)((?:\\\\)*)\\(?:u|U0000)([dD][89abAB][0-9a-fA-F]{2})\\(?:u|U0000)([dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\)((?:\\\\)*)\\(?:u|U0000)([dD][89a-fA-F][0-9a-fA-F]{2})"
+)
+
+
+def _surrogate_escape(match: re.Match[str]) -> str:
+    if match.group(2):
+        high, low = int(match.group(2), 16), int(match.group(3), 16)
+        return f"{match.group(1)}\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
+    return f"{match.group(4)}\\uFFFE"
 
 
 def load_record(path: Path, max_bytes: int, data: bytes | None = None) -> Loaded:

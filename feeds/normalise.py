@@ -29,6 +29,9 @@ from feeds.model import Article, Coverage, Image, Kind, Provider
 # (sourceUrl/ampUrl/cdnAmpUrl are the field names of Smartable's older archives.)
 URL_FIELDS = ("webUrl", "originalUrl", "sourceUrl", "ampWebUrl", "ampUrl", "cdnAmpWebUrl", "cdnAmpUrl")
 MAX_URL_LENGTH = 2048
+# A topic is a label ("Power Apps", "AI in Healthcare"): a longer "name" is a sentence or
+# junk pasted into topics, and would stand in the OPML list, the index and every item.
+MAX_TOPIC_LENGTH = 100
 
 # Query parameters that only track the click; they never change what a page shows.
 TRACKING_PARAMS = frozenset(
@@ -37,9 +40,25 @@ TRACKING_PARAMS = frozenset(
 )
 AMP_PARAMS = frozenset({"amp", "_amp", "outputtype", "usqp"})
 
-# C0/C1 controls (not tab, CR, LF or NEL) and XML-illegal noncharacters: they break XML
-# feeds and the MJML renderer, and carry no meaning in news text.
-CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
+# Characters no text keeps: C0/C1 controls (not tab, CR, LF or NEL), lone surrogates
+# (YAML's "\uD800" escape makes one; UTF-8 cannot encode it), and the Unicode noncharacters
+# U+FDD0..U+FDEF and U+nFFFE/U+nFFFF of every plane. XML 1.0 cannot carry the controls,
+# surrogates and U+FFFE/U+FFFF (its Char production), and the rest are "discouraged" there;
+# lxml, feedgen and the MJML renderer abort on them, and none means anything in news text.
+CONTROL_CHARACTERS = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+    + "]"
+)
+# A quick first look for them: the same class with every code point from U+1FFFE up in
+# place of the 32 astral noncharacters (a class that names those is eight times slower
+# to search, and plain text is what nearly every field holds).
+_MAY_HOLD_CONTROL = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff\U0001fffe-\U0010ffff]"
+)
+# A high surrogate then a low one: JSON writers escape an emoji so ("\ud83e\udd16"), and
+# PyYAML reads the pair as two lone surrogates instead of the one character they name.
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 # An absolute http(s) URL of plain RFC 3986 characters with a lower-case scheme and host
 # and a path, and query parameters that cannot be tracking ones: clean as it stands.
 _SIMPLE_URL = re.compile(
@@ -48,7 +67,11 @@ _SIMPLE_URL = re.compile(
 )
 _MAY_TRACK = re.compile(r"[?&](utm_|fbclid|gclid|dclid|msclkid|yclid|igshid|mc_|ocid|ncid|cmpid|smid|spm|ref|_hs|__twitter)|&(amp|#)", re.IGNORECASE)
 _ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
-_PATHLIKE = re.compile(r"[/\\]|\.\.")
+# A topic name that reads as a file path: absolute ("/etc", "~/x", "C:\\x"), with a
+# backslash, or with a "." or ".." segment ("../../x", "a/./b"). Its slug would be safe
+# (slugs hold only [a-z0-9-]), but such a name is an attack or an accident, never a topic;
+# a "/" inside a name is neither ("Robots/Drones", "C++ / C#").
+_PATHLIKE = re.compile(r"^~?/|\\|(?:^|/)\s*\.{1,2}\s*(?:/|$)|^[A-Za-z]:/")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 
 
@@ -68,9 +91,11 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         notes.append(f"{field}: expected text, got {type(value).__name__}; ignored")
         return None
     text = value
-    if CONTROL_CHARACTERS.search(text):
-        text = CONTROL_CHARACTERS.sub("", text)
-        notes.append(f"{field}: control characters removed")
+    if _MAY_HOLD_CONTROL.search(text) and CONTROL_CHARACTERS.search(text):
+        text = joined_surrogates(text)
+        if CONTROL_CHARACTERS.search(text):
+            text = CONTROL_CHARACTERS.sub(" ", text)  # a space keeps "vertical\vtab" two words
+            notes.append(f"{field}: control characters removed")
     if ("<" in text or "&" in text) and _LOOKS_LIKE_MARKUP.search(text):
         # Ammonia drops every tag and the content of script/style; what is left is
         # escaped HTML text, which we turn back into plain text.
@@ -79,8 +104,20 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         stripped = html.unescape(nh3.clean(text, tags=set()))
         if "<" in text and stripped != html.unescape(text):
             notes.append(f"{field}: HTML removed")
-        text = CONTROL_CHARACTERS.sub("", stripped)
+        text = CONTROL_CHARACTERS.sub(" ", stripped)  # entities can name controls too
     return " ".join(text.split())  # str.split's white space is the regex \s, and quicker
+
+
+def joined_surrogates(text: str) -> str:
+    """``text`` with each high-low pair of surrogates joined into the character it names."""
+    if "\ud800" <= max(text) and _SURROGATE_PAIR.search(text):
+        return _SURROGATE_PAIR.sub(_join_pair, text)
+    return text
+
+
+def _join_pair(pair: re.Match[str]) -> str:
+    high, low = map(ord, pair.group())
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 # ----------------------------------------------------------------------------- URLs
@@ -298,11 +335,39 @@ def clean_provider(value: object, notes: Notes) -> Provider | None:
         pass
     before = len(notes)
     domain = clean_domain(raw[1])
-    name = clean_text(raw[0], "provider.name", notes) or domain
+    name = clean_text(raw[0], "provider.name", notes)
+    linked = link_domain(name) if name and ("/" in name or "www." in name.lower()) else None
+    if linked is not None:
+        # An outlet named by a link ("https://www.example.com/news"): readers are better
+        # served by the outlet's domain, the record's own or else the link's.
+        domain = domain or linked or None
+        notes.append(f"provider.name: {_shorten(name)} is a link, not a name; using the domain")
+        name = None
+    name = name or domain
     provider = Provider(name=name, domain=domain) if name else None
     if len(notes) == before and len(_PROVIDERS) < 10_000:  # notes must be given every time
         _PROVIDERS[raw] = provider
     return provider
+
+
+# A provider "name" that is a piece of a link: with a scheme ("https://www.example.com/news"),
+# a "www." host, or a host and a path ("example.com/news"). Group 1, 2 or 3 is the host. A
+# bare domain ("winbuzzer.com") is not one: it is how some outlets name themselves.
+_LINK = re.compile(
+    r"(?:[a-z][a-z0-9+.-]*:)?//([^/?#\s]*)\S*|(www\.[^/?#\s]+)\S*|([a-z0-9-]+(?:\.[a-z0-9-]+)+)[/?#]\S*",
+    re.IGNORECASE,
+)
+
+
+def link_domain(name: str) -> str | None:
+    """The domain of a provider name that is a piece of a link (``www.`` folded), or ""
+    when the link names no usable host; None when the name is not a link."""
+    match = _LINK.fullmatch(name)
+    if match is None:
+        return None
+    host = next(group for group in match.groups() if group is not None)
+    host = host.rpartition("@")[2].partition(":")[0].lower()  # no user, no port
+    return clean_domain(_fold_host(host)) or ""
 
 
 def clean_domain(value: object) -> str | None:
@@ -369,17 +434,25 @@ def clean_topics(value: object, notes: Notes) -> tuple[str, ...]:
     if not isinstance(value, list):
         notes.append(f"topics: expected a list, got {type(value).__name__}; ignored")
         return ()
-    names: list[str] = []
+    names: dict[str, bool] = {}  # name -> kept; ordered, and a look-up is not a scan of thousands
     for item in value:
         name = clean_text(item, "topics", notes) if item is not None else None
-        if not name:
+        if not name or name in names:
             continue
-        if _PATHLIKE.search(name) or not re.search(r"\w", name):
-            notes.append(f"topics: {_shorten(name)} is not a usable topic name; dropped")
-            continue
-        if name not in names:
-            names.append(name)
-    return tuple(names)
+        problem = topic_problem(name)
+        if problem:
+            notes.append(f"topics: {_shorten(name)} {problem}; dropped")
+        names[name] = not problem  # a repeat of a dropped name is not noted again
+    return tuple(name for name, kept in names.items() if kept)
+
+
+def topic_problem(name: str) -> str | None:
+    """Why a cleaned topic name cannot be a topic, or None if it can."""
+    if len(name) > MAX_TOPIC_LENGTH:
+        return f"is longer than {MAX_TOPIC_LENGTH} characters"
+    if _PATHLIKE.search(name) or not re.search(r"\w", name):
+        return "is not a usable topic name"
+    return None
 
 
 def clean_related(value: object, own_id: str, notes: Notes) -> tuple[Coverage, ...]:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
@@ -36,7 +36,7 @@ from feeds.write import remove_leftovers, remove_output, write_if_changed
 if TYPE_CHECKING:
     from feeds.render.feeds import FeedDoc
 
-__all__ = ["EPOCH", "Corpus", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
+__all__ = ["EPOCH", "Corpus", "Dropped", "FeedPlan", "Progress", "build", "load_corpus", "plan_feeds",
            "plan_topics", "render_site", "stable_until"]
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,11 @@ def build(
         if INDEX not in same:
             wanted.update(source for plan in plans for source in plan.sources(HEADLINES))
         articles = cache.articles(index, wanted)
+    dropped: list[Dropped[Summary]] = []
     files = render_site(config, plans, Resolver(articles, config.half_life), skip=same,
-                        compiled=config.cache_db if use_cache else None)
+                        compiled=config.cache_db if use_cache else None, dropped=dropped)
+    for name in {d.slug for d in dropped} | ({INDEX} if dropped else set()):
+        contents.pop(name, None)  # rendered (and reported) again next time, not taken as current
 
     written: list[str] = []
     unchanged: list[str] = []
@@ -131,7 +134,8 @@ def build(
         articles=len(summaries),
         duplicates=records - len(summaries),
         topic_errors=config.topic_errors,
-        skipped=tuple(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
+        skipped=(*(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
+                 *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
         notes=tuple(note for e in index.entries if e.notes for note in e.record_notes) + folded_notices(index, config),
         topics=tuple(taxonomy.topics),
         written=tuple(written),
@@ -152,6 +156,17 @@ def folded_notices(index: Index, config: Config) -> tuple[RecordNotice, ...]:
         RecordNotice(names[folded], f"same page as {names[kept]} (one canonical URL); {names[kept]} was kept, "
                                     "the better ranked")
         for folded, kept in duplicate_notices((e.summary for e in index.entries if e.summary), config.half_life))
+
+
+def unrenderable(dropped: Sequence[Dropped[Summary]], paths: Mapping[str, Path]) -> list[RecordError]:
+    """One error per record file behind the stories left out of a feed, in path order.
+    ``paths``: each source (the parse cache's key) as the build names its file."""
+    reasons: dict[Path, str] = {}
+    for story in dropped:
+        for summary in story.articles:
+            for source in summary.sources:
+                reasons.setdefault(paths.get(source, Path(source)), f"cannot be rendered: {story.reason}")
+    return [RecordError(path, reason) for path, reason in sorted(reasons.items())]
 
 
 def outputs_of(name: str) -> list[str]:
@@ -331,12 +346,23 @@ def site_updated(plans: Sequence[FeedPlan[R]]) -> datetime:
     return max((p.updated for p in plans), default=EPOCH)
 
 
+@dataclass(frozen=True)
+class Dropped(Generic[R]):
+    """A story left out of a topic's feed because its item could not be rendered."""
+
+    slug: str
+    articles: tuple[R, ...]  # the lead, then the coverage folded into it
+    reason: str  # one line: the renderer's exception
+
+
 def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article],
-                skip: Set[str] = frozenset(), compiled: Path | None = None) -> dict[str, bytes]:
+                skip: Set[str] = frozenset(), compiled: Path | None = None,
+                dropped: list[Dropped[R]] | None = None) -> dict[str, bytes]:
     """Every output file, by its path under ``out/``, but those named in ``skip`` (topic
     slugs, the index page or the OPML list): their files are known to be current.
     ``resolve`` gives the plans' items as Articles; ``compiled``: the parse cache's database, where
-    compiled templates are kept (see :func:`~feeds.cache.template_cache`)."""
+    compiled templates are kept (see :func:`~feeds.cache.template_cache`). A story whose
+    item cannot be rendered is left out of every feed and page, and added to ``dropped``."""
     files: dict[str, bytes] = {}
     todo = [plan for plan in plans if plan.slug not in skip]
     if not todo and all(page in skip for page in PAGES):
@@ -346,14 +372,20 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
     from feeds.render.site import IndexTopic, render_index
 
     docs = [plan.doc(resolve, limit=0) for plan in plans]  # no stories: the OPML list's
-    for plan, rendered in zip(todo, render_all(todo, resolve), strict=True):
+    left_out: list[Dropped[R]] = []
+    for plan, (rendered, failed) in zip(todo, render_all(todo, resolve), strict=True):
         for name, data in rendered.items():
             files[f"topics/{plan.slug}/{name}"] = data
+        left_out += [Dropped(plan.slug, (plan.stories[i][0], *plan.stories[i][1]), reason) for i, reason in failed]
+    if dropped is not None:
+        dropped += left_out
     updated = site_updated(plans)
     if OPML not in skip:
         files[OPML] = render_opml(docs, title=config.title, updated=updated)
     if INDEX not in skip:
-        topics = [IndexTopic(doc, len(plan.stories), tuple(resolve(lead) for lead, _ in plan.stories[:HEADLINES]))
+        unusable = {story.articles[0].id for story in left_out}
+        topics = [IndexTopic(doc, len(plan.stories), tuple(
+                      resolve(lead) for lead, _ in plan.stories[:HEADLINES] if lead.id not in unusable))
                   for doc, plan in zip(docs, plans, strict=True)]
         files[INDEX] = render_index(
             jinja_env(bytecode_cache=template_cache(compiled)), topics, title=config.title, description=config.description,
@@ -364,18 +396,19 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
 
 PARALLEL_FEEDS = 8  # feeds to render; fewer are quicker in this process than with workers
 _JOB: tuple[Sequence[FeedPlan[Any]], Callable[[Any], Article]] | None = None  # for forked workers
+Failed = list[tuple[int, str]]  # the indexes in a plan's stories of those left out, and why
 
 
-def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) -> list[dict[str, bytes]]:
-    """Each plan's feed in every format, on every core when there are many. Workers are
-    forked, so they share the plans and Articles without copying them; a process with
-    threads (the daemon) renders here, since forking a threaded process can deadlock."""
+def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) -> list[tuple[dict[str, bytes], Failed]]:
+    """Each plan's feed in every format (see :func:`render_plan`), on every core when there
+    are many. Workers are forked, so they share the plans and Articles without copying
+    them; a process with threads (the daemon) renders here, since forking a threaded
+    process can deadlock."""
     global _JOB
-    from feeds.render.feeds import render_feeds
 
     cores = os.cpu_count() or 1
     if len(plans) < PARALLEL_FEEDS or cores < 2 or threading.active_count() > 1:
-        return [render_feeds(plan.doc(resolve)) for plan in plans]
+        return [render_plan(plan, resolve) for plan in plans]
     # Only here: ~10 ms of imports a small rebuild need not pay.
     from feeds.workers import worker_pool
 
@@ -387,9 +420,38 @@ def render_all(plans: Sequence[FeedPlan[R]], resolve: Callable[[R], Article]) ->
         _JOB = None
 
 
-def _render_one(index: int) -> dict[str, bytes]:
+def _render_one(index: int) -> tuple[dict[str, bytes], Failed]:
     assert _JOB is not None, "only in a worker forked by render_all"
     plans, resolve = _JOB
+    return render_plan(plans[index], resolve)
+
+
+def render_plan(plan: FeedPlan[R], resolve: Callable[[R], Article]) -> tuple[dict[str, bytes], Failed]:
+    """One plan's feed in every format, and the stories left out of it: a story whose item
+    the renderers refuse (text that cleaning should have made safe, a renderer's bug)
+    costs that story, not the feed and the build. The feed is rendered once, as usual;
+    only when that fails is each story tried alone to find the ones at fault."""
     from feeds.render.feeds import render_feeds
 
-    return render_feeds(plans[index].doc(resolve))
+    doc = plan.doc(resolve)
+    try:
+        return render_feeds(doc), []
+    except Exception as e:  # the renderers' errors are many (lxml, feedgen, codecs): any will do
+        whole = e
+    failed: Failed = []
+    for i, story in enumerate(doc.stories):
+        try:
+            render_feeds(replace(doc, stories=(story,)))
+        except Exception as e:
+            failed.append((i, _one_line(f"{type(e).__name__}: {e}")))
+    if not failed:
+        raise whole  # the feed fails with no story at fault: not a record's doing
+    bad = {i for i, _ in failed}
+    kept = tuple(story for i, story in enumerate(doc.stories) if i not in bad)
+    return render_feeds(replace(doc, stories=kept)), failed
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """``text`` fit for one line of a terminal: no line breaks, nothing UTF-8 cannot encode."""
+    line = " ".join(text.encode("utf-8", "backslashreplace").decode("utf-8").split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
