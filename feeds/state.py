@@ -489,12 +489,20 @@ def record_delivery(
 
 
 def record_edition(engine: Engine, edition: ArchivedEdition) -> None:
-    with transaction(engine) as db:
-        db.execute(editions.delete().where(editions.c.path == edition.path))
-        db.execute(editions.insert().values(
-            path=edition.path, date=edition.date, topics=",".join(edition.topics),
-            subject=edition.subject, summary=edition.summary, period_end=edition.period_end,
-        ))
+    """Keep (or replace) an edition's web copy in the archive. Two digest runs at once make
+    the same editions: the one whose insert collides tries again, replacing the other's."""
+    for attempt in range(2):
+        try:
+            with transaction(engine) as db:
+                db.execute(editions.delete().where(editions.c.path == edition.path))
+                db.execute(editions.insert().values(
+                    path=edition.path, date=edition.date, topics=",".join(edition.topics),
+                    subject=edition.subject, summary=edition.summary, period_end=edition.period_end,
+                ))
+            return
+        except sa.exc.IntegrityError:
+            if attempt:
+                raise
 
 
 def list_editions(engine: Engine) -> list[ArchivedEdition]:
@@ -514,13 +522,22 @@ def list_editions(engine: Engine) -> list[ArchivedEdition]:
 def secret(engine: Engine) -> str:
     """The secret that signs unsubscribe tokens when the config and environment give none:
     made once, at random, and kept in the database so tokens stay valid across runs."""
-    with transaction(engine) as db:
-        row = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
-        if row:
-            return str(row.value)
-        value = secrets.token_urlsafe(32)
-        db.execute(settings.insert().values(name="secret", value=value))
-        return value
+    try:
+        with transaction(engine) as db:
+            row = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
+            if row:
+                return str(row.value)
+            value = secrets.token_urlsafe(32)
+            db.execute(settings.insert().values(name="secret", value=value))
+            return value
+    except (sa.exc.IntegrityError, sa.exc.OperationalError):
+        # Another process made it first (on SQLite a write after a stale read is refused
+        # as "locked"): theirs is the one.
+        with engine.connect() as db:
+            made = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
+        if made is None:
+            raise
+        return str(made.value)
 
 
 def safe_url(url: str) -> str:

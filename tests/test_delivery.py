@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import strict
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
 from feeds import api, state
 from feeds.config import load_config
+from feeds.digest import verify_token
 from tests.conftest import write_record
 from tests.mail import Recorder, smtp_server
 from tests.test_digest import SECRET, cli, subscribe
@@ -306,8 +307,9 @@ def check_two_senders_at_once(tmp_path: Path, database: str) -> None:
     every subscriber gets exactly one message, no traceback, both exit 0."""
     with smtp_server() as (server, port):
         config = write_site(tmp_path, port, rate_per_second=30)  # long enough to overlap
+        # No secret in the config: the two runs also race to make the database's one.
         text = config.read_text().replace(f"state_db: {tmp_path / 'state.db'}", f"state_db: {database}")
-        config.write_text(text)
+        config.write_text(text.replace(f"secret: {SECRET}\n", ""))
         people = tmp_path / "people.csv"
         addresses = [f"reader{i:02d}@example.org" for i in range(60)]
         people.write_text("email,topics\n" + "".join(f"{a},ai\n" for a in addresses))
@@ -321,6 +323,11 @@ def check_two_senders_at_once(tmp_path: Path, database: str) -> None:
     assert sorted(m["To"] for m in received) == addresses  # each exactly once
     sent = [int(re.search(r"Sent (\d+) message", out).group(1)) for _, out, _ in results]  # type: ignore[union-attr]
     assert sum(sent) == 60
+    engine = state.open_state(database)
+    secret, people = state.secret(engine), {s.email: s.id for s in state.list_subscribers(engine)}
+    for message in received:  # one secret signed every message, whichever run sent it
+        token = parse_qs(urlsplit(message["List-Unsubscribe"].split(",")[0].strip("<> ")).query)["token"][0]
+        assert verify_token(secret, token, people[message["To"]], message["To"])
 
 
 def test_sigterm_stops_between_messages_and_the_next_run_finishes(tmp_path: Path) -> None:
