@@ -150,31 +150,34 @@ class Sending:
 
     def send_new(self, person: state.Subscriber, key: str, start: datetime, end: datetime,
                  smtp: SmtpSender) -> None:
-        error: Exception | None = None
         try:
             rendered = self.make_edition(person.topics, person.cadence, start, end)
         except Exception as e:  # a template fault: recorded against everyone it touches
             log.debug("edition for %s failed", person.email, exc_info=True)
-            rendered, error = None, e
-        if rendered is None and error is None:
-            self.report.no_news.append(person.email)
+            if self.claim(person, key, start, end):
+                self.finish(person, key, Outcome(state.FAILED, failure_reason(e)))
             return
+        if rendered is None:
+            self.report.no_news.append(person.email)
+        elif self.claim(person, key, start, end):
+            self.deliver(person, key, rendered, smtp)
+
+    def claim(self, person: state.Subscriber, key: str, start: datetime, end: datetime) -> bool:
+        """Claim (person, key) for this run; False, and the reason reported, if another
+        sender got there first."""
         existing = state.claim_delivery(
             self.engine, subscriber_id=person.id, edition=key, message_id=self.message_id(person.id, key),
             period_start=start, period_end=end, holder=self.holder, now=self.now, expires=self.clock() + self.ttl,
         )
-        if existing is not None:  # another sender got there first
-            if existing.status == state.SENT:
-                self.report.already.append(person.email)
-            elif existing.status == state.FAILED:
-                self.report.failed_before.append(f"{person.email}: {existing.detail or existing.status}")
-            else:
-                self.report.elsewhere.append(person.email)
-            return
-        if error is not None or rendered is None:
-            self.finish(person, key, Outcome(state.FAILED, failure_reason(error or FeedsError("no edition"))))
-            return
-        self.deliver(person, key, rendered, smtp)
+        if existing is None:
+            return True
+        if existing.status == state.SENT:
+            self.report.already.append(person.email)
+        elif existing.status == state.FAILED:
+            self.report.failed_before.append(f"{person.email}: {existing.detail or existing.status}")
+        else:
+            self.report.elsewhere.append(person.email)
+        return False
 
     def retry(self, person: state.Subscriber, row: state.Delivery, smtp: SmtpSender) -> str:
         """Try an owed edition again, as it was; returns the row's status afterwards."""
