@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,11 +282,15 @@ def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool
             path, edition = api.preview(config, now=date or utc_now(), topics=chosen, cadence=cadence or "daily")
             click.echo(f"Preview of {_plural(len(edition.stories), 'story')} written to {config.out}/{path}")
             return
-        report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence)
+        with _stop_on_sigterm() as stopping:
+            report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence,
+                                should_stop=stopping.is_set)
     except FeedsError as e:
         raise click.ClickException(str(e)) from e
     print_digest_report(report, config.out)
-    if report.failed or report.deferred:
+    # Only failures new in this run fail it: deferred messages are retried by later runs,
+    # and an address refused yesterday must not fail every run from now on.
+    if report.failed:
         raise SystemExit(1)
 
 
@@ -300,22 +308,45 @@ def _send_test(config: Config, to: str, *, date: datetime | None, subscriber: st
     click.echo(f"Sent a test of the {what} to {sent.to}: {count}. Nothing was recorded.")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """SIGTERM stops a digest between messages (the one being sent finishes and is
+    recorded) instead of killing it mid-message."""
+    stopping = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping  # signals can only be handled in the main thread (CliRunner in tests)
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+    try:
+        yield stopping
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def print_digest_report(report: api.DigestReport, out: Path) -> None:
     for address in report.no_news:
         click.echo(f"no new stories for {address}: no email", err=True)
+    for line in report.not_due:
+        click.echo(f"not due   {line}", err=True)
     for line in report.failed:
         click.echo(f"failed  {line}", err=True)
+    for line in report.failed_before:
+        click.echo(f"failed before {line}", err=True)
     for line in report.deferred:
         click.echo(f"deferred {line} (the next run tries again)", err=True)
+    for address in report.elsewhere:
+        click.echo(f"elsewhere {address}: another run is sending it", err=True)
     parts = []
     if report.sent or not report.written:
         parts.append(f"Sent {_plural(len(report.sent), 'message')}")
     if report.written:
         parts.append(f"wrote {_plural(len(report.written), 'message')} to {out}/outbox/")
-    parts += [f"{len(report.already)} already had this edition", f"{len(report.no_news)} had no new stories"]
-    if report.failed or report.deferred:
-        parts.append(f"{len(report.failed)} failed, {len(report.deferred)} deferred")
-    click.echo(", ".join(parts) + ".")
+    parts += [f"{len(report.deferred)} deferred", f"{len(report.failed)} failed",
+              f"{len(report.suppressed)} suppressed"]
+    click.echo(", ".join(parts) + "; " + ", ".join([
+        f"{len(report.already)} already had this edition", f"{len(report.no_news)} had no new stories",
+        f"{len(report.not_due)} not due yet", f"{len(report.elsewhere)} sent by another run",
+    ]) + ".")
     if report.web_copies:
         click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
     if report.stopped:

@@ -44,6 +44,9 @@ class SmtpConfig:
     retries: int = 3
     backoff_seconds: float = 2.0  # first wait after a 4xx; doubles each retry
     timeout_seconds: float = 30.0
+    # A deferred message is retried by later runs for this long after its first attempt,
+    # then given up as failed.
+    retry_for_hours: float = 72.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,9 @@ def _smtp(value: Any, fail: Any) -> SmtpConfig:
             raise fail(f"{name}: expected a number greater than 0")
     if not _is_whole(smtp.retries, 0):
         raise fail("retries: expected a whole number of at least 0")
+    if isinstance(smtp.retry_for_hours, bool) or not isinstance(smtp.retry_for_hours, int | float) \
+            or smtp.retry_for_hours < 0:
+        raise fail("retry_for_hours: expected a number of hours, 0 or more")
     return smtp
 
 

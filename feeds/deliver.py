@@ -31,16 +31,20 @@ class DeliveryError(FeedsError):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one message: ``sent``, ``failed`` (permanent, 5xx) or ``deferred``
-    (temporary refusals outlasted the retries; the next run tries again)."""
+    """What became of one message: ``sent``, ``failed`` (permanent, 5xx, or unsendable) or
+    ``deferred`` (temporary refusals outlasted the retries; a later run tries again).
+    ``bounced`` says the server refused the recipient for good (5xx at RCPT or DATA), which
+    is about the address, unlike a refused sender or a message it cannot be given."""
 
     status: str
     detail: str = ""
+    bounced: bool = False
 
 
 def outbox_path(edition_day: str, email: str) -> str:
     """``outbox/2020-06-18/ada-at-example.com.eml``: one file per subscriber and edition."""
-    safe = re.sub(r"[^a-z0-9.+-]+", "-", email.lower().replace("@", "-at-")).strip("-.")
+    # \w keeps non-ASCII letters, so josé@ and jose@ do not share a file.
+    safe = re.sub(r"[^\w.+-]+", "-", email.lower().replace("@", "-at-")).strip("-.")
     return f"outbox/{edition_day}/{safe or 'subscriber'}.eml"
 
 
@@ -104,6 +108,10 @@ class SmtpSender:
                 self.sleep(wait)
         self.last_send = self.clock()
 
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None
+
     def send(self, message: Outgoing) -> Outcome:
         """Hand one message to the server. Returns once the server accepted it (``sent``),
         refused it for good (``failed``) or kept refusing for now (``deferred``)."""
@@ -117,28 +125,47 @@ class SmtpSender:
                 if self.connection is None:
                     self.connect()
                 assert self.connection is not None
-                refused = self.connection.sendmail(message.sender, [message.recipient], message.data)
+                refused = self._sendmail(self.connection, message)
+            except _Unsendable as e:
+                return Outcome("failed", str(e))
             except smtplib.SMTPRecipientsRefused as e:
                 code, reason = next(iter(e.recipients.values()))
                 detail = f"{code} {_text(reason)}"
                 if code >= 500:
-                    return Outcome("failed", detail)
+                    return Outcome("failed", detail, bounced=True)
             except smtplib.SMTPResponseException as e:
                 detail = f"{e.smtp_code} {_text(e.smtp_error)}"
                 if e.smtp_code >= 500:
-                    return Outcome("failed", detail)
+                    # DATA refused for good is about the recipient; MAIL FROM refused is not.
+                    return Outcome("failed", detail, bounced=isinstance(e, smtplib.SMTPDataError))
                 self._reset()
-            except (smtplib.SMTPServerDisconnected, OSError) as e:
+            except (smtplib.SMTPServerDisconnected, DeliveryError, OSError) as e:
                 detail = f"connection lost: {e}"
                 self.connection = None  # reconnect on the next attempt
             else:
                 if refused:  # some recipients refused; we send one recipient per message
                     code, reason = next(iter(refused.values()))
-                    return Outcome("failed", f"{code} {_text(reason)}")
+                    return Outcome("failed", f"{code} {_text(reason)}", bounced=code >= 500)
                 return Outcome("sent")
             log.info("temporary failure for %s (attempt %d of %d): %s",
                      message.recipient, attempt + 1, attempts, detail)
         return Outcome("deferred", detail)
+
+    def _sendmail(self, smtp: smtplib.SMTP, message: Outgoing) -> dict[str, tuple[int, bytes]]:
+        """One transaction, with SMTPUTF8 (RFC 6531) when the message needs it; raises
+        _Unsendable when it needs it and the server does not offer it."""
+        options: list[str] = []
+        if message.smtputf8:
+            smtp.ehlo_or_helo_if_needed()
+            if not smtp.has_extn("smtputf8"):
+                raise _Unsendable(f"{message.recipient} needs SMTPUTF8 (a non-ASCII address), which "
+                                  f"{self.config.host}:{self.config.port} does not offer")
+            options.append("SMTPUTF8")
+        try:
+            return smtp.sendmail(message.sender, [message.recipient], message.data, mail_options=options)
+        except (UnicodeError, smtplib.SMTPNotSupportedError) as e:
+            self._reset()  # the transaction may be half-way: start the next one clean
+            raise _Unsendable(f"cannot be sent to {message.recipient}: {e}") from e
 
     def _reset(self) -> None:
         try:
@@ -146,6 +173,10 @@ class SmtpSender:
                 self.connection.rset()
         except (smtplib.SMTPException, OSError):
             self.connection = None
+
+
+class _Unsendable(Exception):
+    """This message cannot be given to this server at all (no retry helps)."""
 
 
 def _text(reason: bytes | str) -> str:

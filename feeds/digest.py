@@ -89,6 +89,27 @@ def edition_day(end: datetime, zone: tzinfo) -> date:
     return end.astimezone(zone).date()
 
 
+def is_due(cadence: str, end: datetime, last_made: datetime | None, zone: tzinfo) -> bool:
+    """The cadence promise: a subscriber gets a new edition ending at ``end`` only if their
+    last edition (``last_made``, in any status) is a whole cadence of days older, counted in
+    edition days so that a daily run at 07:00:01 after one at 07:00:03 still goes out.
+    However often a digest runs, a daily subscriber gets at most one edition a day and a
+    weekly one at most one in 7 days."""
+    if last_made is None:
+        return True
+    return (edition_day(end, zone) - edition_day(last_made, zone)).days >= CADENCES[cadence].days
+
+
+def next_due_day(cadence: str, last_made: datetime, zone: tzinfo) -> date:
+    """The first edition day :func:`is_due` allows after ``last_made``."""
+    return edition_day(last_made, zone) + timedelta(days=CADENCES[cadence].days)
+
+
+def edition_cadence(key: str) -> str:
+    """``weekly-2020-06-18`` -> ``weekly``."""
+    return key.split("-", 1)[0]
+
+
 def plan_edition(
     articles: Sequence[Article],
     taxonomy: Taxonomy,

@@ -127,13 +127,13 @@ def digest_job(config_path: str | None, cadence: str) -> str:
     config = load_config(Path(config_path) if config_path else None)
     report = api.digest(config, now=datetime.now(UTC), send=True, cadence=cadence,
                         should_stop=STOPPING.is_set)
-    summary = (f"{len(report.sent)} sent, {len(report.already)} already had it, "
-               f"{len(report.no_news)} without news, {len(report.failed)} failed, "
-               f"{len(report.deferred)} deferred")
+    summary = (f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} failed, "
+               f"{len(report.suppressed)} suppressed, {len(report.already)} already had it, "
+               f"{len(report.no_news)} without news, {len(report.not_due)} not due")
     if report.stopped:
         summary += "; stopped early, the rest go next run"
-    if report.failed or report.deferred:
-        raise FeedsError(f"digest {cadence}: {summary}: " + "; ".join(report.failed + report.deferred))
+    if report.failed:  # only new failures: deferred ones are retried by later runs
+        raise FeedsError(f"digest {cadence}: {summary}: " + "; ".join(report.failed))
     return summary
 
 

@@ -2,7 +2,8 @@
 
 SQLAlchemy Core, so the same code runs on the default SQLite file and on PostgreSQL (any
 SQLAlchemy URL in ``state_db``). The ledger is the source of truth for what was sent: a
-row is written only after the SMTP server accepted the message.
+(subscriber, edition) is claimed before its message is sent and marked sent only after the
+SMTP server accepted it.
 """
 
 from __future__ import annotations
@@ -47,15 +48,24 @@ subscriber_events = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# The ledger. Its primary key is the claim: a sender inserts (subscriber, edition) as
+# "claimed" before composing the message, so two senders at once split the work instead of
+# both sending. A claim expires (claim_expires) so that a killed sender's is taken over.
 deliveries = sa.Table(
     "deliveries", metadata,
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
     sa.Column("edition", sa.String(64), primary_key=True),  # e.g. "daily-2020-06-18"
     sa.Column("message_id", sa.String(255), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # sent | written | failed
-    sa.Column("detail", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),  # one of DELIVERY_STATUSES
+    sa.Column("detail", sa.Text),  # the server's last reply, or why it failed
     sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    # Added with claims and retries (see _add_ledger_columns for older databases).
+    sa.Column("period_start", sa.DateTime(timezone=True)),  # a retry sends the same period
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("first_attempt_at", sa.DateTime(timezone=True)),  # retries stop retry_for_hours after it
+    sa.Column("claimed_by", sa.String(128)),  # host/pid/run of the sender holding the claim
+    sa.Column("claim_expires", sa.DateTime(timezone=True)),
 )
 
 editions = sa.Table(
@@ -94,6 +104,14 @@ job_runs = sa.Table(
 
 class StateError(FeedsError):
     """The state database cannot be opened or used."""
+
+
+# The ledger's statuses for one (subscriber, edition).
+CLAIMED = "claimed"  # a sender is composing or sending it now
+SENT = "sent"  # the server accepted it
+DEFERRED = "deferred"  # refused for now (4xx), interrupted or crashed: a later run retries it
+FAILED = "failed"  # refused for good (5xx), unsendable, or deferred past smtp.retry_for_hours
+DELIVERY_STATUSES = (CLAIMED, SENT, DEFERRED, FAILED)
 
 
 ACTIVE = "active"
@@ -139,6 +157,7 @@ def open_state(url: str) -> Engine:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
         _add_status_columns(engine)
+        _add_ledger_columns(engine)
     except (sa.exc.SQLAlchemyError, ValueError) as e:
         raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}") from e
     return engine
@@ -155,6 +174,32 @@ def _add_status_columns(engine: Engine) -> None:
         db.execute(sa.text("ALTER TABLE subscribers ADD COLUMN status_reason TEXT"))
         db.execute(subscribers.update().where(subscribers.c.unsubscribed_at.is_not(None))
                    .values(status=UNSUBSCRIBED, status_reason="before statuses were kept"))
+
+
+# Columns the ledger gained with claims and retries, as SQL both SQLite and PostgreSQL take.
+_LEDGER_COLUMNS = {
+    "period_start": "TIMESTAMP WITH TIME ZONE",
+    "attempts": "INTEGER NOT NULL DEFAULT 1",
+    "first_attempt_at": "TIMESTAMP WITH TIME ZONE",
+    "claimed_by": "VARCHAR(128)",
+    "claim_expires": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def _add_ledger_columns(engine: Engine) -> None:
+    """Ledgers made before claims and retries: add the columns (create_all never adds
+    columns). Their rows are sent or failed, which need none of them."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
+    for name, kind in _LEDGER_COLUMNS.items():
+        if name in columns:
+            continue
+        try:
+            with transaction(engine) as db:
+                db.execute(sa.text(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}"))
+        except sa.exc.DBAPIError:
+            # Another process opening the same database added it first.
+            if name not in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}:
+                raise
 
 
 def _sqlite_pragmas(connection: object, _record: object) -> None:
@@ -295,23 +340,159 @@ def message_subscriber(engine: Engine, message_id: str) -> int | None:
 
 
 def last_period_ends(engine: Engine) -> dict[int, datetime]:
-    """Subscriber id -> the end of the period their last delivered edition covered."""
+    """Subscriber id -> the end of the period their last delivered (sent) edition covered:
+    an edition deferred or failed does not count, so its stories are still owed."""
+    return {sid: ends.last_sent for sid, ends in ledger_ends(engine).items() if ends.last_sent}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEnds:
+    """Where a subscriber's ledger stands: the end of the last edition sent to them (the
+    next period starts there) and of the last one made for them in any status (the
+    cadence promise counts from it)."""
+
+    last_sent: datetime | None
+    last_made: datetime
+
+
+def ledger_ends(engine: Engine) -> dict[int, LedgerEnds]:
+    """Subscriber id -> :class:`LedgerEnds`, for everyone the ledger has."""
+    sent_end = sa.case((deliveries.c.status == SENT, deliveries.c.period_end))
     with engine.connect() as db:
         rows = db.execute(
-            sa.select(deliveries.c.subscriber_id, sa.func.max(deliveries.c.period_end).label("end"))
-            .where(deliveries.c.status.in_(("sent", "written")))
+            sa.select(deliveries.c.subscriber_id, sa.func.max(sent_end).label("sent"),
+                      sa.func.max(deliveries.c.period_end).label("made"))
             .group_by(deliveries.c.subscriber_id)
         )
-        return {row.subscriber_id: utc(row.end) for row in rows}  # type: ignore[misc]
+        return {row.subscriber_id: LedgerEnds(utc(row.sent), utc(row.made)) for row in rows}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One ledger row: a (subscriber, edition) and what became of it."""
+
+    subscriber_id: int
+    edition: str
+    message_id: str
+    status: str
+    period_start: datetime | None
+    period_end: datetime
+    attempts: int
+    first_attempt_at: datetime | None
+    detail: str | None
+    claimed_by: str | None
+    claim_expires: datetime | None
+
+
+def _delivery(row: sa.Row) -> Delivery:  # type: ignore[type-arg]
+    return Delivery(
+        subscriber_id=row.subscriber_id, edition=row.edition, message_id=row.message_id, status=row.status,
+        period_start=utc(row.period_start), period_end=utc(row.period_end), attempts=row.attempts,  # type: ignore[arg-type]
+        first_attempt_at=utc(row.first_attempt_at), detail=row.detail, claimed_by=row.claimed_by,
+        claim_expires=utc(row.claim_expires),
+    )
+
+
+def open_deliveries(engine: Engine, editions: Sequence[str] = ()) -> list[Delivery]:
+    """Every row still owed a message (deferred, or claimed by a sender that may have died),
+    and every row of ``editions``; oldest period first."""
+    wanted: sa.ColumnElement[bool] = deliveries.c.status.in_((DEFERRED, CLAIMED))
+    if editions:
+        wanted = sa.or_(wanted, deliveries.c.edition.in_(tuple(editions)))
+    with engine.connect() as db:
+        rows = db.execute(sa.select(deliveries).where(wanted)
+                          .order_by(deliveries.c.period_end, deliveries.c.subscriber_id))
+        return [_delivery(row) for row in rows]
+
+
+def get_delivery(engine: Engine, subscriber_id: int, edition: str) -> Delivery | None:
+    with engine.connect() as db:
+        row = db.execute(sa.select(deliveries).where(deliveries.c.subscriber_id == subscriber_id,
+                                                     deliveries.c.edition == edition)).first()
+    return _delivery(row) if row else None
+
+
+def claim_delivery(
+    engine: Engine, *, subscriber_id: int, edition: str, message_id: str, period_start: datetime,
+    period_end: datetime, holder: str, now: datetime, expires: datetime,
+) -> Delivery | None:
+    """Claim a new (subscriber, edition) for ``holder``: None when the claim is ours, else
+    the row someone already has (sent, failed, deferred, or claimed by another sender).
+
+    The insert is the claim: the primary key lets exactly one of several senders have it,
+    on SQLite and PostgreSQL alike."""
+    try:
+        with transaction(engine) as db:
+            db.execute(_CLAIM, {
+                "subscriber_id": subscriber_id, "edition": edition, "message_id": message_id, "status": CLAIMED,
+                "period_start": period_start, "period_end": period_end, "recorded_at": now, "attempts": 1,
+                "first_attempt_at": now, "claimed_by": holder, "claim_expires": expires,
+            })
+        return None
+    except sa.exc.IntegrityError:
+        existing = get_delivery(engine, subscriber_id, edition)
+        if existing is None:  # the other claim vanished (its subscriber was removed): let it be
+            raise StateError(f"ledger: the claim on {edition} for subscriber {subscriber_id} vanished") from None
+        return existing
+
+
+def take_over_delivery(engine: Engine, row: Delivery, *, holder: str, expires: datetime) -> bool:
+    """Claim a deferred row, or one whose sender died, for another attempt; True if ours.
+    Only the row as ``row`` saw it is taken, so of two senders trying, one wins."""
+    with transaction(engine) as db:
+        taken = db.execute(
+            deliveries.update()
+            .where(deliveries.c.subscriber_id == row.subscriber_id, deliveries.c.edition == row.edition,
+                   deliveries.c.status == row.status, deliveries.c.attempts == row.attempts)
+            .values(status=CLAIMED, claimed_by=holder, claim_expires=expires, attempts=row.attempts + 1)
+        )
+        return bool(taken.rowcount)
+
+
+def finish_delivery(engine: Engine, *, subscriber_id: int, edition: str, holder: str, status: str,
+                    now: datetime, detail: str | None = None) -> bool:
+    """Record what became of our claim (sent, deferred or failed) and release it; False if
+    the claim was no longer ours (it expired and another sender took it)."""
+    if status not in (SENT, DEFERRED, FAILED):
+        raise ValueError(f"finish a delivery as {status!r}")
+    with transaction(engine) as db:
+        done = db.execute(_FINISH, {"key_subscriber": subscriber_id, "key_edition": edition, "key_holder": holder,
+                                    "new_status": status, "new_detail": detail, "new_at": now})
+        return bool(done.rowcount)
+
+
+# Claiming and finishing happen once per message: statements built once and given their
+# values as parameters cost a fifth of one built per call (SQLAlchemy's cache key and
+# compile), which keeps the ledger's share of a digest run small.
+_CLAIM = deliveries.insert()
+_FINISH = (
+    deliveries.update()
+    .where(deliveries.c.subscriber_id == sa.bindparam("key_subscriber"),
+           deliveries.c.edition == sa.bindparam("key_edition"),
+           deliveries.c.claimed_by == sa.bindparam("key_holder"), deliveries.c.status == CLAIMED)
+    .values(status=sa.bindparam("new_status"), detail=sa.bindparam("new_detail"),
+            recorded_at=sa.bindparam("new_at"), claimed_by=None, claim_expires=None)
+)
+
+
+def fail_delivery(engine: Engine, row: Delivery, *, now: datetime, reason: str) -> bool:
+    """Give up on a row as ``row`` saw it (deferred too long); False if it changed since."""
+    with transaction(engine) as db:
+        done = db.execute(
+            deliveries.update()
+            .where(deliveries.c.subscriber_id == row.subscriber_id, deliveries.c.edition == row.edition,
+                   deliveries.c.status == row.status, deliveries.c.attempts == row.attempts)
+            .values(status=FAILED, detail=reason, recorded_at=now, claimed_by=None, claim_expires=None)
+        )
+        return bool(done.rowcount)
 
 
 def record_delivery(
     engine: Engine, *, subscriber_id: int, edition: str, message_id: str, status: str,
     period_end: datetime, now: datetime, detail: str | None = None,
 ) -> None:
-    """Move the ledger forward for one (subscriber, edition). Called only after the server
-    accepted the message (or refused it for good), so a crash before this line means the
-    message is sent again on the next run, with the same Message-ID."""
+    """Write one finished (subscriber, edition) straight into the ledger, without a claim
+    (for imports and tests; a digest run claims, then finishes)."""
     with transaction(engine) as db:
         # No row exists yet: a run skips (subscriber, edition) pairs the ledger already has.
         db.execute(deliveries.insert().values(
@@ -324,12 +505,20 @@ def record_delivery(
 
 
 def record_edition(engine: Engine, edition: ArchivedEdition) -> None:
-    with transaction(engine) as db:
-        db.execute(editions.delete().where(editions.c.path == edition.path))
-        db.execute(editions.insert().values(
-            path=edition.path, date=edition.date, topics=",".join(edition.topics),
-            subject=edition.subject, summary=edition.summary, period_end=edition.period_end,
-        ))
+    """Keep (or replace) an edition's web copy in the archive. Two digest runs at once make
+    the same editions: the one whose insert collides tries again, replacing the other's."""
+    for attempt in range(2):
+        try:
+            with transaction(engine) as db:
+                db.execute(editions.delete().where(editions.c.path == edition.path))
+                db.execute(editions.insert().values(
+                    path=edition.path, date=edition.date, topics=",".join(edition.topics),
+                    subject=edition.subject, summary=edition.summary, period_end=edition.period_end,
+                ))
+            return
+        except sa.exc.IntegrityError:
+            if attempt:
+                raise
 
 
 def list_editions(engine: Engine) -> list[ArchivedEdition]:
@@ -349,13 +538,22 @@ def list_editions(engine: Engine) -> list[ArchivedEdition]:
 def secret(engine: Engine) -> str:
     """The secret that signs unsubscribe tokens when the config and environment give none:
     made once, at random, and kept in the database so tokens stay valid across runs."""
-    with transaction(engine) as db:
-        row = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
-        if row:
-            return str(row.value)
-        value = secrets.token_urlsafe(32)
-        db.execute(settings.insert().values(name="secret", value=value))
-        return value
+    try:
+        with transaction(engine) as db:
+            row = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
+            if row:
+                return str(row.value)
+            value = secrets.token_urlsafe(32)
+            db.execute(settings.insert().values(name="secret", value=value))
+            return value
+    except (sa.exc.IntegrityError, sa.exc.OperationalError):
+        # Another process made it first (on SQLite a write after a stale read is refused
+        # as "locked"): theirs is the one.
+        with engine.connect() as db:
+            made = db.execute(sa.select(settings.c.value).where(settings.c.name == "secret")).first()
+        if made is None:
+            raise
+        return str(made.value)
 
 
 def safe_url(url: str) -> str:

@@ -1,5 +1,6 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it accepts, and can be told
-to refuse some recipients, for now (4xx) or for good (5xx)."""
+to refuse some recipients, for now (4xx) or for good (5xx), at RCPT or at DATA, and to
+offer SMTPUTF8 (RFC 6531) or not."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ from aiosmtpd.controller import Controller
 @dataclass
 class Recorder:
     messages: list[EmailMessage] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # what arrived, byte for byte
+    envelopes: list[tuple[str, list[str], bool]] = field(default_factory=list)  # MAIL FROM, RCPT TO, SMTPUTF8
     # address -> replies to give to RCPT TO, in order; then 250
     scripted: dict[str, list[str]] = field(default_factory=dict)
+    # address -> replies to give to DATA for a message to it, in order; then 250
+    scripted_data: dict[str, list[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
@@ -32,9 +37,20 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.original_content, policy=default)
+        with self.lock:
+            for address in envelope.rcpt_tos:
+                replies = self.scripted_data.get(address)
+                if replies:
+                    return replies.pop(0)
+        data = envelope.original_content
+        if envelope.smtp_utf8:  # RFC 6532: headers in raw UTF-8
+            parsed = email.message_from_string(data.decode("utf-8"), policy=default)
+        else:
+            parsed = email.message_from_bytes(data, policy=default)
         with self.lock:
             self.messages.append(parsed)  # type: ignore[arg-type]
+            self.raw.append(data)
+            self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), bool(envelope.smtp_utf8)))
         return "250 Message accepted for delivery"
 
     def received(self) -> list[EmailMessage]:
@@ -52,10 +68,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[Recorder, int]]:
+def smtp_server(*, smtputf8: bool = True) -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder()
     port = free_port()
-    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield recorder, port

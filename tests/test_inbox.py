@@ -42,6 +42,7 @@ class Sent:
     config: Path
     port: int
     received: dict[str, EmailMessage]
+    return_paths: dict[str, str]  # recipient -> the envelope sender (MAIL FROM) it was sent with
 
     @property
     def engine(self) -> Engine:
@@ -67,10 +68,11 @@ def sent(tmp_path: Path) -> Iterator[Sent]:
     with smtp_server() as (server, port):
         config = write_config(tmp_path, port, seeds=records)
         for address in PEOPLE:
-            subscribe(config, address, "ai")
+            subscribe(config, address, "ai", "daily")
         code, out, err = cli(config, "digest", "--date", "2020-06-18T00:00:00Z", "--send")
         assert code == 0 and "Sent 4 messages" in out, out + err
-        yield Sent(tmp_path, config, port, {m["To"]: m for m in server.received()})
+        yield Sent(tmp_path, config, port, {m["To"]: m for m in server.received()},
+                   {rcpts[0]: mail_from for mail_from, rcpts, _ in server.envelopes})
 
 
 # ------------------------------------------------------------------- building the mail
@@ -286,6 +288,21 @@ def test_reports_that_quote_little_are_matched_by_verp_in_reply_to_or_token(sent
     assert lines["in.mbox#4"].startswith("ignored: a hard bounce")
     assert lines["in.mbox#5"] == "complained dee@example.org (abuse report by ExampleFBL/1.0)"
     assert statuses(sent)["cy@example.org"] == state.ACTIVE
+
+
+def test_a_bounce_to_the_return_path_a_digest_was_sent_with_names_its_subscriber(sent: Sent) -> None:
+    """Digests go out with a signed envelope sender per subscriber (VERP), so a bounce that
+    quotes nothing of the message, sent to that Return-Path, still names who it is about."""
+    ada, bob = sent.person("ada@example.org"), sent.person("bob@example.org")
+    assert sent.return_paths["ada@example.org"] == verp_sender(f"AI Digest <{FROM}>", ada.id, ada.email, SECRET)
+    assert sent.return_paths["ada@example.org"] != sent.return_paths["bob@example.org"]
+    path = sent.tmp / "in.mbox"
+    box = mailbox.mbox(path)
+    box.add(dsn(None, recipient="someone-else@example.org", to=sent.return_paths["ada@example.org"], quote="none"))
+    box.flush()
+    _, lines, _ = process(sent, "--mbox", str(path))
+    assert lines["in.mbox#1"].startswith("bounced ada@example.org")
+    assert statuses(sent)["ada@example.org"] == state.BOUNCED and bob.active
 
 
 @pytest.mark.parametrize("message, reason", [

@@ -92,3 +92,28 @@ def test_the_inbox_lookups_on_postgres(database: str) -> None:
                           status="sent", period_end=now, now=now)
     assert state.message_subscriber(engine, "<m@x>") == ada.id
     assert state.message_subscriber(engine, "<other@x>") is None
+
+
+def test_two_senders_at_once_split_the_work_on_postgres(database: str, tmp_path: Path) -> None:
+    from tests.test_delivery import check_two_senders_at_once
+
+    check_two_senders_at_once(tmp_path, database)
+
+
+def test_claims_and_retries_on_postgres(database: str) -> None:
+    engine = state.open_state(database)
+    now = datetime(2020, 6, 18, tzinfo=UTC)
+    state.add_subscriber(engine, "ada@example.org", ("ai",), "daily", now)
+    [ada] = state.list_subscribers(engine)
+    claim = {"subscriber_id": ada.id, "edition": "daily-2020-06-18", "message_id": "<m@x>",
+             "period_start": now - timedelta(days=1), "period_end": now, "now": now,
+             "expires": now + timedelta(minutes=5)}
+    assert state.claim_delivery(engine, holder="one", **claim) is None
+    held = state.claim_delivery(engine, holder="two", **claim)
+    assert held is not None and (held.status, held.claimed_by) == ("claimed", "one")
+    assert state.finish_delivery(engine, subscriber_id=ada.id, edition="daily-2020-06-18", holder="one",
+                                 status="deferred", now=now, detail="451 later")
+    [row] = state.open_deliveries(engine)
+    assert state.take_over_delivery(engine, row, holder="two", expires=now)
+    assert not state.take_over_delivery(engine, row, holder="three", expires=now)  # only one wins
+    assert state.ledger_ends(engine) == {ada.id: state.LedgerEnds(None, now)}

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.utils import parseaddr
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 
 from feeds import state
 from feeds.api.builds import Corpus, load_corpus
+from feeds.api.sending import DigestReport as DigestReport  # re-exported: api.DigestReport
+from feeds.api.sending import Sending, failure_reason
 from feeds.api.subscribers import check_subscription, known_topics
 from feeds.config import CADENCES, Config, SmtpConfig
 from feeds.deliver import Outcome, SmtpSender, write_outbox
@@ -26,16 +29,20 @@ from feeds.digest import (
     plan_edition,
     stories_left_out,
     unsubscribe_token,
+    verp_sender,
 )
 from feeds.errors import FeedsError
 from feeds.model import ArchivedEdition
 from feeds.render import jinja_env
 from feeds.render.digest import (
     GMAIL_CLIP_BYTES,
+    AddressError,
     MessageTemplate,
+    Outgoing,
     RenderedEdition,
+    list_id,
+    mailbox,
     render_edition,
-    sender_domain,
 )
 from feeds.render.feeds import (
     render_archive,
@@ -43,19 +50,7 @@ from feeds.render.feeds import (
 from feeds.taxonomy import ALL
 from feeds.write import write_if_changed
 
-
-@dataclass
-class DigestReport:
-    """What a digest run did, per subscriber."""
-
-    sent: list[str] = field(default_factory=list)  # addresses the server accepted
-    written: list[str] = field(default_factory=list)  # .eml paths under out/
-    failed: list[str] = field(default_factory=list)  # "address: 550 reason" (permanent)
-    deferred: list[str] = field(default_factory=list)  # "address: 451 reason" (next run retries)
-    no_news: list[str] = field(default_factory=list)  # addresses with no new stories
-    already: list[str] = field(default_factory=list)  # addresses the ledger has for this edition
-    web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
-    stopped: bool = False  # asked to stop before everyone was handled
+log = logging.getLogger(__name__)
 
 
 def digest_secret(config: Config, engine: Engine) -> str:
@@ -82,12 +77,22 @@ class _EditionMaker:
         self.memberships = {a.id: corpus.taxonomy.feeds_for(a) for a in corpus.articles}
         self.templates: dict[int, MessageTemplate] = {}
         self.web_copies: list[str] = []
+        try:
+            self.sender = mailbox(config.mail_from)
+            self.reply_to = mailbox(config.reply_to) if config.reply_to else None
+        except AddressError as e:
+            raise FeedsError(f"mail_from/reply_to: {e}") from e
 
     def make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
         key = (topics, cadence, start, end)
         if key not in self.cache:
             self.cache[key] = self._make(topics, cadence, start, end)
         return self.cache[key]
+
+    def make_rendered(self, topics: tuple[str, ...], cadence: str, start: datetime,
+                      end: datetime) -> RenderedEdition | None:
+        """The personal rendering of an edition; None when it has no stories."""
+        return self.make(topics, cadence, start, end)[1]
 
     def _make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
         full = self.plan(topics, cadence, start, end)
@@ -125,8 +130,8 @@ class _EditionMaker:
         """The edition's email, composed once for everyone who gets it."""
         key = id(rendered)
         if key not in self.templates:
-            self.templates[key] = MessageTemplate(rendered, mail_from=self.config.mail_from,
-                                                  reply_to=self.config.reply_to, list_id=list_id)
+            self.templates[key] = MessageTemplate(rendered, mail_from=self.sender, reply_to=self.reply_to,
+                                                  list_id=list_id)
         return self.templates[key]
 
     def render(self, edition: Edition, web_url: str | None, *, personal: bool, left_out: int = 0) -> RenderedEdition:
@@ -158,76 +163,100 @@ def digest(
     out: Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     sender: Callable[[SmtpConfig], SmtpSender] = SmtpSender,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> DigestReport:
     """Make this period's edition for every active subscriber (of ``cadence``, if given).
 
     Without ``send``, each message is written to ``out/outbox/<date>/`` and nothing leaves
-    the machine. With ``send``, messages go to the SMTP server, and the ledger records each
-    one after the server accepted it: running again sends nothing new, and a run killed
-    mid-way resumes with everyone left, the one message in flight at the kill at most
-    arriving twice, with the same Message-ID. ``should_stop`` is asked between messages.
+    the machine. With ``send``, messages go to the SMTP server and the ledger decides what
+    is owed (:mod:`feeds.api.sending`): each (subscriber, edition) is claimed before it is
+    sent and marked sent after the server accepted it, so running again sends nothing new,
+    concurrent runs split the work, and a run killed mid-way resumes with everyone left, the
+    one message in flight at the kill at most arriving twice, with the same Message-ID.
+    ``should_stop`` is asked between messages; ``clock`` times claims (``now`` is the run's).
     """
     out = out or config.out
     end = date or now
     engine = state.open_state(config.state_db)
-    secret = digest_secret(config, engine)
     corpus = load_corpus(config)
     maker = _EditionMaker(config, corpus, out, engine)
-    domain = sender_domain(config.mail_from)
-    from_address = parseaddr(config.mail_from)[1]
-    report = DigestReport()
-    people = [s for s in state.list_subscribers(engine, active_only=True)
-              if cadence is None or s.cadence == cadence]
-    people.sort(key=lambda s: s.id)
-    ledgers: dict[str, dict[int, str]] = {}
-    previous_ends = state.last_period_ends(engine)
+    letters = _Letters(config, maker, digest_secret(config, engine), now)
+    everyone = [s for s in state.list_subscribers(engine) if cadence is None or s.cadence == cadence]
+    people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
+    report = DigestReport(suppressed=[s.email for s in everyone if not s.active])
 
-    with contextlib.ExitStack() as stack:
-        smtp = stack.enter_context(sender(config.smtp)) if send and people else None
-        for person in people:
-            if should_stop and should_stop():
-                report.stopped = True
-                break
-            day = edition_day(end, maker.zone)
-            key = edition_key(person.cadence, day)
-            if key not in ledgers:
-                ledgers[key] = state.delivered_editions(engine, key)
-            if send and ledgers[key].get(person.id) == "sent":
-                report.already.append(person.email)
-                continue
-            if send and ledgers[key].get(person.id) == "failed":
-                report.failed.append(f"{person.email}: refused for good by an earlier run")
-                continue
-            start, period_end = period(person.cadence, end, previous_ends.get(person.id) if send else None)
-            _, rendered = maker.make(person.topics, person.cadence, start, period_end)
-            if rendered is None:
-                report.no_news.append(person.email)
-                continue
-            token = unsubscribe_token(secret, person.id, person.email)
-            url = unsubscribe_url(config, token)
-            template = maker.template(rendered, list_id=f"{config.title} <digest.{domain}>")
-            message = template.fill(
-                to=person.email, message_id=message_id(secret, person.id, key, domain), date=now,
-                unsubscribe_url=url, unsubscribe_mailto=f"mailto:{from_address}?subject=unsubscribe%20{token}",
-            )
-            if smtp is None:
-                report.written.append(write_outbox(out, day.isoformat(), message))
-                continue
-            outcome = smtp.send(message)
-            if outcome.status == "deferred":
-                report.deferred.append(f"{person.email}: {outcome.detail}")
-                continue
-            state.record_delivery(
-                engine, subscriber_id=person.id, edition=key, message_id=message.message_id,
-                status=outcome.status, period_end=period_end, now=now, detail=outcome.detail or None,
-            )
-            if outcome.status == "sent":
-                report.sent.append(person.email)
-            else:
-                report.failed.append(f"{person.email}: {outcome.detail}")
+    if send:
+        run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
+                      make_edition=maker.make_rendered, compose=letters.compose,
+                      message_id=letters.message_id, report=report)
+        with contextlib.ExitStack() as stack:
+            smtp = stack.enter_context(sender(config.smtp)) if people else None
+            if smtp is not None:
+                run.run(people, smtp, should_stop)
+    else:
+        _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
     write_archive(config, engine, out)
     return report
+
+
+def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: _EditionMaker, letters: _Letters,
+                  out: Path, report: DigestReport, should_stop: Callable[[], bool] | None) -> None:
+    """Every active subscriber's message as a file; nothing leaves the machine, and the
+    ledger is neither read nor written."""
+    day = edition_day(end, maker.zone)
+    for person in people:
+        if should_stop and should_stop():
+            report.stopped = True
+            return
+        start, period_end = period(person.cadence, end)
+        try:
+            rendered = maker.make_rendered(person.topics, person.cadence, start, period_end)
+            if rendered is None:
+                report.no_news.append(person.email)
+                continue
+            message = letters.compose(person, edition_key(person.cadence, day), rendered)
+            report.written.append(write_outbox(out, day.isoformat(), message))
+        except Exception as e:  # this subscriber's alone; the others go on
+            log.debug("message to %s failed", person.email, exc_info=True)
+            report.failed.append(f"{person.email}: {failure_reason(e)}")
+
+
+class _Letters:
+    """Composes each subscriber's message: the edition's shared email, with their address,
+    Message-ID and unsubscribe links."""
+
+    def __init__(self, config: Config, maker: _EditionMaker, secret: str, now: datetime) -> None:
+        self.config, self.maker, self.secret, self.now = config, maker, secret, now
+        # Both from the sender's address in IDNA form, never its display name.
+        self.domain = maker.sender.domain or "localhost"
+        self.list_id = list_id(config.title, maker.sender)
+        self.mailto = quote(maker.sender.addr_spec, safe="@")
+
+    def message_id(self, subscriber_id: int, key: str) -> str:
+        return message_id(self.secret, subscriber_id, key, self.domain)
+
+    def compose(self, person: state.Subscriber, key: str, rendered: RenderedEdition) -> Outgoing:
+        token = unsubscribe_token(self.secret, person.id, person.email)
+        template = self.maker.template(rendered, list_id=self.list_id)
+        message = template.fill(
+            to=person.email, message_id=self.message_id(person.id, key), date=self.now,
+            unsubscribe_url=unsubscribe_url(self.config, token),
+            unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
+        )
+        # A signed envelope sender per subscriber (VERP): a bounce that quotes nothing of
+        # the message still names who it is about (see feeds.inbox).
+        return replace(message, sender=verp_sender(self.maker.sender.addr_spec, person.id, person.email,
+                                                   self.secret))
+
+    def test_message(self, to: str, edition: Edition, rendered: RenderedEdition) -> Outgoing:
+        """A test of ``edition`` for ``to``: a Message-ID of its own (never the one a
+        subscriber's copy has) and unsubscribe links that name nobody."""
+        return self.maker.template(rendered, list_id=self.list_id).fill(
+            to=to, message_id=f"<test.{edition.key}.{self.now:%Y%m%dT%H%M%S%f}@{self.domain}>", date=self.now,
+            unsubscribe_url=unsubscribe_url(self.config, TEST_TOKEN),
+            unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{TEST_TOKEN}",
+        )
 
 
 def preview(config: Config, *, now: datetime, topics: Sequence[str] = (), cadence: str = "daily",
@@ -303,13 +332,7 @@ def send_test(
     if rendered is None:
         raise FeedsError(f"no stories between {start:%Y-%m-%d %H:%M} and {period_end:%Y-%m-%d %H:%M} UTC "
                          f"for {', '.join(slugs)}: nothing to send")
-    domain = sender_domain(config.mail_from)
-    template = maker.template(rendered, list_id=f"{config.title} <digest.{domain}>")
-    message = template.fill(  # a Message-ID of its own: never the one a subscriber's copy has
-        to=address, message_id=f"<test.{edition.key}.{now:%Y%m%dT%H%M%S%f}@{domain}>", date=now,
-        unsubscribe_url=unsubscribe_url(config, TEST_TOKEN),
-        unsubscribe_mailto=f"mailto:{parseaddr(config.mail_from)[1]}?subject=unsubscribe%20{TEST_TOKEN}",
-    )
+    message = _Letters(config, maker, secret="", now=now).test_message(address, edition, rendered)
     with sender(config.smtp) as smtp:
         outcome = smtp.send(message)
     full = maker.plan(slugs, cadence, start, period_end)
@@ -317,11 +340,10 @@ def send_test(
 
 
 def _find_subscriber(engine: Engine, address: str) -> state.Subscriber:
-    wanted = address.strip().lower()
-    for person in state.list_subscribers(engine):
-        if person.email == wanted:
-            return person
-    raise FeedsError(f"no subscriber {address!r} (see feeds subscribers list)")
+    person = state.find_subscriber(engine, address.strip().lower())
+    if person is None:
+        raise FeedsError(f"no subscriber {address!r} (see feeds subscribers list)")
+    return person
 
 
 def write_archive(config: Config, engine: Engine, out: Path) -> None:

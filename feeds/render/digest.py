@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, parseaddr
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime
 from html import escape
 
+import idna
 import jinja2
 from mjml import mjml2html
 
@@ -31,6 +34,9 @@ UNSUBSCRIBE_PLACEHOLDER = "https://unsubscribe.invalid/feeds-subscriber-link"
 # The stdlib's SMTP policy folds long headers at 78 characters, and folds a long
 # List-Unsubscribe into an encoded form Gmail and Outlook ignore; RFC 5322 allows 998.
 EMAIL_POLICY = SMTP.clone(max_line_length=998)
+# For a recipient whose local part is not ASCII (RFC 6531/6532): headers in raw UTF-8,
+# which only a server offering SMTPUTF8 may be given.
+EMAIL_POLICY_UTF8 = SMTPUTF8.clone(max_line_length=998)
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail clips a message's HTML above about 102 KB
 
@@ -117,12 +123,76 @@ def render_edition(
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """One message ready for the wire: its bytes, envelope and Message-ID."""
+    """One message ready for the wire: its bytes, envelope and Message-ID. Envelope
+    addresses have their domains in IDNA (ASCII) form; ``smtputf8`` is set when a local part
+    is not ASCII, and the message can then go only to a server that offers SMTPUTF8."""
 
     sender: str
     recipient: str
     message_id: str
     data: bytes
+    smtputf8: bool = False
+
+
+class AddressError(FeedsError, ValueError):
+    """An address that cannot be put in a header or an envelope."""
+
+
+def ascii_domain(domain: str) -> str:
+    """``bücher.example`` -> ``xn--bcher-kva.example`` (IDNA 2008 with UTS 46 mapping):
+    what DNS, an SMTP envelope and a header without SMTPUTF8 can carry."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as e:
+        raise AddressError(f"domain {domain!r} has no IDNA form: {e}") from e
+
+
+def mailbox(value: str) -> Address:
+    """``Zoë's News, Inc. <news@bücher.example>``, ``"AI Digest" <d@example.org>`` or a bare
+    address -> an Address with the domain in IDNA form. The display name is everything
+    before the last ``<`` (unquoted): a config's ``mail_from`` is written by a person, and
+    ``email.utils.parseaddr`` would read the comma in "News, Inc." as two addresses."""
+    name, bracket, rest = value.strip().rpartition("<")
+    if bracket:
+        spec = rest.strip().removesuffix(">").strip()
+        name = name.strip()
+        if len(name) >= 2 and name[0] == name[-1] == '"':
+            name = re.sub(r"\\(.)", r"\1", name[1:-1])
+    else:
+        spec, name = value.strip(), ""
+    local, at, domain = spec.rpartition("@")
+    if not at or not local or not domain:
+        raise AddressError(f"{value!r}: expected an address such as 'AI Digest <digest@example.org>'")
+    try:
+        return Address(name, local, ascii_domain(domain))
+    except ValueError as e:
+        raise AddressError(f"{value!r}: {e}") from e
+
+
+def envelope_address(address: str) -> tuple[str, bool]:
+    """A subscriber's address for RCPT TO and the To header: the domain in IDNA form, and
+    whether the local part needs SMTPUTF8 (IDNA cannot help a local part)."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{ascii_domain(domain)}", not local.isascii()
+
+
+def phrase(text: str) -> str:
+    """``text`` as an RFC 5322 phrase (a display name): RFC 2047 encoded-words if it is not
+    ASCII, quoted if it has specials (``,`` ``"`` ``'``...), bare otherwise. For headers the
+    stdlib has no class for, such as List-Id (RFC 2919)."""
+    if not text.isascii():
+        return Header(text, "utf-8").encode(maxlinelen=998)
+    if re.fullmatch(r"[A-Za-z0-9!#$%&*+/=?^_`{|}~ -]*", text):  # RFC 5322 atext and spaces
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def list_id(title: str, sender: Address) -> str:
+    """``"AI Digest" <digest.news.example.org>``: the list's name and an id under the
+    sender's own (IDNA) domain, RFC 2919."""
+    return f"{phrase(title)} <digest.{sender.domain or 'localhost'}>"
 
 
 class MessageTemplate:
@@ -138,28 +208,39 @@ class MessageTemplate:
     unfolded lines (List-Unsubscribe must stay one unencoded line for Gmail and Outlook).
     """
 
-    def __init__(self, rendered: RenderedEdition, *, mail_from: str, reply_to: str | None, list_id: str) -> None:
+    def __init__(self, rendered: RenderedEdition, *, mail_from: Address, reply_to: Address | None,
+                 list_id: str) -> None:
         self.rendered = rendered
-        self.sender = parseaddr(mail_from)[1]
-        shared = EmailMessage(policy=EMAIL_POLICY)
+        self.sender = mail_from.addr_spec
+        self.sender_utf8 = not self.sender.isascii()
+        # email.headerregistry quotes and encodes display names with commas, quotes or
+        # non-ASCII letters, so From parses as the one address it is.
+        shared = EmailMessage(policy=EMAIL_POLICY_UTF8 if self.sender_utf8 else EMAIL_POLICY)
         shared["From"] = mail_from
         if reply_to:
             shared["Reply-To"] = reply_to
         shared["Subject"] = rendered.subject
-        shared["List-Id"] = list_id
         shared["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         shared["MIME-Version"] = "1.0"
-        self.headers = bytes(shared).rstrip(b"\r\n") + b"\r\n"
+        self.headers = (f"List-Id: {list_id}\r\n".encode()
+                        + bytes(shared).rstrip(b"\r\n") + b"\r\n")
 
     def fill(self, *, to: str, message_id: str, date: datetime, unsubscribe_url: str,
              unsubscribe_mailto: str) -> Outgoing:
+        """The message to ``to`` (as subscribed; its domain may be Unicode). Raises
+        AddressError for an address no header can carry."""
         personal = self.rendered.personalise(unsubscribe_url)
         boundary = f"==feeds-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}=="
-        if to.isascii():
-            to_header = f"To: {to}\r\n".encode()
-        else:  # an internationalised address: let the stdlib encode it
-            one = EmailMessage(policy=EMAIL_POLICY)
-            one["To"] = Address(addr_spec=to)
+        recipient, utf8 = envelope_address(to)
+        if recipient.isascii():  # the common case, kept off the slower header machinery
+            to_header = f"To: {recipient}\r\n".encode()
+        else:  # a non-ASCII local part: raw UTF-8, for a server that offers SMTPUTF8
+            one = EmailMessage(policy=EMAIL_POLICY_UTF8)
+            local, _, domain = recipient.rpartition("@")
+            try:
+                one["To"] = Address(username=local, domain=domain)
+            except ValueError as e:
+                raise AddressError(f"{to!r}: {e}") from e
             to_header = bytes(one).rstrip(b"\r\n") + b"\r\n"
         head = (
             to_header
@@ -174,8 +255,10 @@ class MessageTemplate:
             + base64.encodebytes(body.encode("utf-8")).replace(b"\n", b"\r\n")
             for subtype, body in (("plain", personal.text), ("html", personal.html))
         )
-        return Outgoing(self.sender, to, message_id, head + parts + f"--{boundary}--\r\n".encode())
+        return Outgoing(self.sender, recipient, message_id, head + parts + f"--{boundary}--\r\n".encode(),
+                        smtputf8=utf8 or self.sender_utf8)
 
 
 def sender_domain(mail_from: str) -> str:
-    return parseaddr(mail_from)[1].rpartition("@")[2] or "localhost"
+    """The IDNA domain of ``mail_from``, for Message-IDs and List-Id (never its display name)."""
+    return mailbox(mail_from).domain or "localhost"

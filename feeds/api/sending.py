@@ -1,0 +1,243 @@
+"""Sending a digest run: the ledger decides, per subscriber, what is owed and claims it.
+
+For each subscriber, in order: editions still owed from earlier runs (deferred, or claimed by
+a sender that died) are retried as they were, same edition, period and Message-ID, until
+``smtp.retry_for_hours`` after their first attempt, then failed; then this run's edition is
+made if the cadence promise allows it (:func:`feeds.digest.is_due`), its period starting after
+the last edition that was *sent*. Each (subscriber, edition) is claimed in the ledger before
+its message is composed, so concurrent senders split the work; whatever goes wrong with one
+subscriber's message is recorded against that subscriber and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+
+from feeds import state
+from feeds.config import CADENCES, SmtpConfig
+from feeds.deliver import Outcome, SmtpSender
+from feeds.digest import edition_cadence, edition_day, edition_key, is_due, next_due_day, period
+from feeds.errors import FeedsError
+from feeds.render.digest import Outgoing, RenderedEdition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DigestReport:
+    """What a digest run did, per subscriber. ``failed`` holds only failures new in this
+    run: an address refused by an earlier run is in ``failed_before`` and fails no run again."""
+
+    sent: list[str] = field(default_factory=list)  # addresses the server accepted
+    written: list[str] = field(default_factory=list)  # .eml paths under out/
+    failed: list[str] = field(default_factory=list)  # "address: 550 reason", new in this run
+    deferred: list[str] = field(default_factory=list)  # "address: 451 reason" (a later run retries)
+    no_news: list[str] = field(default_factory=list)  # addresses with no new stories
+    already: list[str] = field(default_factory=list)  # addresses the ledger has this edition sent for
+    not_due: list[str] = field(default_factory=list)  # "address: next edition 2020-06-25" (cadence)
+    elsewhere: list[str] = field(default_factory=list)  # addresses another sender is handling now
+    failed_before: list[str] = field(default_factory=list)  # "address: reason" from an earlier run
+    suppressed: list[str] = field(default_factory=list)  # not active: unsubscribed, bounced, complained
+    web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
+    stopped: bool = False  # asked to stop (or the server went away) before everyone was handled
+
+
+# Makes one subscriber's edition (topics, cadence, period): None when it has no stories.
+MakeEdition = Callable[[tuple[str, ...], str, datetime, datetime], RenderedEdition | None]
+# Composes one subscriber's message of an edition, under its ledger key.
+Compose = Callable[[state.Subscriber, str, RenderedEdition], Outgoing]
+# The Message-ID of a (subscriber id, edition key): the same on every attempt.
+MessageId = Callable[[int, str], str]
+
+
+def claim_ttl(smtp: SmtpConfig) -> timedelta:
+    """How long a claim holds without its sender finishing: one message's worst case (each
+    attempt's connect, MAIL, RCPT and DATA timing out, and the backoffs between), with a
+    minute to spare. A sender killed mid-message loses the claim after this, at the latest."""
+    attempts = smtp.retries + 1
+    backoffs = sum(smtp.backoff_seconds * 2**i for i in range(smtp.retries))
+    return timedelta(seconds=attempts * 4 * smtp.timeout_seconds + backoffs + 60)
+
+
+def sender_id() -> str:
+    """``host/pid/random``: names this run in claims, and lets a later run on the same host
+    see that the process holding a claim is gone."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def holder_is_gone(holder: str | None) -> bool:
+    """True if ``holder`` ran on this host and its process no longer exists (killed, or
+    crashed): its claims need not wait for their expiry."""
+    host, _, rest = (holder or "").partition("/")
+    pid = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists but is not ours to signal
+        return False
+    return False
+
+
+def failure_reason(error: BaseException) -> str:
+    return str(error) if isinstance(error, FeedsError) else f"{error.__class__.__name__}: {error}"
+
+
+class Sending:
+    """One ``--send`` run over a list of subscribers."""
+
+    def __init__(self, engine: Engine, smtp_config: SmtpConfig, *, end: datetime, now: datetime,
+                 clock: Callable[[], datetime], zone: ZoneInfo, make_edition: MakeEdition,
+                 compose: Compose, message_id: MessageId, report: DigestReport) -> None:
+        self.engine, self.smtp_config, self.end, self.now, self.clock = engine, smtp_config, end, now, clock
+        self.zone, self.make_edition, self.compose, self.report = zone, make_edition, compose, report
+        self.message_id = message_id
+        self.server_gone = False  # the server stopped answering: the rest wait for the next run
+        self.holder = sender_id()
+        self.ttl = claim_ttl(smtp_config)
+        self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
+        self.day = edition_day(end, zone)
+        self.keys = {cadence: edition_key(cadence, self.day) for cadence in CADENCES}
+        self.ends = state.ledger_ends(engine)
+        self.rows: dict[int, list[state.Delivery]] = {}
+        for row in state.open_deliveries(engine, tuple(self.keys.values())):
+            self.rows.setdefault(row.subscriber_id, []).append(row)
+
+    def run(self, people: Sequence[state.Subscriber], smtp: SmtpSender,
+            should_stop: Callable[[], bool] | None) -> None:
+        for person in people:
+            if (should_stop and should_stop()) or self.server_gone:
+                self.report.stopped = True
+                return
+            self.serve(person, smtp)
+
+    def serve(self, person: state.Subscriber, smtp: SmtpSender) -> None:
+        """Everything owed to one subscriber: old editions first, then this run's."""
+        key = self.keys[person.cadence]
+        ends = self.ends.get(person.id)
+        last_sent, last_made = (ends.last_sent, ends.last_made) if ends else (None, None)
+        for row in self.rows.get(person.id, []):
+            if row.status in (state.DEFERRED, state.CLAIMED):
+                status = self.retry(person, row, smtp)
+                if row.edition == key or status not in (state.SENT, state.FAILED):
+                    return  # this run's edition, done; or an older one still owed: nothing newer yet
+                if status == state.SENT:
+                    last_sent = max(filter(None, (last_sent, row.period_end)))
+            elif row.edition == key:
+                if row.status == state.SENT:
+                    self.report.already.append(person.email)
+                else:
+                    self.report.failed_before.append(f"{person.email}: {row.detail or row.status}")
+                return
+        if not is_due(person.cadence, self.end, last_made, self.zone):
+            assert last_made is not None
+            self.report.not_due.append(f"{person.email}: next {person.cadence} edition "
+                                       f"{next_due_day(person.cadence, last_made, self.zone)}")
+            return
+        start, period_end = period(person.cadence, self.end, last_sent)
+        self.send_new(person, key, start, period_end, smtp)
+
+    def send_new(self, person: state.Subscriber, key: str, start: datetime, end: datetime,
+                 smtp: SmtpSender) -> None:
+        try:
+            rendered = self.make_edition(person.topics, person.cadence, start, end)
+        except Exception as e:  # a template fault: recorded against everyone it touches
+            log.debug("edition for %s failed", person.email, exc_info=True)
+            if self.claim(person, key, start, end):
+                self.finish(person, key, Outcome(state.FAILED, failure_reason(e)))
+            return
+        if rendered is None:
+            self.report.no_news.append(person.email)
+        elif self.claim(person, key, start, end):
+            self.deliver(person, key, rendered, smtp)
+
+    def claim(self, person: state.Subscriber, key: str, start: datetime, end: datetime) -> bool:
+        """Claim (person, key) for this run; False, and the reason reported, if another
+        sender got there first."""
+        existing = state.claim_delivery(
+            self.engine, subscriber_id=person.id, edition=key, message_id=self.message_id(person.id, key),
+            period_start=start, period_end=end, holder=self.holder, now=self.now, expires=self.clock() + self.ttl,
+        )
+        if existing is None:
+            return True
+        if existing.status == state.SENT:
+            self.report.already.append(person.email)
+        elif existing.status == state.FAILED:
+            self.report.failed_before.append(f"{person.email}: {existing.detail or existing.status}")
+        else:
+            self.report.elsewhere.append(person.email)
+        return False
+
+    def retry(self, person: state.Subscriber, row: state.Delivery, smtp: SmtpSender) -> str:
+        """Try an owed edition again, as it was; returns the row's status afterwards."""
+        if row.status == state.CLAIMED and not self.abandoned(row):
+            self.report.elsewhere.append(person.email)
+            return state.CLAIMED
+        first = row.first_attempt_at or row.period_end
+        if self.now - first >= self.retry_for:
+            reason = (f"gave up after {self.smtp_config.retry_for_hours:g} h of retries "
+                      f"(first tried {first:%Y-%m-%d %H:%M} UTC): {row.detail or 'interrupted'}")
+            if state.fail_delivery(self.engine, row, now=self.now, reason=reason):
+                self.report.failed.append(f"{person.email}: {row.edition}: {reason}")
+                return state.FAILED
+            self.report.elsewhere.append(person.email)
+            return state.CLAIMED
+        if not state.take_over_delivery(self.engine, row, holder=self.holder, expires=self.clock() + self.ttl):
+            self.report.elsewhere.append(person.email)
+            return state.CLAIMED
+        cadence = edition_cadence(row.edition)
+        start = row.period_start or row.period_end - CADENCES.get(cadence, CADENCES["daily"])
+        try:
+            rendered = self.make_edition(person.topics, cadence, start, row.period_end)
+        except Exception as e:
+            log.debug("edition for %s failed", person.email, exc_info=True)
+            return self.finish(person, row.edition, Outcome(state.FAILED, failure_reason(e)))
+        if rendered is None:
+            return self.finish(person, row.edition, Outcome(state.FAILED, "its stories are no longer in the corpus"))
+        return self.deliver(person, row.edition, rendered, smtp)
+
+    def abandoned(self, row: state.Delivery) -> bool:
+        """A claim whose sender will not finish it: expired, or its process is gone."""
+        expires = row.claim_expires
+        return expires is None or expires <= self.clock() or holder_is_gone(row.claimed_by)
+
+    def deliver(self, person: state.Subscriber, key: str, rendered: RenderedEdition, smtp: SmtpSender) -> str:
+        """Compose and send the claimed (person, key); record what became of it."""
+        try:
+            message = self.compose(person, key, rendered)
+            outcome = smtp.send(message)
+        except Exception as e:  # whatever it is, it is this subscriber's alone
+            log.debug("message to %s failed", person.email, exc_info=True)
+            outcome = Outcome(state.FAILED, failure_reason(e))
+        except BaseException:  # interrupted: the next run sends it again, same Message-ID
+            self.finish(person, key, Outcome(state.DEFERRED, "interrupted before the server answered"))
+            raise
+        if outcome.status == state.DEFERRED and not smtp.connected:
+            self.server_gone = True
+        return self.finish(person, key, outcome)
+
+    def finish(self, person: state.Subscriber, key: str, outcome: Outcome) -> str:
+        if not state.finish_delivery(self.engine, subscriber_id=person.id, edition=key, holder=self.holder,
+                                     status=outcome.status, now=self.now, detail=outcome.detail or None):
+            log.warning("the claim on %s for %s expired while sending; another sender has it", key, person.email)
+        if outcome.status == state.SENT:
+            self.report.sent.append(person.email)
+        elif outcome.status == state.DEFERRED:
+            self.report.deferred.append(f"{person.email}: {outcome.detail}")
+        else:
+            self.report.failed.append(f"{person.email}: {outcome.detail}")
+            if outcome.bounced:
+                state.set_status(self.engine, person.id, state.BOUNCED, source="bounce", now=self.now,
+                                 reason=outcome.detail)
+        return outcome.status
