@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Bump when Article, Summary or the cleaning rules change: the cache starts again.
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 
 PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with workers
 BATCH = 64
