@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         unsubscribe_url,
         write_archive,
     )
+    from feeds.api.explain import Explanation, Placement, explain
     from feeds.api.subscribers import (
         ImportReport,
         SubscriberError,
@@ -50,6 +51,7 @@ _MODULES = {
     **dict.fromkeys(["ImportReport", "SubscriberError", "add_subscriber", "check_subscription",
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
                     "feeds.api.subscribers"),
+    **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
     "FeedDoc": "feeds.render.feeds",
     "BuildReport": "feeds.report",
 }
@@ -70,8 +72,10 @@ __all__ = [
     "BuildReport",
     "Corpus",
     "DigestReport",
+    "Explanation",
     "FeedDoc",
     "ImportReport",
+    "Placement",
     "Progress",
     "SubscriberError",
     "add_subscriber",
@@ -79,6 +83,7 @@ __all__ = [
     "check_subscription",
     "digest",
     "digest_secret",
+    "explain",
     "import_subscribers",
     "known_topics",
     "list_subscribers",
