@@ -198,15 +198,8 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
     their order.
     """
     span = window // timedelta(microseconds=1)
-    edges: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
-    for index, article in enumerate(articles):
-        key = article.title_key
-        if key.count(" ") + 1 < SIMILAR_MIN_WORDS:
-            continue
-        edges[0].setdefault(key[:_EDGE], []).append(index)
-        edges[1].setdefault(key[-_EDGE:], []).append(index)
     pairs: set[tuple[int, int]] = set()
-    for block in (b for side in edges for b in side.values() if len(b) > 1):
+    for block in _shared_edges(articles):
         block.sort(key=lambda i: (articles[i].microseconds, articles[i].id))
         for n, i in enumerate(block):
             for j in block[n + 1:]:
@@ -237,6 +230,25 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
     for i in sorted({i for pair in pairs for i in pair}, key=order):
         groups.setdefault(root(i), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def _shared_edges(articles: Sequence[Foldable]) -> list[list[int]]:
+    """Groups of indices of articles whose title keys (of enough words) share their first or
+    their last ``_EDGE`` characters. Lists only for groups: most titles share neither."""
+    first: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    blocks: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    heads, tails = first
+    for index, article in enumerate(articles):
+        key = article.title_key
+        if key.count(" ") + 1 < SIMILAR_MIN_WORDS:
+            continue
+        head = heads.setdefault(key[:_EDGE], index)
+        if head != index:
+            blocks[0].setdefault(key[:_EDGE], [head]).append(index)
+        tail = tails.setdefault(key[-_EDGE:], index)
+        if tail != index:
+            blocks[1].setdefault(key[-_EDGE:], [tail]).append(index)
+    return [block for side in blocks for block in side.values()]
 
 
 def is_near_identical(a: str, b: str, ratio: Callable[..., float]) -> bool:
