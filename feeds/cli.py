@@ -110,6 +110,45 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
         raise SystemExit(1)
 
 
+@cli.command()
+@click.argument("url")
+@click.option("--topic", metavar="SLUG", help="Only this topic's feed (default: every feed the article is in).")
+@click.option("--seeds", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of record files.  [default: seeds, or the config's seeds]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML config file.")
+@click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
+def explain(url: str, topic: str | None, seeds: Path | None, config_path: Path | None, now: datetime | None) -> None:
+    """Say why the article at URL is where it is in each feed: its quality, age and score,
+    its rank, its story and coverage, and what kept it out.
+
+    Example: feeds explain https://www.digitaljournal.com/pr/5061426 --now 2021-06-03T00:00:00Z
+    """
+    from feeds import api
+    try:
+        found = api.explain(_config(config_path), url, now=now or utc_now(), seeds=seeds, topic=topic)
+    except FeedsError as e:
+        raise click.ClickException(str(e)) from e
+    print_explanation(found)
+
+
+def print_explanation(found: api.Explanation) -> None:
+    article = found.article
+    click.echo(f"{article.title}\n  {article.url}")
+    outlet = article.provider.name if article.provider else "no outlet"
+    quality = f"{article.quality:g}" + (" (assumed: median)" if found.assumed else "")
+    days = found.age.total_seconds() / 86400
+    click.echo(f"  {outlet}, published {article.published:%Y-%m-%d %H:%M} UTC ({days:.1f} days old)")
+    click.echo(f"  quality {quality}, score {found.score:.4g}")
+    for place in found.placements:
+        rank = f"ranked {place.position} of {place.eligible}" if place.position else f"{place.eligible} eligible"
+        click.echo(f"{place.name} ({place.slug}): {rank}; {place.fate}: {place.reason}")
+        if place.lead is not None:
+            click.echo(f"  lead: {place.lead.title} ({place.lead.url})")
+        for c in place.coverage:
+            click.echo(f"  also covered by {c.provider.name if c.provider else '?'}: {c.url}")
+
+
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
                              help="YAML config file.")
 reactivate_option = click.option("--reactivate", is_flag=True,
@@ -456,6 +495,11 @@ def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
         + f": {_plural(report.articles, 'article')}"
         f", {len(report.skipped)} skipped, {report.duplicates} duplicates folded."
     )
+    if report.similar:
+        click.echo(f"{_plural(report.similar, 'article')} folded into a story with a near-identical title.")
+    if report.assumed:
+        click.echo(f"{_plural(report.assumed, 'article')} without a quality ranked at the median,"
+                   f" {report.neutral_quality:g}.")
     click.echo(
         f"{_plural(len(report.topics), 'topic')} (+ all)"
         + (f", {_plural(len(report.topic_errors), 'topic file')} skipped" if report.topic_errors else "")

@@ -251,6 +251,9 @@ def check(inputs: str, out: Path, now: datetime) -> BuildReport | None:
         topics=tuple(last["topics"]),
         written=(),
         unchanged=tuple(outputs),
+        assumed=last.get("assumed", 0),
+        neutral_quality=last.get("neutral_quality"),
+        similar=last.get("similar", 0),
     )
 
 
@@ -274,6 +277,9 @@ def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime 
             "topic_errors": [[str(e.path), e.reason] for e in report.topic_errors],
             "notes": [[str(n.path), n.reason] for n in report.notes],
             "topics": list(report.topics),
+            "assumed": report.assumed,
+            "neutral_quality": report.neutral_quality,
+            "similar": report.similar,
         },
     }
     write_if_changed(out, NAME, (json.dumps(data, indent=1) + "\n").encode())

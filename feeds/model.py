@@ -7,7 +7,9 @@ sequences are tuples, and a changed copy is made with :func:`dataclasses.replace
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, fields
+import re
+import unicodedata
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -88,6 +90,12 @@ class Article:
     embed_url: str | None = None
     topics: tuple[str, ...] = ()
     related: tuple[Coverage, ...] = ()
+    # False: the record gave no ``quality`` (Smartable's older layout); a build ranks it
+    # at the median of the others' (see feeds.select.assume_quality).
+    rated: bool = True
+    # Ids of records with a near-identical title, set per build (feeds.select.link_similar):
+    # ranking folds them into one story as it folds ``related`` records.
+    similar: tuple[str, ...] = ()
 
     @property
     def is_video(self) -> bool:
@@ -100,7 +108,21 @@ class Article:
 
     @property
     def related_ids(self) -> tuple[str, ...]:
-        return tuple(c.id for c in self.related)
+        """The ids ranking folds into this article's story: its ``related`` entries' and
+        those of records with a near-identical title."""
+        return tuple(c.id for c in self.related) + self.similar
+
+    @property
+    def title_key(self) -> str:
+        return title_key(self.title)
+
+    def assuming(self, quality: float) -> Article:
+        """This article ranked at ``quality``, still unrated (feeds.select.assume_quality)."""
+        return replace(self, quality=quality)
+
+    def linked(self, similar: tuple[str, ...]) -> Article:
+        """This article folding with the records of these ids (feeds.select.link_similar)."""
+        return replace(self, similar=similar)
 
     @property
     def microseconds(self) -> int:
@@ -109,7 +131,17 @@ class Article:
 
     def summary(self, source: str) -> Summary:
         return Summary(self.id, self.microseconds, self.quality, self.outlet, self.topics,
-                       self.related_ids, (source,))
+                       self.related_ids, (source,), self.rated, self.title_key)
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def title_key(title: str) -> str:
+    """A title as near-identical titles are compared: compatibility-normalised, case-folded,
+    punctuation and runs of spaces as one space ("RE-TRANSMISSION: Provance ..." ->
+    "re transmission provance ...")."""
+    return _NOT_WORD.sub(" ", unicodedata.normalize("NFKC", title).casefold()).strip()
 
 
 class Summary(NamedTuple):
@@ -126,12 +158,20 @@ class Summary(NamedTuple):
     quality: float
     outlet: str
     topics: tuple[str, ...]
-    related_ids: tuple[str, ...]
+    related_ids: tuple[str, ...]  # as Article.related_ids
     sources: tuple[str, ...] = ()
+    rated: bool = True  # as Article.rated
+    title_key: str = ""  # the title as near-identical titles are compared (see title_key)
 
     @property
     def published(self) -> datetime:
         return EPOCH + self.microseconds * MICROSECOND
+
+    def assuming(self, quality: float) -> Summary:
+        return self._replace(quality=quality)
+
+    def linked(self, similar: tuple[str, ...]) -> Summary:
+        return self._replace(related_ids=self.related_ids + similar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,19 +199,23 @@ class Story:
 
     @property
     def coverage(self) -> tuple[Coverage, ...]:
-        """Other coverage: folded records first, then the lead's own ``related`` entries.
+        """Other coverage: the folded records, then the lead's own ``related`` entries, then
+        each folded record's, in rank order: the union of all the story's coverage.
 
-        One entry per outlet, never the lead's own outlet, in a stable order.
+        One entry per outlet (the first found), never the lead itself or its own outlet, so
+        a better-ranked record joining a story never loses what the others cited.
         """
-        lead_outlet = self.lead.provider.name.casefold() if self.lead.provider else None
+        lead_outlet = self.lead.outlet
         seen: set[str] = {lead_outlet} if lead_outlet else set()
         found: list[Coverage] = []
         candidates = [
-            Coverage(a.id, a.title, a.url, a.provider, a.published) for a in self.also
-        ] + list(self.lead.related)
+            *(Coverage(a.id, a.title, a.url, a.provider, a.published) for a in self.also),
+            *self.lead.related,
+            *(c for a in self.also for c in a.related),
+        ]
         for c in candidates:
             outlet = c.provider.name.casefold() if c.provider else None
-            if outlet is None or outlet in seen:
+            if outlet is None or outlet in seen or c.id == self.lead.id:
                 continue
             seen.add(outlet)
             found.append(c)

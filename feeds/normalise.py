@@ -501,6 +501,8 @@ FIELD_CLEANERS: dict[str, Cleaner] = {
     "excerpt": lambda raw, notes: clean_text(raw.get("excerpt"), "excerpt", notes) or "",
     "kind": lambda raw, notes: clean_kind(raw.get("type"), notes),
     "quality": lambda raw, notes: clean_number(raw.get("quality"), "quality", notes),
+    # Absent (Smartable's older layout), not 0: ranking assumes the median for it.
+    "rated": lambda raw, notes: raw.get("quality") is not None,
     "heat": lambda raw, notes: clean_number(raw.get("heat"), "heat", notes),
     "provider": lambda raw, notes: clean_provider(raw.get("provider"), notes),
     "image": lambda raw, notes: clean_images(raw.get("images"), notes),

@@ -21,6 +21,9 @@ class BuildReport:
     written: tuple[str, ...] = ()  # paths under out/ whose bytes changed
     unchanged: tuple[str, ...] = field(default=(), repr=False)
     removed: tuple[str, ...] = ()  # paths under out/ the last build wrote and this one did not
+    assumed: int = 0  # articles without a quality, ranked at neutral_quality
+    neutral_quality: float | None = None  # the median of the qualities records give
+    similar: int = 0  # articles folded into another story for a near-identical title
     topic_errors: tuple[RecordError, ...] = ()  # topic files of a topics folder that were skipped
 
     @property

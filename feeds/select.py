@@ -14,10 +14,11 @@ that has left a feed never comes back.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol, Self, TypeVar
 
 from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 
@@ -40,6 +41,22 @@ class Rankable(Protocol):
 
 
 R = TypeVar("R", bound=Rankable)
+
+
+class Foldable(Rankable, Protocol):
+    """What a build's once-over-everything steps read and change of an article: whether it
+    gave a quality, its title as compared, and copies ranked at another quality or linked
+    to near-identical records (an :class:`Article` or its :class:`Summary`)."""
+
+    @property
+    def rated(self) -> bool: ...
+    @property
+    def title_key(self) -> str: ...
+    def assuming(self, quality: float) -> Self: ...
+    def linked(self, similar: tuple[str, ...]) -> Self: ...
+
+
+F = TypeVar("F", bound=Foldable)
 
 
 def score(article: Article, *, now: datetime, half_life: timedelta) -> float:
@@ -146,6 +163,132 @@ def _topics(ranked: Sequence[Rankable]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for a in ranked for t in a.topics))
 
 
+# --------------------------------------------------------------- neutral quality
+
+
+def neutral_quality(articles: Iterable[Foldable]) -> float | None:
+    """The median quality of the articles that give one (the mean of the middle two for an
+    even count); None if none does."""
+    given = sorted(a.quality for a in articles if a.rated)
+    if not given:
+        return None
+    middle = len(given) // 2
+    return given[middle] if len(given) % 2 else (given[middle - 1] + given[middle]) / 2
+
+
+def assume_quality(articles: Sequence[F]) -> tuple[list[F], float | None]:
+    """The articles, those without a quality ranked at :func:`neutral_quality`, and that
+    quality. Smartable's older records have no ``quality`` (a third of real archives); as 0
+    they would rank below every scored record at any age. When no article has one, all
+    keep 0 and rank newest first."""
+    neutral = neutral_quality(articles)
+    if neutral is None:
+        return list(articles), None
+    return [a if a.rated else a.assuming(neutral) for a in articles], neutral
+
+
+# -------------------------------------------------------- near-identical titles
+
+SIMILAR_WINDOW = timedelta(days=3)  # near-identical titles further apart are other stories
+SIMILAR_SCORE = 90.0  # rapidfuzz.fuzz.ratio of the title keys, 0-100
+SIMILAR_MIN_WORDS = 5  # shorter titles ("Power Apps news") say too little to be one story
+_EDGE = 24  # characters of a title key's head and tail that candidates must share
+_DIGITS = re.compile(r"\d+")
+
+
+def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WINDOW) -> list[list[int]]:
+    """Groups of articles (as indices, each group and the list in a stable order) that are
+    one story told at several URLs: near-identical titles published within ``window`` of
+    each other, chained (A like B, B like C: one group).
+
+    Near-identical (:func:`is_near_identical`): the same numbers, at least
+    ``SIMILAR_MIN_WORDS`` words, and a ``fuzz.ratio`` of ``SIMILAR_SCORE`` or more or one
+    title the other with words added before or after it ("RE-TRANSMISSION: ..."). Only
+    titles that share their first or last ``_EDGE`` characters are compared: a reworded
+    middle or a prefix or suffix keeps one of them, and comparing every pair in each
+    window would cost a tenth of a rebuild. The groups depend only on the articles, not
+    their order.
+    """
+    span = window // timedelta(microseconds=1)
+    pairs: set[tuple[int, int]] = set()
+    for block in _shared_edges(articles):
+        block.sort(key=lambda i: (articles[i].microseconds, articles[i].id))
+        for n, i in enumerate(block):
+            for j in block[n + 1:]:
+                if articles[j].microseconds - articles[i].microseconds > span:
+                    break
+                if articles[i].id != articles[j].id:
+                    pairs.add((i, j) if i < j else (j, i))
+    if not pairs:
+        return []
+    from rapidfuzz.fuzz import ratio  # only now: most builds have no candidate pair
+
+    parent = list(range(len(articles)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def order(i: int) -> tuple[int, str]:
+        return articles[i].microseconds, articles[i].id
+
+    for i, j in pairs:
+        if is_near_identical(articles[i].title_key, articles[j].title_key, ratio):
+            a, b = sorted((root(i), root(j)), key=order)
+            parent[b] = a
+    groups: dict[int, list[int]] = {}
+    for i in sorted({i for pair in pairs for i in pair}, key=order):
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _shared_edges(articles: Sequence[Foldable]) -> list[list[int]]:
+    """Groups of indices of articles whose title keys (of enough words) share their first or
+    their last ``_EDGE`` characters. Lists only for groups: most titles share neither."""
+    first: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    blocks: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
+    heads, tails = first
+    for index, article in enumerate(articles):
+        key = article.title_key
+        if key.count(" ") + 1 < SIMILAR_MIN_WORDS:
+            continue
+        head = heads.setdefault(key[:_EDGE], index)
+        if head != index:
+            blocks[0].setdefault(key[:_EDGE], [head]).append(index)
+        tail = tails.setdefault(key[-_EDGE:], index)
+        if tail != index:
+            blocks[1].setdefault(key[-_EDGE:], [tail]).append(index)
+    return [block for side in blocks for block in side.values()]
+
+
+def is_near_identical(a: str, b: str, ratio: Callable[..., float]) -> bool:
+    """Two title keys of one story: the same numbers (a version, a date, a count tells
+    stories apart), and either ``ratio`` (rapidfuzz's) of ``SIMILAR_SCORE`` or more, or the
+    shorter one whole at the start or end of the longer."""
+    if _DIGITS.findall(a) != _DIGITS.findall(b):
+        return False
+    short, long = sorted((a, b), key=len)
+    if long.startswith(short + " ") or long.endswith(" " + short):
+        return True
+    return ratio(a, b, score_cutoff=SIMILAR_SCORE) >= SIMILAR_SCORE
+
+
+def link_similar(articles: Sequence[F], window: timedelta = SIMILAR_WINDOW) -> tuple[list[F], list[list[F]]]:
+    """The articles, each in a group of :func:`similar_groups` naming the others as related
+    (so ranking folds them into one story as it folds ``related`` records), and the groups."""
+    groups = similar_groups(articles, window)
+    linked = list(articles)
+    for group in groups:
+        for i in group:
+            linked[i] = articles[i].linked(tuple(articles[j].id for j in group if j != i))
+    return linked, [[linked[i] for i in group] for group in groups]
+
+
+# -------------------------------------------------------------------- ranking
+
+
 def select(
     articles: Sequence[Article],
     *,
@@ -172,6 +315,7 @@ def rank_stories(
     max_per_provider: int | None = None,
     max_age: timedelta | None = None,
     ranked: bool = False,
+    capped: list[R] | None = None,
 ) -> list[tuple[R, list[R]]]:
     """The best ``limit`` stories published by ``now``, best first, each as its lead and
     the articles folded into it.
@@ -180,6 +324,8 @@ def rank_stories(
     each other in ``related`` are one story, led by the best-ranked of them; with
     ``max_per_provider``, no outlet leads more than that many stories. ``ranked``: the
     caller has put ``articles`` in :func:`rank_key` order already (one sort for every feed).
+    ``capped``: the articles the provider cap left out are appended to it (for ``feeds
+    explain``; the rest of those not placed were too new or old, or came after the limit).
     """
     # In whole microseconds: exact, and integer comparisons are cheap.
     until = (now - EPOCH) // MICROSECOND
@@ -209,6 +355,8 @@ def rank_stories(
             continue
         outlet = article.outlet
         if max_per_provider is not None and per_provider.get(outlet, 0) >= max_per_provider:
+            if capped is not None:
+                capped.append(article)
             continue
         per_provider[outlet] = per_provider.get(outlet, 0) + 1
         index = len(leads)

@@ -14,6 +14,7 @@ import yaml
 from lxml import etree, html
 
 from feeds import api
+from feeds.api.builds import prepare_stories
 from feeds.config import Config, load_config
 from feeds.load import iter_records
 from feeds.select import merge_duplicates
@@ -41,7 +42,7 @@ def expected_docs(seeds: Path, now: str, config: Config | None = None) -> list[a
     """What the library says each feed should hold, to compare with what parsers read back."""
     config = config or Config()
     articles = [r.article for r in iter_records(seeds, config.max_record_bytes) if r.article]
-    merged = merge_duplicates(articles, config.half_life)
+    merged = prepare_stories(merge_duplicates(articles, config.half_life)).articles
     moment = datetime.fromisoformat(now)
     return api.plan_feeds(config, build_taxonomy(config.topics, merged), merged, moment)
 

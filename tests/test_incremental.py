@@ -59,7 +59,7 @@ def mutate(rng: random.Random, records: Path, step: int) -> str:
     except yaml.YAMLError:  # one broken earlier
         other = {"webUrl": "https://example.com/gone"}
     kind = rng.choice(["quality", "topics", "delete", "duplicate", "related", "title", "broken",
-                       "touch", "new topic", "date"])
+                       "touch", "new topic", "date", "near copy", "unrated"])
     try:
         fields = front(path)
     except yaml.YAMLError:
@@ -87,8 +87,15 @@ def mutate(rng: random.Random, records: Path, step: int) -> str:
                    related=[{"title": "Earlier", "webUrl": other.get("webUrl"), "provider": {"name": "X"}}])
         write(records / f"zz-related-{step}.md", new)
         return f"related to another record, from zz-related-{step}.md"
+    if kind == "near copy" and other.get("title"):  # one press release at another URL: one story
+        copy = dict(other, title=f"RE-TRANSMISSION: {other['title']}", webUrl=f"https://wire.example.org/{step}",
+                    quality=rng.randrange(1, 400), related=[])
+        write(records / f"zz-wire-{step}.md", copy)
+        return f"near copy of another record, in zz-wire-{step}.md"
     if kind == "quality":
         fields["quality"] = rng.randrange(0, 400)
+    elif kind == "unrated":  # Smartable's older layout: ranked at the median of the rest
+        fields.pop("quality", None)
     elif kind == "topics":
         fields["topics"] = rng.sample(["Topic AI", "Topic Robotics", "Topic Chips", "Topic Space"], 2)
     elif kind == "new topic":

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feeds.model import Article, Coverage, Provider
+from feeds.model import Article, Coverage, Provider, title_key
 from feeds.normalise import article_id
-from feeds.select import merge_duplicates, rank_key, rank_sorted, score, select
+from feeds.select import (
+    SIMILAR_WINDOW,
+    assume_quality,
+    is_near_identical,
+    link_similar,
+    merge_duplicates,
+    rank_key,
+    rank_sorted,
+    score,
+    select,
+    similar_groups,
+)
 
 HALF_LIFE = timedelta(hours=48)
 T0 = datetime(2020, 6, 1, tzinfo=UTC)
@@ -153,3 +165,80 @@ def _with(a: Article, **changes: object) -> Article:
 
 def _at(a: Article, published: datetime) -> Article:
     return _with(a, published=published)
+
+
+# ------------------------------------------------------------------ issue 11: stories
+
+
+@settings(max_examples=300)
+@given(articles_st, moments)
+def test_a_storys_coverage_is_every_members_outlets_but_the_leads_once_each(articles, now) -> None:
+    # Cited coverage from outlets of its own (some shared with the records' outlets).
+    articles = [_with(a, related=tuple(replace(c, provider=OUTLETS[int(c.id[0], 16) % 3] if c.id[0] < "8"
+                                               else Provider(f"Cited {c.id[0]}")) for c in a.related))
+                for a in articles]
+    for story in select(merge_duplicates(articles, HALF_LIFE), now=now, half_life=HALF_LIFE, limit=20):
+        outlets = [c.provider.name.casefold() for c in story.coverage if c.provider]
+        assert len(outlets) == len(story.coverage) == len(set(outlets))
+        assert story.lead.outlet not in outlets and story.lead.id not in {c.id for c in story.coverage}
+        cited = {c.provider.name.casefold() for a in (story.lead, *story.also) for c in a.related
+                 if c.provider and c.id != story.lead.id}  # an entry naming the lead is not other coverage
+        cited |= {a.outlet for a in story.also if a.provider}
+        assert set(outlets) == cited - {story.lead.outlet}
+
+
+@given(articles_st, st.lists(st.booleans(), max_size=40), moments)
+def test_an_unrated_article_ranks_as_one_of_the_median_quality(articles, rated, now) -> None:
+    articles = [_with(a, rated=r) for a, r in zip(articles, rated + [True] * len(articles), strict=False)]
+    given_ = sorted(a.quality for a in articles if a.rated)
+    assumed, neutral = assume_quality(articles)
+    if not given_:
+        assert neutral is None and assumed == articles
+        return
+    assert given_[0] <= neutral <= given_[-1]
+    assert sum(q < neutral for q in given_) <= len(given_) // 2 >= sum(q > neutral for q in given_)
+    at_median = [a if a.rated else _with(a, quality=neutral) for a in articles]
+    assert [a.id for a in rank_sorted(assumed, HALF_LIFE)] == [a.id for a in rank_sorted(at_median, HALF_LIFE)]
+
+
+TITLES = ["Provance releases ServiceTeam a new family of ITSM Power Apps products",
+          "RE-TRANSMISSION: Provance releases ServiceTeam a new family of ITSM Power Apps products",
+          "Provance releases ServiceTeam, a new family of ISTM Power Apps products",
+          "Provance releases ServiceTeam 2 a new family of ITSM Power Apps products",
+          "Microsoft fleshes out Power Apps", "Power Apps news", "Power Apps news today"]
+
+
+@settings(deadline=None)  # the first example that compares titles imports rapidfuzz
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(TITLES), st.floats(0, 24 * 8)), max_size=25),
+       st.randoms(use_true_random=False))
+def test_near_identical_groups_depend_on_the_articles_not_their_order(specs, rng) -> None:
+    articles = merge_duplicates([_with(make(n, 10, hours), title=title) for n, title, hours in specs], HALF_LIFE)
+    shuffled = list(articles)
+    rng.shuffle(shuffled)
+
+    def groups(items: list[Article]) -> list[list[str]]:
+        return [[items[i].id for i in group] for group in similar_groups(items)]
+
+    found = groups(articles)
+    assert found == groups(shuffled)
+    for group in found:
+        members = [a for a in articles if a.id in group]
+        assert len({a.title_key for a in members} - {""}) >= 1 and len(set(group)) == len(group) > 1
+        # Chained within the window: sorted by time, no gap is wider than it.
+        times = sorted(a.published for a in members)
+        assert all(b - a <= SIMILAR_WINDOW for a, b in itertools.pairwise(times))
+    # Linked, they fold into one story each.
+    linked, _ = link_similar(articles)
+    stories = select(linked, now=T0 + timedelta(days=30), half_life=HALF_LIFE, limit=50)
+    for group in found:
+        assert sum(s.lead.id in group for s in stories) == 1
+
+
+def test_near_identical_titles_are_the_same_numbers_and_enough_words() -> None:
+    from rapidfuzz.fuzz import ratio
+    key = [title_key(t) for t in TITLES]
+    assert is_near_identical(key[0], key[1], ratio)  # a wire's prefix
+    assert is_near_identical(key[0], key[2], ratio)  # a typo, punctuation
+    assert not is_near_identical(key[0], key[3], ratio)  # another number: another product
+    same_short = [make(n, 10, n) for n in range(2)]
+    assert similar_groups([_with(a, title=TITLES[5]) for a in same_short]) == []  # three words say too little

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         unsubscribe_url,
         write_archive,
     )
+    from feeds.api.explain import Explanation, Placement, explain
     from feeds.api.inbox import InboxReport, process_inbox
     from feeds.api.subscribers import (
         ImportReport,
@@ -55,6 +56,7 @@ _MODULES = {
     **dict.fromkeys(["ImportReport", "SubscriberError", "Subscription", "add_subscriber", "check_subscription",
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
                     "feeds.api.subscribers"),
+    **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
     "FeedDoc": "feeds.render.feeds",
     "BuildReport": "feeds.report",
 }
@@ -75,9 +77,11 @@ __all__ = [
     "BuildReport",
     "Corpus",
     "DigestReport",
+    "Explanation",
     "FeedDoc",
     "ImportReport",
     "InboxReport",
+    "Placement",
     "Progress",
     "SubscriberError",
     "Subscription",
@@ -86,6 +90,7 @@ __all__ = [
     "check_subscription",
     "digest",
     "digest_secret",
+    "explain",
     "import_subscribers",
     "known_topics",
     "list_subscribers",

@@ -21,8 +21,11 @@ from feeds.paths import templates_dir
 from feeds.render import FORMATS
 from feeds.report import BuildReport
 from feeds.select import (
+    F,
     R,
+    assume_quality,
     duplicate_notices,
+    link_similar,
     merge_duplicates,
     merge_summaries,
     rank_sorted,
@@ -82,7 +85,9 @@ def build(
             return fresh
     with RecordCache(config.cache_db if use_cache else None) as cache:
         index = cache.index(seeds, scanned, config.max_record_bytes, progress)
-        summaries = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+        merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+        stories = prepare_stories(merged)
+        summaries = stories.articles
         taxonomy = build_taxonomy(config.topics, summaries)
         plans = plan_topics(config, taxonomy, summaries, now)
         # What each output holds, as digests: equal digests mean equal files, so those
@@ -141,6 +146,9 @@ def build(
         written=tuple(written),
         unchanged=tuple(unchanged),
         removed=tuple(removed),
+        assumed=stories.assumed,
+        neutral_quality=stories.neutral_quality,
+        similar=sum(len(group) - 1 for group in stories.similar),
     )
     manifest.save(out, inputs=inputs, valid_from=now,
                   valid_until=stable_until(summaries, now, config.max_age),
@@ -188,13 +196,35 @@ def stable_until(articles: Sequence[Article | Summary], now: datetime,
 
 
 @dataclass(frozen=True)
+class Prepared(Generic[F]):
+    """A build's articles as ranking takes them (see :func:`prepare_stories`)."""
+
+    articles: list[F]
+    assumed: int  # articles without a quality, ranked at neutral_quality
+    neutral_quality: float | None  # the median of the given qualities; None if none
+    similar: list[list[F]]  # groups of near-identical titles, each now one story
+
+
+def prepare_stories(articles: Sequence[F]) -> Prepared[F]:
+    """What every ranking of a build's articles (feeds and digests, of Summaries or whole
+    Articles) starts from, worked out once over them all: a neutral quality for those
+    without one, and near-identical titles linked as one story."""
+    rated, neutral = assume_quality(articles)
+    linked, groups = link_similar(rated)
+    assumed = sum(1 for a in articles if not a.rated) if neutral is not None else 0
+    return Prepared(linked, assumed, neutral, groups)
+
+
+@dataclass(frozen=True)
 class Corpus:
     """Every record loaded, duplicates merged, and the topics they make."""
 
     loaded: tuple[Loaded, ...]
-    articles: tuple[Article, ...]
+    articles: tuple[Article, ...]  # ranked as a build ranks them (see prepare_stories)
     taxonomy: Taxonomy
     parsed: int = 0  # files parsed this time; the rest came from the parse cache
+    neutral_quality: float | None = None  # what articles without a quality rank at
+    similar: tuple[tuple[Article, ...], ...] = ()  # groups of near-identical titles
 
     @property
     def duplicates(self) -> int:
@@ -223,8 +253,11 @@ def load_corpus(
         index = cache.index(seeds, scanned, config.max_record_bytes, progress)
         found = cache.articles(index, (e.key for e in index.entries if e.summary is not None))
     loaded = tuple(_loaded(e, found) for e in index.entries)
-    articles = merge_duplicates([i.article for i in loaded if i.article is not None], config.half_life)
-    return Corpus(loaded, tuple(articles), build_taxonomy(config.topics, articles), index.parsed)
+    stories = prepare_stories(merge_duplicates([i.article for i in loaded if i.article is not None],
+                                               config.half_life))
+    articles = stories.articles
+    return Corpus(loaded, tuple(articles), build_taxonomy(config.topics, articles), index.parsed,
+                  stories.neutral_quality, tuple(tuple(g) for g in stories.similar))
 
 
 def _loaded(entry: Entry, found: Mapping[str, Article]) -> Loaded:
