@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,33 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 RECORD_SUFFIXES = (".md", ".markdown")
-Scanned = list[tuple[str, int, int]]  # record file path (under the folder as given), size, mtime_ns
+class Scanned(list[tuple[str, int, int]]):
+    """Record files as :func:`scan` found them: (path under the folder as given, size,
+    mtime_ns), and in ``misnamed`` the paths of record files and folders whose names are
+    not UTF-8. Those cannot be named in a feed, a message or the parse cache, so they are
+    left out, and the build reports each (see :func:`printable`)."""
+
+    misnamed: list[str]
+
+    def __init__(self, *args: Iterable[tuple[str, int, int]]) -> None:
+        super().__init__(*args)
+        self.misnamed = []
+
+
+def printable(path: str) -> str:
+    """A path whose name is not UTF-8 (Python holds such bytes as lone surrogates), with
+    those bytes written as ``\\xe9``: what a message or a JSON file can carry."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(name: str) -> bool:
+    if name.isascii():
+        return True
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def scan(folder: Path) -> Scanned:
@@ -47,7 +74,7 @@ def scan(folder: Path) -> Scanned:
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    found: Scanned = []
+    found = Scanned()
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         _scan_into(str(folder), fd, found)
@@ -71,6 +98,9 @@ def _scan_into(folder: str, fd: int, found: Scanned) -> None:
         except OSError:  # gone since listed
             continue
         if S_ISDIR(stat.st_mode):
+            if not _is_utf8(name):
+                found.misnamed.append(prefix + name + os.sep)
+                continue
             try:
                 inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             except FileNotFoundError:  # gone since listed
@@ -87,6 +117,9 @@ def _scan_into(folder: str, fd: int, found: Scanned) -> None:
                     stat = os.stat(name, dir_fd=fd)
                 except OSError:  # dangling
                     continue
+            if not _is_utf8(name):
+                found.misnamed.append(prefix + name)
+                continue
             append((prefix + name, stat.st_size, stat.st_mtime_ns))
 
 
@@ -96,9 +129,11 @@ def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned |
     digest = hashlib.sha256()
     settings = {k: v for k, v in asdict(config).items() if k not in ("secret", "smtp", "source")}
     digest.update(json.dumps(settings, default=str, sort_keys=True).encode())
-    digest.update(str(seeds.resolve()).encode())
-    digest.update("".join(f"{path}\0{size}\0{mtime_ns}\n"
-                          for path, size, mtime_ns in (scan(seeds) if scanned is None else scanned)).encode())
+    digest.update(str(seeds.resolve()).encode("utf-8", "surrogateescape"))
+    if scanned is None:
+        scanned = scan(seeds)
+    digest.update("".join(f"{path}\0{size}\0{mtime_ns}\n" for path, size, mtime_ns in scanned).encode())
+    digest.update("".join(f"{path}\n" for path in scanned.misnamed).encode("utf-8", "surrogateescape"))
     digest.update(code_fingerprint(templates).encode())
     return digest.hexdigest()
 

@@ -4,6 +4,7 @@ and no good record is lost. Fixtures are real files in tests/data/bad/."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import replace
@@ -335,3 +336,29 @@ def test_any_text_in_a_record_costs_no_good_record(
         items = json.loads((feed_dir / "feed.json").read_bytes())["items"]
         assert wanted <= {item["title"] for item in items}
     etree.parse(str(out / "feeds.opml"))
+
+
+def test_a_record_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path: Path) -> None:
+    # Bytes from an old Latin-1 archive or a Windows share: Python holds them as lone
+    # surrogates, which no message, feed or cache key can carry.
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    bad_file = os.path.join(os.fsencode(seeds), b"caf\xe9.md")
+    bad_folder = os.path.join(os.fsencode(seeds), b"r\xe9sum\xe9s")
+    os.mkdir(bad_folder)
+    for path in (bad_file, os.path.join(bad_folder, b"inside.md")):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("---\ntitle: Unseen\npublishedDateTime: 2020-06-17T12:00:00Z\nwebUrl: https://example.com/x\n---\n")
+    args = ("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", "2020-06-18T00:00:00Z")
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"skipped {seeds}/caf\\xe9.md: its name is not UTF-8: rename it to be read",
+        f"skipped {seeds}/r\\xe9sum\\xe9s: a folder whose name is not UTF-8: rename it for its records to be read",
+    ]
+    assert "Read 1 record: 1 article, 2 skipped" in result.stdout
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert [e.title for e in rss.entries] == ["The good one"]
+    again = run_cli(*args, "--strict")  # nothing changed: the same report, and --strict fails it
+    assert again.exit_code == 1 and again.stderr == result.stderr and "Wrote 0 files" in again.stdout
+

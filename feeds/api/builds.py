@@ -139,9 +139,10 @@ def build(
         articles=len(summaries),
         duplicates=records - len(summaries),
         topic_errors=config.topic_errors,
-        skipped=(*(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
+        skipped=(*misnamed(scanned),
+                 *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
-        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes) + folded_notices(index, config),
+        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes) + folded_notices(index, merged, config),
         topics=tuple(taxonomy.topics),
         written=tuple(written),
         unchanged=tuple(unchanged),
@@ -156,14 +157,29 @@ def build(
     return report
 
 
-def folded_notices(index: Index, config: Config) -> tuple[RecordNotice, ...]:
+def misnamed(scanned: manifest.Scanned) -> list[RecordError]:
+    """A skip for each record file (or folder of them) whose name is not UTF-8, named as
+    it can be printed: such a name cannot stand in a message, a feed or the parse cache."""
+    return [RecordError(Path(manifest.printable(path)),
+                        "a folder whose name is not UTF-8: rename it for its records to be read"
+                        if path.endswith(os.sep) else "its name is not UTF-8: rename it to be read")
+            for path in scanned.misnamed]
+
+
+def folded_notices(index: Index, merged: Sequence[Summary], config: Config) -> tuple[RecordNotice, ...]:
     """One notice per record file folded into another of the same page (the same
-    canonical URL), naming the file that was kept, by the names the caller gave."""
-    names = {e.key: e.path for e in index.entries}
+    canonical URL), naming the file that was kept, by the names the caller gave.
+    ``merged``: the Summaries after merging; only those of several files are looked at."""
+    groups = [s.sources for s in merged if len(s.sources) > 1]
+    if not groups:
+        return ()
+    entries = {e.key: e for e in index.entries}  # only now: a rebuild with no duplicates pays nothing
+    pairs = duplicate_notices((summary for sources in groups for k in sources
+                               if (summary := entries[k].summary) is not None), config.half_life)
     return tuple(
-        RecordNotice(names[folded], f"same page as {names[kept]} (one canonical URL); {names[kept]} was kept, "
-                                    "the better ranked")
-        for folded, kept in duplicate_notices((e.summary for e in index.entries if e.summary), config.half_life))
+        RecordNotice(entries[folded].path, f"same page as {entries[kept].name} (one canonical URL); "
+                                           f"{entries[kept].name} was kept, the better ranked")
+        for folded, kept in pairs)
 
 
 def unrenderable(dropped: Sequence[Dropped[Summary]], paths: Mapping[str, Path]) -> list[RecordError]:
