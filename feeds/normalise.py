@@ -32,6 +32,11 @@ MAX_URL_LENGTH = 2048
 # A topic is a label ("Power Apps", "AI in Healthcare"): a longer "name" is a sentence or
 # junk pasted into topics, and would stand in the OPML list, the index and every item.
 MAX_TOPIC_LENGTH = 100
+# Real records name two to five topics; each name is a feed. A record naming thousands
+# (a 1 MB file holds 143,000 short names) must not make thousands of feeds.
+MAX_TOPICS_PER_RECORD = 50
+# Lines of notes one record may print: past this, one more line counts the rest.
+MAX_NOTES_PER_RECORD = 20
 
 # Query parameters that only track the click; they never change what a page shows.
 TRACKING_PARAMS = frozenset(
@@ -435,6 +440,7 @@ def clean_topics(value: object, notes: Notes) -> tuple[str, ...]:
         notes.append(f"topics: expected a list, got {type(value).__name__}; ignored")
         return ()
     names: dict[str, bool] = {}  # name -> kept; ordered, and a look-up is not a scan of thousands
+    kept = beyond = 0
     for item in value:
         name = clean_text(item, "topics", notes) if item is not None else None
         if not name or name in names:
@@ -442,8 +448,15 @@ def clean_topics(value: object, notes: Notes) -> tuple[str, ...]:
         problem = topic_problem(name)
         if problem:
             notes.append(f"topics: {_shorten(name)} {problem}; dropped")
+        elif kept == MAX_TOPICS_PER_RECORD:
+            beyond += 1
+            problem = "beyond the limit"
         names[name] = not problem  # a repeat of a dropped name is not noted again
-    return tuple(name for name, kept in names.items() if kept)
+        kept += not problem
+    if beyond:
+        notes.append(f"topics: {beyond} more beyond the first {MAX_TOPICS_PER_RECORD} dropped "
+                     f"(a record keeps at most {MAX_TOPICS_PER_RECORD} topics)")
+    return tuple(name for name, keep in names.items() if keep)
 
 
 def topic_problem(name: str) -> str | None:
@@ -534,6 +547,8 @@ def to_article(raw: object) -> tuple[Article, tuple[str, ...]]:
         fields["image"] = youtube_thumbnail(fields["embed_url"])
     fields["id"] = article_id(fields["url"])
     related = clean_related(raw.get("related"), fields["id"], notes)
+    if len(notes) > MAX_NOTES_PER_RECORD:  # a record of thousands of bad values: not thousands of lines
+        notes[MAX_NOTES_PER_RECORD - 1:] = [f"and {len(notes) - MAX_NOTES_PER_RECORD + 1} more notes like these"]
     return Article(**fields, related=related), tuple(notes)
 
 

@@ -362,3 +362,16 @@ def test_a_record_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path: Pat
     again = run_cli(*args, "--strict")  # nothing changed: the same report, and --strict fails it
     assert again.exit_code == 1 and again.stderr == result.stderr and "Wrote 0 files" in again.stdout
 
+
+def test_a_record_naming_thousands_of_topics_makes_fifty_feeds_and_few_lines(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    topics = [f"Topic {n}" for n in range(3000)] + ["../x"] * 2 + [f"../{n}" for n in range(500)]
+    write_record(seeds / "many.md", title="Many topics", webUrl="https://example.com/many", topics=topics)
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good", topics=["AI"])
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    feeds = {p.name for p in (tmp_path / "out/topics").iterdir()}
+    assert feeds == {"all", "ai", *(f"topic-{n}" for n in range(50))}
+    notes = result.stderr.splitlines()
+    assert len(notes) == normalise.MAX_NOTES_PER_RECORD
+    assert notes[-1].endswith("and 483 more notes like these")
