@@ -221,7 +221,6 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
                     pairs.add((i, j) if i < j else (j, i))
     if not pairs:
         return []
-    from rapidfuzz.fuzz import ratio  # only now: most builds have no candidate pair
 
     parent = list(range(len(articles)))
 
@@ -235,13 +234,21 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
         return articles[i].microseconds, articles[i].id
 
     for i, j in pairs:
-        if is_near_identical(articles[i].title_key, articles[j].title_key, ratio):
+        if is_near_identical(articles[i].title_key, articles[j].title_key, _ratio):
             a, b = sorted((root(i), root(j)), key=order)
             parent[b] = a
     groups: dict[int, list[int]] = {}
     for i in sorted({i for pair in pairs for i in pair}, key=order):
         groups.setdefault(root(i), []).append(i)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def _ratio(a: str, b: str, score_cutoff: float) -> float:
+    """rapidfuzz's ``fuzz.ratio``, imported (~9 ms) only when a pair of titles needs it:
+    most candidates are told apart by their numbers, or by one title holding the other."""
+    from rapidfuzz.fuzz import ratio
+
+    return float(ratio(a, b, score_cutoff=score_cutoff))
 
 
 def _shared_edges(articles: Sequence[Foldable]) -> list[list[int]]:
