@@ -484,10 +484,10 @@ class _progress:
 
 
 def print_report(report: BuildReport, out: Path, elapsed: float) -> None:
-    for error in (*report.topic_errors, *report.skipped):
-        click.echo(f"skipped {error}", err=True)
-    for note in report.notes:
-        click.echo(f"note    {note}", err=True)
+    lines = [f"skipped {error}" for error in (*report.topic_errors, *report.skipped)]
+    lines += [f"note    {note}" for note in report.notes]
+    if lines:  # one write: click.echo flushes each call, a system call per line of hundreds
+        click.echo("\n".join(lines), err=True)
     cached = report.records - report.parsed
     click.echo(
         f"Read {_plural(report.records, 'record')}"
