@@ -36,7 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from feeds.errors import FeedsError, RecordError, RecordNotice
+from feeds.errors import CacheError as CacheError  # defined there; exported here too
+from feeds.errors import RecordError, RecordNotice
 from feeds.load import Loaded, load_records, read_bytes
 from feeds.manifest import Scanned, package_fingerprint
 from feeds.model import Article, Summary
@@ -52,15 +53,6 @@ PARALLEL_AFTER = 400  # files to parse; fewer are quicker in-process than with w
 BATCH = 64
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-class CacheError(FeedsError):
-    """The parse cache's file cannot be used (locked, read-only, a full disk): not its
-    fault, so not thrown away; the build stops and says which file."""
-
-    def __init__(self, path: Path, reason: object) -> None:
-        super().__init__(f"{path}: parse cache: {reason}")
-        self.path = path
 
 
 class CacheDamaged(Exception):

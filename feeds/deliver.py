@@ -18,15 +18,11 @@ from pathlib import Path
 from types import TracebackType
 
 from feeds.config import SmtpConfig
-from feeds.errors import FeedsError
+from feeds.errors import DeliveryError as DeliveryError  # defined there; exported here too
 from feeds.render.digest import Outgoing
 from feeds.write import write_if_changed
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryError(FeedsError):
-    """The SMTP server cannot be reached or refuses us altogether."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +91,10 @@ class SmtpSender:
             if c.user:
                 smtp.login(c.user, c.password or "")
         except smtplib.SMTPAuthenticationError as e:
-            raise DeliveryError(f"SMTP {c.host}:{c.port}: login refused for {c.user}: {e.smtp_code}") from e
+            raise DeliveryError(f"SMTP {c.host}:{c.port}: login refused for {c.user}: {e.smtp_code}",
+                                f"{c.host}:{c.port}") from e
         except (smtplib.SMTPException, OSError) as e:
-            raise DeliveryError(f"SMTP {c.host}:{c.port}: cannot connect: {e}") from e
+            raise DeliveryError(f"SMTP {c.host}:{c.port}: cannot connect: {e}", f"{c.host}:{c.port}") from e
         self.connection = smtp
 
     def _pace(self) -> None:

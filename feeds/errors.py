@@ -53,3 +53,86 @@ class RecordNotice:
 
 class FeedsWarning(UserWarning):
     """Warnings feeds itself issues; the test suite turns them into errors."""
+
+
+# ---------------------------------------------------------------- errors of the modules
+# Each once lived in the module that raises it, which still exports its name
+# (``from feeds.write import OutputError`` works). Together here, a caller sees the whole
+# family in one place. Each takes its message first, as before, and names its culprit in
+# an attribute, None where a raise site has none to give (pickled with the message:
+# BaseException keeps an instance's attributes).
+
+
+class CacheError(FeedsError):
+    """The parse cache's file cannot be used (locked, read-only, a full disk): not its
+    fault, so not thrown away; the build stops and says which file (``path``)."""
+
+    def __init__(self, path: Path, reason: object) -> None:
+        super().__init__(f"{path}: parse cache: {reason}")
+        self.path = path
+
+
+class OutputError(FeedsError):
+    """A file could not be written, or its path would leave the output folder. ``path``:
+    the file, or the relative path refused."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StateError(FeedsError):
+    """The state database cannot be opened or used. ``url``: the database, password hidden."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class DeliveryError(FeedsError):
+    """The SMTP server cannot be reached or refuses us altogether. ``server``: ``host:port``."""
+
+    def __init__(self, message: str, server: str | None = None) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class SubscriberError(FeedsError):
+    """An address or a topic choice that cannot be used. ``value``: what was at fault (the
+    address, cadence or topic as given, or the CSV file's path)."""
+
+    def __init__(self, message: str, value: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+class TemplateError(FeedsError):
+    """A digest template failed to render. ``template``: its file name."""
+
+    def __init__(self, message: str, template: str | None = None) -> None:
+        super().__init__(message)
+        self.template = template
+
+
+class AddressError(FeedsError, ValueError):
+    """An address that cannot be put in a header or an envelope. ``address``: as given."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class InboxError(FeedsError):
+    """The mailbox cannot be read. ``path``: the Maildir folder or mbox file, if one was given."""
+
+    def __init__(self, message: str, path: Path | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class LeaseHeld(FeedsError):
+    """Another daemon holds the state database. ``holder``: its host and pid, as it described itself."""
+
+    def __init__(self, message: str, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder

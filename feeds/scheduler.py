@@ -47,6 +47,7 @@ from sqlalchemy.engine import Engine
 from feeds import api, state
 from feeds.config import Config, load_config, parse_time_of_day
 from feeds.errors import FeedsError
+from feeds.errors import LeaseHeld as LeaseHeld  # defined there; exported here too
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,6 @@ JOBS_TABLE = "apscheduler_jobs"
 # Set when the daemon is asked to stop: a digest in progress finishes the message it is
 # sending, records it, and returns.
 STOPPING = threading.Event()
-
-
-class LeaseHeld(FeedsError):
-    """Another daemon holds the state database."""
 
 
 # --------------------------------------------------------------------------- trigger

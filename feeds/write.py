@@ -9,11 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from stat import S_ISREG
 
-from feeds.errors import FeedsError
-
-
-class OutputError(FeedsError):
-    """A file could not be written, or its path would leave the output folder."""
+from feeds.errors import OutputError as OutputError  # defined there; exported here too
 
 
 def resolve_inside(root: Path, relative: str) -> Path:
@@ -21,11 +17,11 @@ def resolve_inside(root: Path, relative: str) -> Path:
     paths, ``..`` and symlinks that point elsewhere."""
     rel = PurePosixPath(relative)
     if rel.is_absolute() or not rel.parts or any(p in ("..", "") for p in rel.parts):
-        raise OutputError(f"{relative!r}: not a path inside the output folder")
+        raise OutputError(f"{relative!r}: not a path inside the output folder", relative)
     base = root.resolve()
     target = (base / rel).resolve()
     if not target.is_relative_to(base):
-        raise OutputError(f"{relative!r}: resolves to {target}, outside {base}")
+        raise OutputError(f"{relative!r}: resolves to {target}, outside {base}", relative)
     return target
 
 
@@ -43,12 +39,12 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
     except (FileNotFoundError, IsADirectoryError):
         pass  # nothing to compare with; a folder in the way fails at the rename below
     except OSError as e:
-        raise OutputError(f"{target}: cannot read: {e.strerror or e}") from e
+        raise OutputError(f"{target}: cannot read: {e.strerror or e}", target) from e
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_beside(target)
     except OSError as e:
-        raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
+        raise OutputError(f"{target}: cannot write: {e.strerror or e}", target) from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -60,7 +56,7 @@ def write_if_changed(root: Path, relative: str, data: bytes) -> bool:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
-            raise OutputError(f"{target}: cannot write: {e.strerror or e}") from e
+            raise OutputError(f"{target}: cannot write: {e.strerror or e}", target) from e
         raise
     return True
 
@@ -81,7 +77,7 @@ def remove_output(root: Path, relative: str) -> bool:
     except FileNotFoundError:
         pass
     except OSError as e:
-        raise OutputError(f"{folder / name}: cannot remove: {e.strerror or e}") from e
+        raise OutputError(f"{folder / name}: cannot remove: {e.strerror or e}", folder / name) from e
     if folder != root.resolve():
         with contextlib.suppress(OSError):  # not empty, or gone
             folder.rmdir()

@@ -34,7 +34,7 @@ from feeds import state
 from feeds.api.digests import digest_secret
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token, verify_verp, verp_subscriber
-from feeds.errors import FeedsError
+from feeds.errors import InboxError as InboxError  # defined there; exported here too
 from feeds.inbox import COMPLAINT, HARD_BOUNCE, IGNORED, SOFT_BOUNCE, UNSUBSCRIBE, Notice, classify
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,6 @@ ACTIONS = {
     COMPLAINT: (state.COMPLAINED, "complaint", COMPLAINED),
     UNSUBSCRIBE: (state.UNSUBSCRIBED, "mailto", UNSUBSCRIBED),
 }
-
-
-class InboxError(FeedsError):
-    """The mailbox cannot be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +149,7 @@ def iter_maildir(root: Path) -> Iterator[Message]:
     each is moved to ``cur/`` with the Seen flag once processed (the Maildir convention:
     ``<unique>:2,<flags>``), so a rerun reads only what arrived since."""
     if not all((root / sub).is_dir() for sub in ("cur", "new", "tmp")):
-        raise InboxError(f"{root}: not a Maildir (it needs cur/, new/ and tmp/)")
+        raise InboxError(f"{root}: not a Maildir (it needs cur/, new/ and tmp/)", root)
     for sub in ("new", "cur"):
         for path in sorted((root / sub).iterdir()):
             if path.name.startswith(".") or not path.is_file() or "S" in flags(path.name):
@@ -183,7 +179,7 @@ def iter_mbox(path: Path) -> Iterator[Message]:
         box = mailbox.mbox(path, create=False)
         keys = box.keys()
     except (OSError, mailbox.Error) as e:
-        raise InboxError(f"{path}: cannot read as an mbox: {e}") from e
+        raise InboxError(f"{path}: cannot read as an mbox: {e}", path) from e
     try:
         for number, key in enumerate(keys, start=1):
             yield f"{path.name}#{number}", box.get_bytes(key, from_=False), lambda: None

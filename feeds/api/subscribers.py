@@ -16,13 +16,9 @@ from sqlalchemy.engine import Engine
 from feeds import state
 from feeds.api.builds import Corpus, load_corpus
 from feeds.config import CADENCES, Config
-from feeds.errors import FeedsError
+from feeds.errors import SubscriberError as SubscriberError  # defined there; exported here too
 from feeds.normalise import slugify
 from feeds.taxonomy import ALL
-
-
-class SubscriberError(FeedsError):
-    """An address or a topic choice that cannot be used."""
 
 
 def known_topics(corpus: Corpus) -> dict[str, str]:
@@ -44,15 +40,16 @@ def check_subscription(email: str, topics: Sequence[str], cadence: str, known: M
         # become two subscribers by typing a capital.
         address = validate_email(email.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as e:
-        raise SubscriberError(f"{email!r} is not a valid e-mail address: {e}") from e
+        raise SubscriberError(f"{email!r} is not a valid e-mail address: {e}", email) from e
     if cadence not in CADENCES:
-        raise SubscriberError(f"cadence {cadence!r}: expected one of {', '.join(CADENCES)}")
+        raise SubscriberError(f"cadence {cadence!r}: expected one of {', '.join(CADENCES)}", cadence)
     by_name = {**(names or {}), **{name.casefold(): slug for slug, name in known.items()}, **{s: s for s in known}}
     chosen: list[str] = []
     for topic in topics:
         slug = by_name.get(topic.strip().casefold()) or by_name.get(slugify(topic))
         if slug is None or slug not in known:
-            raise SubscriberError(f"unknown topic {topic.strip()!r}; known topics: {', '.join(known)}")
+            raise SubscriberError(f"unknown topic {topic.strip()!r}; known topics: {', '.join(known)}",
+                                  topic)
         if slug not in chosen:
             chosen.append(slug)
     if not chosen:
@@ -154,7 +151,8 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
             reader = csv.DictReader(f)
             missing = {"email", "topics"} - set(reader.fieldnames or ())
             if missing:
-                raise SubscriberError(f"{path}: needs the columns email and topics (missing: {', '.join(sorted(missing))})")
+                raise SubscriberError(f"{path}: needs the columns email and topics (missing: {', '.join(sorted(missing))})",
+                                      path)
             for row in reader:
                 cadence = (row.get("cadence") or "daily").strip().lower()
                 try:
@@ -170,7 +168,7 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
                 if done.outcome == NOT_REACTIVATED:
                     left.append(done.describe())
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SubscriberError(f"{path}: cannot read as CSV: {e}") from e
+        raise SubscriberError(f"{path}: cannot read as CSV: {e}", path) from e
     return ImportReport(counts[ADDED], counts[UPDATED], counts[UNCHANGED], counts[REACTIVATED], tuple(left), tuple(errors))
 
 

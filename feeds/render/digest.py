@@ -24,7 +24,8 @@ import jinja2
 from mjml import mjml2html
 
 from feeds.digest import Edition
-from feeds.errors import FeedsError
+from feeds.errors import AddressError as AddressError  # defined there; exported here too
+from feeds.errors import TemplateError as TemplateError
 from feeds.render import shorten
 
 # Stands in for a subscriber's unsubscribe URL until personalise(); plain URL characters
@@ -39,10 +40,6 @@ EMAIL_POLICY = SMTP.clone(max_line_length=998)
 EMAIL_POLICY_UTF8 = SMTPUTF8.clone(max_line_length=998)
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail clips a message's HTML above about 102 KB
-
-
-class TemplateError(FeedsError):
-    """A digest template failed to render."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +110,11 @@ def render_edition(
         markup = env.get_template("digest.mjml").render(context)
         text = env.get_template("digest.txt").render(context)
     except jinja2.TemplateError as e:
-        raise TemplateError(f"digest template: {e.__class__.__name__}: {e}") from e
+        raise TemplateError(f"digest template: {e.__class__.__name__}: {e}", getattr(e, "name", None)) from e
     try:
         html = mjml2html(markup, disable_comments=True, fonts={})
     except ValueError as e:
-        raise TemplateError(f"digest.mjml did not render as MJML: {e}") from e
+        raise TemplateError(f"digest.mjml did not render as MJML: {e}", "digest.mjml") from e
     return RenderedEdition(subject, context["preheader"], html, text)  # type: ignore[arg-type]
 
 
@@ -134,10 +131,6 @@ class Outgoing:
     smtputf8: bool = False
 
 
-class AddressError(FeedsError, ValueError):
-    """An address that cannot be put in a header or an envelope."""
-
-
 def ascii_domain(domain: str) -> str:
     """``bücher.example`` -> ``xn--bcher-kva.example`` (IDNA 2008 with UTS 46 mapping):
     what DNS, an SMTP envelope and a header without SMTPUTF8 can carry."""
@@ -146,7 +139,7 @@ def ascii_domain(domain: str) -> str:
     try:
         return idna.encode(domain, uts46=True).decode("ascii")
     except idna.IDNAError as e:
-        raise AddressError(f"domain {domain!r} has no IDNA form: {e}") from e
+        raise AddressError(f"domain {domain!r} has no IDNA form: {e}", domain) from e
 
 
 def mailbox(value: str) -> Address:
@@ -164,11 +157,11 @@ def mailbox(value: str) -> Address:
         spec, name = value.strip(), ""
     local, at, domain = spec.rpartition("@")
     if not at or not local or not domain:
-        raise AddressError(f"{value!r}: expected an address such as 'AI Digest <digest@example.org>'")
+        raise AddressError(f"{value!r}: expected an address such as 'AI Digest <digest@example.org>'", value)
     try:
         return Address(name, local, ascii_domain(domain))
     except ValueError as e:
-        raise AddressError(f"{value!r}: {e}") from e
+        raise AddressError(f"{value!r}: {e}", value) from e
 
 
 def envelope_address(address: str) -> tuple[str, bool]:
@@ -240,7 +233,7 @@ class MessageTemplate:
             try:
                 one["To"] = Address(username=local, domain=domain)
             except ValueError as e:
-                raise AddressError(f"{to!r}: {e}") from e
+                raise AddressError(f"{to!r}: {e}", to) from e
             to_header = bytes(one).rstrip(b"\r\n") + b"\r\n"
         head = (
             to_header
