@@ -1,0 +1,202 @@
+"""The state database's tables, the values their status columns take, and opening it:
+connecting, creating the tables and bringing an older database's columns up to date."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from feeds.errors import StateError
+
+metadata = sa.MetaData()
+
+subscribers = sa.Table(
+    "subscribers", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("topics", sa.Text, nullable=False),  # slugs joined by ","
+    sa.Column("cadence", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),  # when they stopped being active
+    # One of STATUSES; only "active" subscribers are mailed. The reason is the last
+    # change's, for `subscribers list` ("550 5.1.1 no such user", "one-click").
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("status_reason", sa.Text),
+)
+
+# Every change of a subscriber's status, with its time and source: who left, when and how
+# is what an operator (and the person) may ask, and what "never mail again" rests on.
+subscriber_events = sa.Table(
+    "subscriber_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # one of SOURCES
+    sa.Column("reason", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The ledger. Its primary key is the claim: a sender inserts (subscriber, edition) as
+# "claimed" before composing the message, so two senders at once split the work instead of
+# both sending. A claim expires (claim_expires) so that a killed sender's is taken over.
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("edition", sa.String(64), primary_key=True),  # e.g. "daily-2020-06-18"
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # one of DELIVERY_STATUSES
+    sa.Column("detail", sa.Text),  # the server's last reply, or why it failed
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    # Added with claims and retries (see _add_ledger_columns for older databases).
+    sa.Column("period_start", sa.DateTime(timezone=True)),  # a retry sends the same period
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("first_attempt_at", sa.DateTime(timezone=True)),  # retries stop retry_for_hours after it
+    sa.Column("claimed_by", sa.String(128)),  # host/pid/run of the sender holding the claim
+    sa.Column("claim_expires", sa.DateTime(timezone=True)),
+)
+
+editions = sa.Table(
+    "editions", metadata,
+    sa.Column("path", sa.String(255), primary_key=True),  # under out/, e.g. newsletter/2020-06-18/ai/
+    sa.Column("date", sa.String(10), nullable=False),
+    sa.Column("topics", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+)
+
+settings = sa.Table(
+    "settings", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+leases = sa.Table(
+    "leases", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),  # host and pid, for messages
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+job_runs = sa.Table(
+    "job_runs", metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | error | missed
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("scheduled_for", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# The ledger's statuses for one (subscriber, edition).
+CLAIMED = "claimed"  # a sender is composing or sending it now
+SENT = "sent"  # the server accepted it
+DEFERRED = "deferred"  # refused for now (4xx), interrupted or crashed: a later run retries it
+FAILED = "failed"  # refused for good (5xx), unsendable, or deferred past smtp.retry_for_hours
+DELIVERY_STATUSES = (CLAIMED, SENT, DEFERRED, FAILED)
+
+
+ACTIVE = "active"
+UNSUBSCRIBED = "unsubscribed"  # they asked to leave (one-click, mailto, the operator)
+BOUNCED = "bounced"  # the receiving server refused the address for good (5xx, a DSN)
+COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
+# Where a status change came from, kept in subscriber_events.
+SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce")
+
+
+def open_state(url: str) -> Engine:
+    """Connect to the state database and create its tables if they are missing."""
+    try:
+        engine = sa.create_engine(url, future=True)
+        if engine.dialect.name == "sqlite":
+            # Concurrent readers (the server, a status command) while a digest is sending.
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        metadata.create_all(engine)
+        _add_status_columns(engine)
+        _add_ledger_columns(engine)
+    except (sa.exc.SQLAlchemyError, ValueError) as e:
+        raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}",
+                         safe_url(url)) from e
+    return engine
+
+
+def _add_status_columns(engine: Engine) -> None:
+    """Databases made before subscribers had a status: add the columns, and call everyone
+    who had unsubscribed by then unsubscribed (create_all adds tables, never columns)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("subscribers")}
+    if "status" in columns:
+        return
+    with transaction(engine) as db:
+        db.execute(sa.text("ALTER TABLE subscribers ADD COLUMN status VARCHAR(16) NOT NULL DEFAULT 'active'"))
+        db.execute(sa.text("ALTER TABLE subscribers ADD COLUMN status_reason TEXT"))
+        db.execute(subscribers.update().where(subscribers.c.unsubscribed_at.is_not(None))
+                   .values(status=UNSUBSCRIBED, status_reason="before statuses were kept"))
+
+
+# Columns the ledger gained with claims and retries, as SQL both SQLite and PostgreSQL take.
+_LEDGER_COLUMNS = {
+    "period_start": "TIMESTAMP WITH TIME ZONE",
+    "attempts": "INTEGER NOT NULL DEFAULT 1",
+    "first_attempt_at": "TIMESTAMP WITH TIME ZONE",
+    "claimed_by": "VARCHAR(128)",
+    "claim_expires": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def _add_ledger_columns(engine: Engine) -> None:
+    """Ledgers made before claims and retries: add the columns (create_all never adds
+    columns). Their rows are sent or failed, which need none of them."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
+    for name, kind in _LEDGER_COLUMNS.items():
+        if name in columns:
+            continue
+        try:
+            with transaction(engine) as db:
+                db.execute(sa.text(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}"))
+        except sa.exc.DBAPIError:
+            # Another process opening the same database added it first.
+            if name not in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}:
+                raise
+
+
+def _sqlite_pragmas(connection: object, _record: object) -> None:
+    cursor = connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL survives a killed process (what the ledger must survive) without an
+    # fsync per committed delivery; only a power cut may lose the last few commits.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.begin() as connection:
+        yield connection
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; everything stored is UTC."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<unparseable URL>"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else ""
