@@ -83,37 +83,92 @@ def build(
         fresh = manifest.check(inputs, out, now)
         if fresh is not None:
             return fresh
-    with RecordCache(config.cache_db if use_cache else None) as cache:
+    compiled = config.cache_db if use_cache else None
+    with RecordCache(compiled) as cache:
         index = cache.index(seeds, scanned, config.max_record_bytes, progress)
-        merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
-        stories = prepare_stories(merged)
-        summaries = stories.articles
-        taxonomy = build_taxonomy(config.topics, summaries)
-        plans = plan_topics(config, taxonomy, summaries, now)
-        # What each output holds, as digests: equal digests mean equal files, so those
-        # need neither rendering nor their Articles read.
-        shas = {e.key: e.sha256 for e in index.entries}
-        code = manifest.code_fingerprint(templates_dir())
-        contents = {plan.slug: manifest.content_digest(code, plan.contents(shas)) for plan in plans}
-        contents[INDEX] = manifest.content_digest(code, (
-            config.title, config.description, config.language, site_updated(plans),
-            [(plan.contents(shas, HEADLINES), len(plan.stories)) for plan in plans]))
-        contents[OPML] = manifest.content_digest(code, (
-            config.title, site_updated(plans), [plan.contents(shas, 0) for plan in plans]))
-        before = manifest.previous_contents(out) if use_cache else {}
+        ranked = rank_site(config, index, now)
+        contents = content_digests(config, ranked.plans, index)
+        same = current_outputs(out, contents, manifest.previous_contents(out) if use_cache else {})
         previous = manifest.previous_outputs(out)
-        same = {name for name, digest in contents.items() if before.get(name) == digest
-                and all((out / path).is_file() for path in outputs_of(name))}
-        wanted = {source for plan in plans if plan.slug not in same for source in plan.sources()}
-        if INDEX not in same:
-            wanted.update(source for plan in plans for source in plan.sources(HEADLINES))
-        articles = cache.articles(index, wanted)
+        articles = cache.articles(index, sources_to_render(ranked.plans, same))
     dropped: list[Dropped[Summary]] = []
-    files = render_site(config, plans, Resolver(articles, config.half_life), skip=same,
-                        compiled=config.cache_db if use_cache else None, dropped=dropped)
+    files = render_site(config, ranked.plans, Resolver(articles, config.half_life), skip=same,
+                        compiled=compiled, dropped=dropped)
     for name in {d.slug for d in dropped} | ({INDEX} if dropped else set()):
         contents.pop(name, None)  # rendered (and reported) again next time, not taken as current
+    written = write_outputs(out, files, same)
+    removed = remove_stale(out, previous - written.sizes.keys())
+    report = build_report(config, scanned, index, ranked, dropped, written, removed)
+    manifest.save(out, inputs=inputs, valid_from=now,
+                  valid_until=stable_until(ranked.stories.articles, now, config.max_age),
+                  report=report, outputs=written.sizes, contents=contents)
+    return report
 
+
+# The steps of build(), in the order it takes them.
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A build's records ranked: duplicates merged, near-identical titles linked, the
+    topics they make, and each topic's feed planned (see :func:`rank_site`)."""
+
+    merged: list[Summary]  # one per page, before near-identical titles are linked
+    stories: Prepared[Summary]
+    taxonomy: Taxonomy
+    plans: list[FeedPlan[Summary]]
+
+
+def rank_site(config: Config, index: Index, now: datetime) -> Ranked:
+    """Every feed's stories, from the Summaries alone (no Article is read to rank)."""
+    merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+    stories = prepare_stories(merged)
+    taxonomy = build_taxonomy(config.topics, stories.articles)
+    return Ranked(merged, stories, taxonomy, plan_topics(config, taxonomy, stories.articles, now))
+
+
+def content_digests(config: Config, plans: Sequence[FeedPlan[Summary]], index: Index) -> dict[str, str]:
+    """What each output holds (a topic's feeds by its slug, the index page, the OPML list),
+    as digests: equal digests mean equal files, so those need neither rendering nor their
+    Articles read."""
+    shas = {e.key: e.sha256 for e in index.entries}
+    code = manifest.code_fingerprint(templates_dir())
+    contents = {plan.slug: manifest.content_digest(code, plan.contents(shas)) for plan in plans}
+    contents[INDEX] = manifest.content_digest(code, (
+        config.title, config.description, config.language, site_updated(plans),
+        [(plan.contents(shas, HEADLINES), len(plan.stories)) for plan in plans]))
+    contents[OPML] = manifest.content_digest(code, (
+        config.title, site_updated(plans), [plan.contents(shas, 0) for plan in plans]))
+    return contents
+
+
+def current_outputs(out: Path, contents: Mapping[str, str], before: Mapping[str, str]) -> set[str]:
+    """The outputs whose digest is the last build's (``before``) and whose files are all
+    still there: the files from the last build are these already."""
+    return {name for name, digest in contents.items() if before.get(name) == digest
+            and all((out / path).is_file() for path in outputs_of(name))}
+
+
+def sources_to_render(plans: Sequence[FeedPlan[Summary]], same: Set[str]) -> set[str]:
+    """The record files whose Articles the outputs not in ``same`` show."""
+    wanted = {source for plan in plans if plan.slug not in same for source in plan.sources()}
+    if INDEX not in same:
+        wanted.update(source for plan in plans for source in plan.sources(HEADLINES))
+    return wanted
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_outputs` did, as paths under ``out/``."""
+
+    written: list[str]
+    unchanged: list[str]
+    sizes: dict[str, int]  # every output of this build, rendered or not, and its size
+
+
+def write_outputs(out: Path, files: Mapping[str, bytes], same: Set[str]) -> Written:
+    """Write each rendered file that changed (atomically); count those not rendered
+    (``same``) as unchanged. A killed build's temporary files go first."""
     written: list[str] = []
     unchanged: list[str] = []
     for leftover in remove_leftovers(out, ["topics"]):  # the folders a build writes in
@@ -125,15 +180,28 @@ def build(
         for relative in outputs_of(name):
             sizes[relative] = (out / relative).stat().st_size
             unchanged.append(relative)
-    # A topic no record names any more: its feeds go, rather than stand still for ever.
+    return Written(written, unchanged, sizes)
+
+
+def remove_stale(out: Path, stale: Set[str]) -> list[str]:
+    """Remove the last build's outputs that this one did not make: a topic no record names
+    any more has its feeds go, rather than stand still for ever."""
     removed = []
-    for relative in sorted(previous - sizes.keys()):
+    for relative in sorted(stale):
         if remove_output(out, relative):
             removed.append(relative)
         else:
             log.warning("not removed: its path leads outside the output folder", extra={"path": str(out / relative)})
+    return removed
+
+
+def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked: Ranked,
+                 dropped: Sequence[Dropped[Summary]], written: Written, removed: list[str]) -> BuildReport:
+    """The build's counts, the files it skipped and why, the notes on those it kept, and
+    what it wrote, left alone and removed."""
     records = sum(1 for e in index.entries if e.summary is not None)
-    report = BuildReport(
+    summaries = ranked.stories.articles
+    return BuildReport(
         records=len(index.entries),
         parsed=index.parsed,
         articles=len(summaries),
@@ -142,19 +210,16 @@ def build(
         skipped=(*misnamed(scanned),
                  *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
-        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes) + folded_notices(index, merged, config),
-        topics=tuple(taxonomy.topics),
-        written=tuple(written),
-        unchanged=tuple(unchanged),
+        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes)
+        + folded_notices(index, ranked.merged, config),
+        topics=tuple(ranked.taxonomy.topics),
+        written=tuple(written.written),
+        unchanged=tuple(written.unchanged),
         removed=tuple(removed),
-        assumed=stories.assumed,
-        neutral_quality=stories.neutral_quality,
-        similar=sum(len(group) - 1 for group in stories.similar),
+        assumed=ranked.stories.assumed,
+        neutral_quality=ranked.stories.neutral_quality,
+        similar=sum(len(group) - 1 for group in ranked.stories.similar),
     )
-    manifest.save(out, inputs=inputs, valid_from=now,
-                  valid_until=stable_until(summaries, now, config.max_age),
-                  report=report, outputs=sizes, contents=contents)
-    return report
 
 
 def misnamed(scanned: manifest.Scanned) -> list[RecordError]:
