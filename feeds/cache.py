@@ -235,72 +235,77 @@ class RecordCache:
         given = len(str(folder))
         keys = [resolved + name[given:] for name, _, _ in scanned]  # resolve() per file costs
         prefix = resolved + os.sep
-        generation = self.db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
-        memory = _MEMORY.get((self.path, prefix)) if self.path is not None else None
-        cached: dict[str, tuple[int, int, str, bytes | Entry]]
-        if memory is not None and generation is not None and memory.generation == generation[0]:
-            cached = memory.rows()  # no one has written the cache since this process did
-        else:
-            cached = {row[0]: row[1:] for row in self.db.execute(
-                "SELECT path, size, mtime_ns, sha256, summary FROM files WHERE path >= ? AND path < ?",
-                (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))}
-        slots: list[Entry | None] = []
-        todo: list[tuple[str, str | None]] = []
-        where: dict[str, int] = {}
-        moved: dict[str, tuple[int, int]] = {}
-        pop, append = cached.pop, slots.append  # a loop run per record
-        for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
-            row = pop(key, None)
-            if row is not None and row[0] == size and row[1] == mtime_ns:
-                known = row[3]
-                if isinstance(known, bytes):
-                    entry = _entry(given_name, key, row[2], known)
-                else:
-                    entry = known if known.name == given_name else known._replace(name=given_name)
-                append(entry)
-                continue
-            where[key] = len(slots)
-            todo.append((key, row[2] if row is not None else None))
-            append(None)
+        generation = self._generation()
+        cached = self._cached_rows(prefix, generation)
+        slots, todo, where = _match(scanned, keys, cached)  # takes the matched rows out of cached
         if progress:
             progress(len(scanned) - len(todo), len(scanned))
         index = Index([], max_bytes=max_bytes)
-        changed: list[tuple[str, int, int, str, bytes, bytes]] = []
-        restat: list[tuple[int, int, str]] = []
-        # One transaction: the cache never holds half a build's changes. Rows go in as
-        # results come, while the workers parse on, rather than all at the end.
+        # One transaction: the cache never holds half a build's changes.
         with self.db:
-            for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, max_bytes), 1):
-                name = scanned[where[key]][0]
-                if summary is None:  # the bytes the cache has: only size or mtime moved
-                    restat.append((size, mtime_ns, key))
-                    old = self.db.execute("SELECT summary FROM files WHERE path = ?", (key,)).fetchone()
-                    slots[where[key]] = _entry(name, key, digest, old[0])
-                    moved[key] = (size, mtime_ns)
-                else:
-                    index.parsed += 1
-                    assert payload is not None
-                    index.fresh[key] = payload
-                    slots[where[key]] = _entry(name, key, digest, summary)
-                    moved[key] = (size, mtime_ns)
-                    if digest:  # an unreadable file is not cached: it is tried again next time
-                        changed.append((key, size, mtime_ns, digest, summary, payload))
-                if len(changed) >= BATCH:
-                    self._insert(changed)
-                if progress:
-                    progress(len(scanned) - len(todo) + done, len(scanned))
-            self._insert(changed)
-            gone = [(k,) for k in cached]
+            moved = self._parse_changed(scanned, todo, where, slots, index, progress)
+            gone = [(k,) for k in cached]  # the rows no scanned file matched: files gone
             self.db.executemany("DELETE FROM files WHERE path = ?", gone)
             self.db.executemany("DELETE FROM articles WHERE path = ?", gone)
-            self.db.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", restat)
             if todo or gone or generation is None:  # the cache is not what other processes remember
-                generation = (os.urandom(8).hex(),)
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", generation)
+                generation = os.urandom(8).hex()
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
         index.entries = [e for e in slots if e is not None]
         if self.path is not None:
-            _MEMORY[(self.path, prefix)] = _Remembered(generation[0], scanned, keys, slots, moved)
+            _MEMORY[(self.path, prefix)] = _Remembered(generation, scanned, keys, slots, moved)
         return index
+
+    # The steps of _index(), in the order it takes them.
+
+    def _generation(self) -> str | None:
+        """The token the last write to this cache set (None: none yet)."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()
+        return str(row[0]) if row is not None else None
+
+    def _cached_rows(self, prefix: str, generation: str | None) -> dict[str, tuple[int, int, str, bytes | Entry]]:
+        """Key -> size, mtime_ns, sha256 and the summary blob (or the Entry made of it) of
+        every file the cache has under ``prefix``: as this process remembers them while no
+        one has written the cache since it did, else read from the cache."""
+        memory = _MEMORY.get((self.path, prefix)) if self.path is not None else None
+        if memory is not None and generation is not None and memory.generation == generation:
+            return memory.rows()
+        return {row[0]: row[1:] for row in self.db.execute(
+            "SELECT path, size, mtime_ns, sha256, summary FROM files WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))}
+
+    def _parse_changed(self, scanned: Scanned, todo: list[tuple[str, str | None]], where: dict[str, int],
+                       slots: list[Entry | None], index: Index,
+                       progress: Progress | None) -> dict[str, tuple[int, int]]:
+        """Read the files :func:`_match` could not (in parallel when many), fill their
+        ``slots``, keep what was parsed in ``index`` and the cache, and return each one's
+        size and mtime as read. Rows go in as results come, while the workers parse on,
+        rather than all at the end; a file whose bytes the cache has (only its size or
+        mtime moved) is not parsed, and only its size and mtime are updated."""
+        moved: dict[str, tuple[int, int]] = {}
+        changed: list[tuple[str, int, int, str, bytes, bytes]] = []
+        restat: list[tuple[int, int, str]] = []
+        for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, index.max_bytes), 1):
+            name = scanned[where[key]][0]
+            if summary is None:  # the bytes the cache has: only size or mtime moved
+                restat.append((size, mtime_ns, key))
+                old = self.db.execute("SELECT summary FROM files WHERE path = ?", (key,)).fetchone()
+                slots[where[key]] = _entry(name, key, digest, old[0])
+                moved[key] = (size, mtime_ns)
+            else:
+                index.parsed += 1
+                assert payload is not None
+                index.fresh[key] = payload
+                slots[where[key]] = _entry(name, key, digest, summary)
+                moved[key] = (size, mtime_ns)
+                if digest:  # an unreadable file is not cached: it is tried again next time
+                    changed.append((key, size, mtime_ns, digest, summary, payload))
+            if len(changed) >= BATCH:
+                self._insert(changed)
+            if progress:
+                progress(len(scanned) - len(todo) + done, len(scanned))
+        self._insert(changed)
+        self.db.executemany("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", restat)
+        return moved
 
     def _insert(self, rows: list[tuple[str, int, int, str, bytes, bytes]]) -> None:
         self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", [row[:5] for row in rows])
@@ -329,6 +334,32 @@ class RecordCache:
                 f"SELECT path, payload FROM articles WHERE path IN ({','.join('?' * len(chunk))})", chunk)
             found.update((key, _unpickle(payload)) for key, payload in rows)
         return found
+
+
+def _match(scanned: Scanned, keys: list[str], cached: dict[str, tuple[int, int, str, bytes | Entry]],
+           ) -> tuple[list[Entry | None], list[tuple[str, str | None]], dict[str, int]]:
+    """Each scanned file's Entry where the cache has its size and mtime, in scanned's order,
+    and None in its slot where not; those files to read (each key with the content hash the
+    cache has, if any) and their slots. The rows matched are taken out of ``cached``, which
+    is left with those of files gone. One loop per record, so no call per record in it."""
+    slots: list[Entry | None] = []
+    todo: list[tuple[str, str | None]] = []
+    where: dict[str, int] = {}
+    pop, append = cached.pop, slots.append
+    for (given_name, size, mtime_ns), key in zip(scanned, keys, strict=True):
+        row = pop(key, None)
+        if row is not None and row[0] == size and row[1] == mtime_ns:
+            known = row[3]
+            if isinstance(known, bytes):
+                entry = _entry(given_name, key, row[2], known)
+            else:
+                entry = known if known.name == given_name else known._replace(name=given_name)
+            append(entry)
+            continue
+        where[key] = len(slots)
+        todo.append((key, row[2] if row is not None else None))
+        append(None)
+    return slots, todo, where
 
 
 def _entry(name: str, key: str, sha256: str, blob: bytes) -> Entry:
