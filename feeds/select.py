@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from feeds.model import EPOCH, MICROSECOND, Article, Story, Summary
 
@@ -334,20 +334,47 @@ def rank_stories(
     ``capped``: the articles the provider cap left out are appended to it (for ``feeds
     explain``; the rest of those not placed were too new or old, or came after the limit).
     """
+    eligible = published_within(articles, now, max_age)
+    if not ranked:
+        eligible = rank_sorted(eligible, half_life)
+    stories: _Stories[R] = _Stories()
+    rest = iter(eligible if limit > 0 else ())
+    _lead_stories(stories, rest, limit, max_per_provider, capped)
+    _fold_into_stories(stories, rest)  # what the leads left of the iterator
+    return list(zip(stories.leads, stories.folded, strict=True))
+
+
+# The steps of rank_stories(), in the order it takes them. Each loop runs once per article
+# of a feed, for every feed of a build: the steps hold their loops whole, with no call per
+# article.
+
+
+def published_within(articles: Sequence[R], now: datetime, max_age: timedelta | None) -> list[R]:
+    """The articles published by ``now`` and, with ``max_age``, not before ``now - max_age``."""
     # In whole microseconds: exact, and integer comparisons are cheap.
     until = (now - EPOCH) // MICROSECOND
     since = until - max_age // MICROSECOND if max_age is not None else None
-    eligible = [a for a in articles if a.microseconds <= until and (since is None or a.microseconds >= since)]
-    if not ranked:
-        eligible = rank_sorted(eligible, half_life)
+    return [a for a in articles if a.microseconds <= until and (since is None or a.microseconds >= since)]
 
-    leads: list[R] = []
-    folded: list[list[R]] = []
-    story_of: dict[str, int] = {}  # article id (a lead's, or one a lead names as related) -> story
+
+@dataclass(slots=True)
+class _Stories(Generic[R]):
+    """The stories of one feed as they are made: each lead, the articles folded into it."""
+
+    leads: list[R] = field(default_factory=list)
+    folded: list[list[R]] = field(default_factory=list)
+    story_of: dict[str, int] = field(default_factory=dict)  # article id (a lead's, or one a lead names as related) -> story
+    placed: set[str] = field(default_factory=set)  # ids of the articles in a story
+
+
+def _lead_stories(stories: _Stories[R], rest: Iterator[R], limit: int, max_per_provider: int | None,
+                  capped: list[R] | None) -> None:
+    """Take articles from ``rest``, best first, until ``limit`` stories are led: each folds
+    into the story that names it (or that it names), or leads a new one if its outlet may
+    lead another (else it goes to ``capped``)."""
+    leads, folded, story_of, placed = stories.leads, stories.folded, stories.story_of, stories.placed
     named = story_of.keys()  # a live view: isdisjoint against it is quick
     per_provider: dict[str, int] = {}
-    placed: set[str] = set()
-    rest = iter(eligible if limit > 0 else ())
     for article in rest:
         ident = article.id
         if ident in placed:
@@ -375,8 +402,14 @@ def rank_stories(
             story_of.setdefault(related, index)
         if len(leads) == limit:
             break
-    # Full: the stories are settled, and the remaining articles (most, in a big feed) can
-    # only fold into them. The same rules, in the order that rejects most articles soonest.
+
+
+def _fold_into_stories(stories: _Stories[R], rest: Iterator[R]) -> None:
+    """The stories are settled, and the remaining articles (most, in a big feed) can only
+    fold into them: the same rules as :func:`_lead_stories`, in the order that rejects
+    most articles soonest."""
+    folded, story_of, placed = stories.folded, stories.story_of, stories.placed
+    named = story_of.keys()
     for article in rest:
         ident = article.id
         index = story_of.get(ident)
@@ -387,4 +420,3 @@ def rank_stories(
         if ident not in placed:
             folded[index].append(article)
             placed.add(ident)
-    return list(zip(leads, folded, strict=True))
