@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -178,26 +177,36 @@ def digest(
     out = out or config.out
     end = date or now
     engine = state.open_state(config.state_db)
-    corpus = load_corpus(config)
-    maker = _EditionMaker(config, corpus, out, engine)
+    maker = _EditionMaker(config, load_corpus(config), out, engine)
     letters = _Letters(config, maker, digest_secret(config, engine), now)
-    everyone = [s for s in state.list_subscribers(engine) if cadence is None or s.cadence == cadence]
-    people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
-    report = DigestReport(suppressed=[s.email for s in everyone if not s.active])
-
+    people, report = _recipients(engine, cadence)
     if send:
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
-        with contextlib.ExitStack() as stack:
-            smtp = stack.enter_context(sender(config.smtp)) if people else None
-            if smtp is not None:
-                run.run(people, smtp, should_stop)
+        _send_all(run, people, sender(config.smtp) if people else None, should_stop)
     else:
         _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
     write_archive(config, engine, out)
     return report
+
+
+def _recipients(engine: Engine, cadence: str | None) -> tuple[list[state.Subscriber], DigestReport]:
+    """The active subscribers (of ``cadence``, if given) by id, and a report that names the
+    others as suppressed."""
+    everyone = [s for s in state.list_subscribers(engine) if cadence is None or s.cadence == cadence]
+    people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
+    return people, DigestReport(suppressed=[s.email for s in everyone if not s.active])
+
+
+def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,
+              should_stop: Callable[[], bool] | None) -> None:
+    """The run over everyone, on one connection (none, with no one to send to)."""
+    if smtp is None:
+        return
+    with smtp as connected:
+        run.run(people, connected, should_stop)
 
 
 def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: _EditionMaker, letters: _Letters,

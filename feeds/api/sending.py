@@ -127,11 +127,22 @@ class Sending:
         key = self.keys[person.cadence]
         ends = self.ends.get(person.id)
         last_sent, last_made = (ends.last_sent, ends.last_made) if ends else (None, None)
+        settled, last_sent = self.settle_owed(person, key, last_sent, smtp)
+        if settled or not self.due(person, last_made):
+            return
+        start, period_end = period(person.cadence, self.end, last_sent)
+        self.send_new(person, key, start, period_end, smtp)
+
+    def settle_owed(self, person: state.Subscriber, key: str, last_sent: datetime | None,
+                    smtp: SmtpSender) -> tuple[bool, datetime | None]:
+        """Retry the editions the ledger says are still owed to ``person``, oldest first.
+        Returns whether nothing newer may be sent now (this run's edition ``key`` is
+        settled, or an older one is still owed), and the end of the last edition sent."""
         for row in self.rows.get(person.id, []):
             if row.status in (state.DEFERRED, state.CLAIMED):
                 status = self.retry(person, row, smtp)
                 if row.edition == key or status not in (state.SENT, state.FAILED):
-                    return  # this run's edition, done; or an older one still owed: nothing newer yet
+                    return True, last_sent  # this run's edition, done; or an older one still owed
                 if status == state.SENT:
                     last_sent = max(filter(None, (last_sent, row.period_end)))
             elif row.edition == key:
@@ -139,14 +150,18 @@ class Sending:
                     self.report.already.append(person.email)
                 else:
                     self.report.failed_before.append(f"{person.email}: {row.detail or row.status}")
-                return
-        if not is_due(person.cadence, self.end, last_made, self.zone):
-            assert last_made is not None
-            self.report.not_due.append(f"{person.email}: next {person.cadence} edition "
-                                       f"{next_due_day(person.cadence, last_made, self.zone)}")
-            return
-        start, period_end = period(person.cadence, self.end, last_sent)
-        self.send_new(person, key, start, period_end, smtp)
+                return True, last_sent
+        return False, last_sent
+
+    def due(self, person: state.Subscriber, last_made: datetime | None) -> bool:
+        """Whether the cadence promise allows ``person`` a new edition now; if not, the
+        day of their next one is reported."""
+        if is_due(person.cadence, self.end, last_made, self.zone):
+            return True
+        assert last_made is not None
+        self.report.not_due.append(f"{person.email}: next {person.cadence} edition "
+                                   f"{next_due_day(person.cadence, last_made, self.zone)}")
+        return False
 
     def send_new(self, person: state.Subscriber, key: str, start: datetime, end: datetime,
                  smtp: SmtpSender) -> None:
@@ -186,16 +201,25 @@ class Sending:
             return state.CLAIMED
         first = row.first_attempt_at or row.period_end
         if self.now - first >= self.retry_for:
-            reason = (f"gave up after {self.smtp_config.retry_for_hours:g} h of retries "
-                      f"(first tried {first:%Y-%m-%d %H:%M} UTC): {row.detail or 'interrupted'}")
-            if state.fail_delivery(self.engine, row, now=self.now, reason=reason):
-                self.report.failed.append(f"{person.email}: {row.edition}: {reason}")
-                return state.FAILED
-            self.report.elsewhere.append(person.email)
-            return state.CLAIMED
+            return self.give_up(person, row, first)
         if not state.take_over_delivery(self.engine, row, holder=self.holder, expires=self.clock() + self.ttl):
             self.report.elsewhere.append(person.email)
             return state.CLAIMED
+        return self.resend(person, row, smtp)
+
+    def give_up(self, person: state.Subscriber, row: state.Delivery, first: datetime) -> str:
+        """Fail an owed edition retried for ``smtp.retry_for_hours`` since ``first``."""
+        reason = (f"gave up after {self.smtp_config.retry_for_hours:g} h of retries "
+                  f"(first tried {first:%Y-%m-%d %H:%M} UTC): {row.detail or 'interrupted'}")
+        if state.fail_delivery(self.engine, row, now=self.now, reason=reason):
+            self.report.failed.append(f"{person.email}: {row.edition}: {reason}")
+            return state.FAILED
+        self.report.elsewhere.append(person.email)
+        return state.CLAIMED
+
+    def resend(self, person: state.Subscriber, row: state.Delivery, smtp: SmtpSender) -> str:
+        """Make an owed edition again, as it was (edition, period and Message-ID), and
+        deliver it under the claim just taken over."""
         cadence = edition_cadence(row.edition)
         start = row.period_start or row.period_end - CADENCES.get(cadence, CADENCES["daily"])
         try:
