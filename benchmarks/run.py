@@ -296,7 +296,8 @@ def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[flo
         "the OPML list and the index page. feeds' modules are byte-compiled first, as a wheel",
         "install leaves them.",
         "",
-        "| records | scenario | feeds / Hugo wall (min / median / max) | feeds wall | Hugo wall | feeds CPU | feeds peak RSS | Hugo peak RSS | RSS ratio |",
+        "| records | scenario | feeds / Hugo wall (min / median / max) | feeds wall | Hugo wall | feeds CPU"
+        " | feeds peak RSS | Hugo peak RSS | RSS ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for size, results in all_results.items():
@@ -317,7 +318,8 @@ def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[flo
     for size, results in all_results.items():
         for name, goal in GOALS.items():
             median = statistics.median(results[name].ratios())
-            lines.append(f"| {size:,} | {name} wall / Hugo | ≤ {goal} | {median:.3f} | {_verdict(median <= goal, size)} |")
+            verdict = _verdict(median <= goal, size)
+            lines.append(f"| {size:,} | {name} wall / Hugo | ≤ {goal} | {median:.3f} | {verdict} |")
         rss = max(s.rss_mib for r in results.values() for s in r.feeds) / max(
             s.rss_mib for r in results.values() for s in r.hugo)
         lines.append(f"| {size:,} | peak RSS / Hugo | ≤ 0.25 | {rss:.2f} | "
@@ -348,7 +350,8 @@ def medians_from(results_md: Path) -> Medians:
     separate runs (100,000 records take their own) can be plotted together."""
     found: Medians = {}
     for line in results_md.read_text(encoding="utf-8").splitlines():
-        row = re.fullmatch(r"\| ([\d,]+) \| ([a-z ()]+) \| [\d.]+ / [\d.]+ / [\d.]+ \| ([\d.]+) s \| ([\d.]+) s \|.*", line)
+        row = re.fullmatch(r"\| ([\d,]+) \| ([a-z ()]+) \| [\d.]+ / [\d.]+ / [\d.]+ "
+                           r"\| ([\d.]+) s \| ([\d.]+) s \|.*", line)
         if row:
             found.setdefault(int(row[1].replace(",", "")), {})[row[2]] = (float(row[3]), float(row[4]))
     return found

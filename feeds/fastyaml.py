@@ -195,7 +195,8 @@ def _lines(text: str) -> list[tuple[int, str]]:
     return items
 
 
-def _mapping(items: list[tuple[int, str]], pos: int, indent: int, first: str | None = None) -> tuple[dict[Any, Any], int]:
+def _mapping(items: list[tuple[int, str]], pos: int, indent: int,
+             first: str | None = None) -> tuple[dict[Any, Any], int]:
     """Block mapping at ``indent`` from ``items[pos]``; ``first`` is its first line when it
     began after '- '. Returns the mapping and the position after it."""
     result: dict[Any, Any] = {}

@@ -70,7 +70,8 @@ _SIMPLE_URL = re.compile(
     r"https?://[a-z0-9.-]+\.[a-z]{2,}/[A-Za-z0-9\-._~%!$'()*+,;=:@/]*"
     r"(\?[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+(&[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+)*)?"  # no empty pairs
 )
-_MAY_TRACK = re.compile(r"[?&](utm_|fbclid|gclid|dclid|msclkid|yclid|igshid|mc_|ocid|ncid|cmpid|smid|spm|ref|_hs|__twitter)|&(amp|#)", re.IGNORECASE)
+_MAY_TRACK = re.compile(r"[?&](utm_|fbclid|gclid|dclid|msclkid|yclid|igshid|mc_|ocid|ncid|cmpid|smid|spm|ref|_hs"
+                        r"|__twitter)|&(amp|#)", re.IGNORECASE)
 _ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
 # A topic name that reads as a file path: absolute ("/etc", "~/x", "C:\\x"), with a
 # backslash, or with a "." or ".." segment ("../../x", "a/./b"). Its slug would be safe

@@ -363,7 +363,8 @@ class _Stories(Generic[R]):
 
     leads: list[R] = field(default_factory=list)
     folded: list[list[R]] = field(default_factory=list)
-    story_of: dict[str, int] = field(default_factory=dict)  # article id (a lead's, or one a lead names as related) -> story
+    # Article id (a lead's, or one a lead names as related) -> its story.
+    story_of: dict[str, int] = field(default_factory=dict)
     placed: set[str] = field(default_factory=set)  # ids of the articles in a story
 
 

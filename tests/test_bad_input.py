@@ -48,7 +48,8 @@ KEPT = {
     "kept-control-characters.md": ("title: control characters removed", "Bell and null in the title"),
     "kept-raw-control-bytes.md": ("control characters removed from the file", "Raw bell and C1 bytes in the file"),
     "kept-html-and-script.md": ("title: HTML removed", "Bold claims"),
-    "kept-javascript-image.md": ("images: an image URL is not an absolute http(s) URL", "A good story with a bad picture"),
+    "kept-javascript-image.md": ("images: an image URL is not an absolute http(s) URL",
+                                 "A good story with a bad picture"),
     "kept-path-topic.md": ("topics: '../../x' is not a usable topic name; dropped", "A topic that tries to climb out"),
     "kept-quality-wrong-type.md": ("quality: expected a number, got str; using 0", "Quality written as a word"),
     "kept-vertical-tab.md": ("title: control characters removed", "Vertical tab"),
@@ -57,7 +58,8 @@ KEPT = {
     "kept-lone-surrogate-flow.md": ("title: control characters removed", "Lone surrogate, read by libyaml"),
     "kept-noncharacters.md": ("title: control characters removed", "Non characters and more"),
     "kept-long-topic.md": ("is longer than 100 characters; dropped", "A topic name that is a paragraph"),
-    "kept-link-as-provider.md": ("provider.name: 'https://www.example.com/news' is a link, not a name; using the domain",
+    "kept-link-as-provider.md": ("provider.name: 'https://www.example.com/news' is a link, not a name; "
+                                 "using the domain",
                                  "An outlet named by a link"),
 }
 
@@ -113,7 +115,8 @@ def test_a_topic_with_a_slash_and_an_emoji_gets_its_own_feed(tmp_path: Path) -> 
 
 
 def test_escaped_surrogates_read_the_same_in_block_and_flow_style() -> None:
-    block, flow = (load_record(BAD / name, 10_000) for name in ("kept-lone-surrogate.md", "kept-lone-surrogate-flow.md"))
+    block, flow = (load_record(BAD / name, 10_000)
+                   for name in ("kept-lone-surrogate.md", "kept-lone-surrogate-flow.md"))
     assert block.article is not None and flow.article is not None
     assert block.article.excerpt == flow.article.excerpt == "An emoji written as an escaped pair: 🤖"
     assert [n.reason for n in block.notes] == [n.reason for n in flow.notes] == ["title: control characters removed"]

@@ -431,7 +431,8 @@ def test_a_change_no_feed_shows_renders_nothing_and_loads_no_renderer(tmp_path: 
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "feeds", *command],
                             capture_output=True, text=True, check=True)
     assert "(5 unchanged since the last build)" in result.stdout and "Wrote 0 files" in result.stdout
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
     assert {"feeds.cache", "feeds.select"} <= imported  # the list is the real one
     assert not imported & {"jinja2", "feedgen", "feeds.render.feeds"}
     assert snapshot(out) == before
@@ -447,7 +448,8 @@ def test_a_rebuild_with_nothing_to_do_imports_no_library_parser_or_logging(tmp_p
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "feeds", *command],
                             capture_output=True, text=True, check=True)
     assert "Read 5 records (5 unchanged since the last build)" in result.stdout
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
     assert {"feeds.manifest", "click"} <= imported  # the list is the real one
     # Nor importlib.metadata: the libraries' versions come from their folders' names.
     assert not imported & {"feeds.cache", "feeds.load", "feeds.model", "yaml", "logging", "sqlite3",

@@ -170,6 +170,7 @@ def test_the_corpus_topic_files_load_with_a_closing_document_marker(tmp_path: Pa
     """The corpus's topic files, each with the '---' line Smartable's files often end with."""
     (tmp_path / "conf/topics").mkdir(parents=True)
     for file in sorted((corpus / "topics").glob("*.yaml")):
-        (tmp_path / "conf/topics" / file.name).write_text(file.read_text(encoding="utf-8") + "\n---\n", encoding="utf-8")
+        text = file.read_text(encoding="utf-8")
+        (tmp_path / "conf/topics" / file.name).write_text(text + "\n---\n", encoding="utf-8")
     config = load_config(write(tmp_path, "topics: topics\n"))
     assert len(config.topics) == 7 and config.topic_errors == ()

@@ -192,7 +192,8 @@ def test_a_restart_after_a_missed_slot_sends_once(tmp_path: Path, mail: tuple[Re
     assert len(server.received()) == 3
 
 
-def test_a_slot_missed_by_more_than_the_grace_time_is_skipped_and_logged(tmp_path: Path, mail: tuple[Recorder, int]) -> None:
+def test_a_slot_missed_by_more_than_the_grace_time_is_skipped_and_logged(tmp_path: Path,
+                                                                         mail: tuple[Recorder, int]) -> None:
     server, port = mail
     config = daemon_config(tmp_path, port, seeds=fresh_seeds(tmp_path), extra="  misfire_grace_minutes: 30\n")
     subscribe_many(config, tmp_path, 2)
@@ -216,7 +217,8 @@ def test_a_failing_job_is_logged_and_the_next_run_retries(tmp_path: Path, mail: 
     try:
         wait_for(lambda: daemon.has("job failed", job="build"), what="the first failure")
         failure = next(e for e in daemon.events() if e.get("event") == "job failed")
-        assert "no such folder of records" in str(failure["error"]) and "feeds/api/builds.py" in str(failure["traceback"])
+        assert "no such folder of records" in str(failure["error"])
+        assert "feeds/api/builds.py" in str(failure["traceback"])
         fresh_seeds(tmp_path).rename(seeds)
         wait_for(lambda: daemon.has("job done", job="build"), what="a later run to succeed")
         assert daemon.process.poll() is None

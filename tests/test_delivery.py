@@ -104,7 +104,8 @@ def test_every_address_with_smtputf8_is_sent_deferred_failed_or_suppressed(tmp_p
         assert "Sent 4 messages, 1 deferred, 2 failed, 0 suppressed;" in out, out + err
         assert sorted(recipients(server)) == [
             "ada@example.org", "josé@example.org", "once@example.org", "x@xn--bcher-kva.example"]
-        by_rcpt = {tos[0]: (utf8, message) for (_, tos, utf8), message in zip(server.envelopes, server.received(), strict=True)}
+        by_rcpt = {tos[0]: (utf8, message)
+                   for (_, tos, utf8), message in zip(server.envelopes, server.received(), strict=True)}
         assert by_rcpt["josé@example.org"][0] is True  # sent with SMTPUTF8
         assert by_rcpt["josé@example.org"][1]["To"].addresses[0].addr_spec == "josé@example.org"
         assert by_rcpt["x@xn--bcher-kva.example"][0] is False  # IDNA needs no SMTPUTF8

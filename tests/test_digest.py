@@ -129,12 +129,14 @@ def test_seeds_edition_folds_coverage_into_three_stories(tmp_path: Path) -> None
         "Microsoft bars facial recognition sales to police",
     ]
     tree = lxml_html.fromstring(page)
-    coverage = [" ".join(t.text_content().split()) for t in tree.xpath('//div[starts-with(normalize-space(.), "Also covered by")]')]
+    coverage = [" ".join(t.text_content().split())
+                for t in tree.xpath('//div[starts-with(normalize-space(.), "Also covered by")]')]
     assert len(coverage) == 3
     assert coverage[0] == "Also covered by MSPoweruser, Tech.co"  # Mic's: MSPoweruser folded in
     assert coverage[1].startswith("Also covered by TechCrunch, CNET, Mashable, ")  # Forbes's own related
     assert coverage[2].startswith("Also covered by Washington Post, Forbes, ")  # the BBC's: the Post folded in
-    assert "MSPoweruser <https://mspoweruser.com/" in text and "Washington Post <https://www.washingtonpost.com/" in text
+    assert "MSPoweruser <https://mspoweruser.com/" in text
+    assert "Washington Post <https://www.washingtonpost.com/" in text
 
 
 def test_a_video_shows_its_thumbnail_never_an_iframe(tmp_path: Path) -> None:
@@ -260,7 +262,8 @@ def test_email_html_is_safe_and_every_image_is_described(tmp_path: Path) -> None
         '---\ntitle: "<script>alert(1)</script>Robots & <b>rights</b> < wrongs"\n'
         'excerpt: "<form action=https://evil.example><input></form>Ok <iframe src=x></iframe> \\u0007 bell"\n'
         "publishedDateTime: 2020-06-17T20:00:00Z\nwebUrl: https://example.com/evil\nquality: 500\n"
-        "topics: [AI]\nimages:\n  - url: \"https://example.com/i.jpg\\\" onerror=\\\"alert(2)\"\n    width: 10\n    height: 10\n---\n")
+        "topics: [AI]\nimages:\n  - url: \"https://example.com/i.jpg\\\" onerror=\\\"alert(2)\"\n"
+        "    width: 10\n    height: 10\n---\n")
     subscribe(config, "ada@example.org", "ai")
     code, out, err = cli(config, "digest", "--date", DATE)
     assert code == 0, out + err

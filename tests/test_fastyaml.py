@@ -72,10 +72,12 @@ scalars = st.one_of(
     st.none(),
     st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),  # noqa: DTZ001 - hypothesis bounds are naive
 )
-keys = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,12}", fullmatch=True), st.sampled_from(["yes", "no", "on", "null", "1", "title"]))
+keys = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,12}", fullmatch=True),
+                st.sampled_from(["yes", "no", "on", "null", "1", "title"]))
 documents = st.recursive(
     st.dictionaries(keys, scalars, max_size=6),
-    lambda inner: st.dictionaries(keys, st.one_of(scalars, inner, st.lists(st.one_of(scalars, inner), max_size=4)), max_size=6),
+    lambda inner: st.dictionaries(keys, st.one_of(scalars, inner, st.lists(st.one_of(scalars, inner), max_size=4)),
+                                  max_size=6),
     max_leaves=40,
 )
 
@@ -112,8 +114,8 @@ def test_the_fast_path_is_used_for_records() -> None:
 @given(st.one_of(
     st.text(alphabet=string.ascii_letters + string.digits + string.punctuation + " éü中", min_size=1, max_size=20),
     st.from_regex(r"-?[0-9]{1,4}\.[0-9]{1,4}", fullmatch=True),
-    st.sampled_from([".5", ".inf", "+1", "-2.5", "-0.0", "007.50", "1.5e3", "1.", "~", "<<", "=", "0x1F", "1:20", "Yes", "n", "NULL", "off", "Off!",
-                     "/tmp/a", "%x", "1e3", "2020-06-17", "é", "TRUE", "t"]),
+    st.sampled_from([".5", ".inf", "+1", "-2.5", "-0.0", "007.50", "1.5e3", "1.", "~", "<<", "=", "0x1F", "1:20",
+                     "Yes", "n", "NULL", "off", "Off!", "/tmp/a", "%x", "1e3", "2020-06-17", "é", "TRUE", "t"]),
 ))
 def test_plain_scalars_of_every_first_character_agree(value: str) -> None:
     # Scalars starting with a character no PyYAML resolver claims are read as strings
@@ -142,7 +144,8 @@ def test_a_plain_config_and_a_usual_record_are_read_without_importing_pyyaml(tmp
     config = tmp_path / "feeds.yaml"
     config.write_text(f"seeds: {tmp_path / 'records'}\nitems_per_feed: 20\nmax_age_days: null\nhalf_life_hours: 36.5\n"
                       "serve:\n  port: 8001\n", encoding="utf-8")
-    code = ("import sys; from pathlib import Path; from feeds.config import load_config; from feeds.load import load_record; "
+    code = ("import sys; from pathlib import Path; from feeds.config import load_config; "
+            "from feeds.load import load_record; "
             f"c = load_config(Path({str(config)!r})); r = load_record(Path({str(record)!r}), 1 << 20); "
             "print(c.items_per_feed, c.half_life_hours, c.serve.port, r.article is not None, 'yaml' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

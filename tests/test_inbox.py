@@ -331,7 +331,8 @@ def test_inbox_process_needs_exactly_one_mailbox_and_a_real_maildir(tmp_path: Pa
     (tmp_path / "folder").mkdir()
     (tmp_path / "a.mbox").write_bytes(b"")
     assert cli(config, "inbox", "process")[0] == 2
-    assert cli(config, "inbox", "process", "--maildir", str(tmp_path / "folder"), "--mbox", str(tmp_path / "a.mbox"))[0] == 2
+    both = ("--maildir", str(tmp_path / "folder"), "--mbox", str(tmp_path / "a.mbox"))
+    assert cli(config, "inbox", "process", *both)[0] == 2
     code, out, err = cli(config, "inbox", "process", "--maildir", str(tmp_path / "folder"))
     assert code == 1 and "not a Maildir (it needs cur/, new/ and tmp/)" in err
     code, out, _ = cli(config, "inbox", "process", "--mbox", str(tmp_path / "a.mbox"))

@@ -289,7 +289,8 @@ def test_a_resident_process_reuses_its_last_index_until_another_writes_the_cache
                     "--now", "2021-01-01T00:00:00Z", "--config", str(config)], check=True, capture_output=True)
     third = index()
     assert not any(a is b for a, b in zip(second, third, strict=True))
-    assert [e.sha256 for e in third] == [e.sha256 for e in second[:4]] + [third[4].sha256] + [e.sha256 for e in second[5:]]
+    assert [e.sha256 for e in third] == ([e.sha256 for e in second[:4]] + [third[4].sha256]
+                                         + [e.sha256 for e in second[5:]])
     assert third[4].sha256 != second[4].sha256
 
 
@@ -397,7 +398,8 @@ def test_library_versions_come_from_the_metadata_folders_as_importlib_metadata_f
     assert manifest.library_versions() == {name: importlib.metadata.version(name) for name in manifest.LIBRARIES}
     # ... and in the shapes metadata folders come in: the first along sys.path wins.
     first, second = tmp_path / "first", tmp_path / "second"
-    for folder, name, version in [(first, "Jinja2-3.2.0.dist-info", "3.2.0"), (second, "jinja2-3.1.0.dist-info", "3.1.0"),
+    for folder, name, version in [(first, "Jinja2-3.2.0.dist-info", "3.2.0"),
+                                  (second, "jinja2-3.1.0.dist-info", "3.1.0"),
                                   (first, "mjml_python-1.5.0.dist-info", "1.5.0"),
                                   (second, "PyYAML-5.4-py3.11.egg-info", "5.4"), (first, "feeds.egg-info", "0.9.1")]:
         (folder / name).mkdir(parents=True)

@@ -253,7 +253,8 @@ def test_parsing_on_several_cores_gives_what_one_core_gives(tmp_path: Path, monk
         with cache.RecordCache(None) as store:
             index = store.index(tmp_path / "records", scanned, 1_048_576)
             articles = store.articles(index, [e.key for e in index.entries if e.summary])
-        return [(e.path, e.sha256, e.summary, articles.get(e.key), e.error, e.notes) for e in index.entries], index.parsed
+        return ([(e.path, e.sha256, e.summary, articles.get(e.key), e.error, e.notes) for e in index.entries],
+                index.parsed)
 
     one, parsed_one = parse(10**9)
     several, parsed_several = parse(1)
@@ -301,7 +302,8 @@ def test_links_to_records_are_records_and_links_to_folders_are_not_followed(tmp_
     os.symlink(elsewhere, records / "folder")
     os.symlink(tmp_path / "missing.md", records / "dangling.md")
     found = {Path(path).name: size for path, size, _ in scan(records)}
-    assert found == {"linked.md": (elsewhere / "far.md").stat().st_size, "near.md": (records / "near.md").stat().st_size}
+    assert found == {"linked.md": (elsewhere / "far.md").stat().st_size,
+                     "near.md": (records / "near.md").stat().st_size}
     assert [path for path, _, _ in scan(records)] == [str(records / "linked.md"), str(records / "near.md")]
 
 
@@ -316,7 +318,8 @@ def test_a_scan_gives_each_file_size_and_mtime_as_stat_gives_them(tmp_path: Path
                               for p in (tmp_path / "a.md", tmp_path / "b/c.md", tmp_path / "b/d/e.markdown")]
 
 
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.text(alphabet="a\n\t\r\x00\x1f\x7f\x80\x85\x9f\xa0\u2028\u2029\ufeff\ufffe\uffff", max_size=10))
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=30)
+       | st.text(alphabet="a\n\t\r\x00\x1f\x7f\x80\x85\x9f\xa0\u2028\u2029\ufeff\ufffe\uffff", max_size=10))
 def test_the_byte_check_never_calls_text_usual_that_is_not(text: str) -> None:
     from feeds.load import _UNUSUAL, usual_bytes
     if usual_bytes(text.encode("utf-8")):

@@ -117,7 +117,8 @@ def press_release(records: Path, name: str, title: str, url: str, published: str
 
 def test_one_press_release_at_several_urls_is_one_story(tmp_path: Path) -> None:
     records = tmp_path / "records"
-    press_release(records, "a", PRESS.replace("ITSM", "ISTM"), "https://dj.example.com/pr/1", "2020-06-15T10:00:00Z", 60)
+    press_release(records, "a", PRESS.replace("ITSM", "ISTM"), "https://dj.example.com/pr/1",
+                  "2020-06-15T10:00:00Z", 60)
     press_release(records, "b", f"RE-TRANSMISSION: {PRESS}", "https://bnn.example.com/2", "2020-06-15T19:00:00Z",
                   outlet="Big News Network")
     press_release(records, "c", PRESS, "https://fn.example.com/3", "2020-06-16T07:00:00Z", outlet="Finanznachrichten")

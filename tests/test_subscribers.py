@@ -25,8 +25,8 @@ def person(tmp_path: Path, address: str) -> state.Subscriber:
 
 
 def leave(tmp_path: Path, address: str, status: str, source: str, reason: str | None = None) -> None:
-    assert state.set_status(engine_of(tmp_path), person(tmp_path, address).id, status, source=source, now=datetime.now(UTC),
-                            reason=reason)
+    assert state.set_status(engine_of(tmp_path), person(tmp_path, address).id, status, source=source,
+                            now=datetime.now(UTC), reason=reason)
 
 
 @pytest.mark.parametrize("status, source, said", [
@@ -91,7 +91,8 @@ def test_import_counts_added_updated_unchanged_not_reactivated_and_skipped(tmp_p
         "spam@example.org": (state.COMPLAINED, "daily"),
     }
     new = person(tmp_path, "new@example.org")
-    assert [(c.status, c.source) for c in state.status_history(engine_of(tmp_path), new.id)] == [(state.ACTIVE, "import")]
+    history = state.status_history(engine_of(tmp_path), new.id)
+    assert [(c.status, c.source) for c in history] == [(state.ACTIVE, "import")]
 
     code, out, err = cli(config, "subscribers", "import", str(people), "--reactivate")
     assert code == 0, out + err

@@ -502,8 +502,8 @@ def render_site(config: Config, plans: Sequence[FeedPlan[R]], resolve: Callable[
                       resolve(lead) for lead, _ in plan.stories[:HEADLINES] if lead.id not in unusable))
                   for doc, plan in zip(docs, plans, strict=True)]
         files[INDEX] = render_index(
-            jinja_env(bytecode_cache=template_cache(compiled)), topics, title=config.title, description=config.description,
-            language=config.language, updated=updated,
+            jinja_env(bytecode_cache=template_cache(compiled)), topics, title=config.title,
+            description=config.description, language=config.language, updated=updated,
         )
     return files
 

@@ -82,7 +82,8 @@ class _EditionMaker:
         except AddressError as e:
             raise FeedsError(f"mail_from/reply_to: {e}") from e
 
-    def make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
+    def make(self, topics: tuple[str, ...], cadence: str, start: datetime,
+             end: datetime) -> tuple[Edition, RenderedEdition | None]:
         key = (topics, cadence, start, end)
         if key not in self.cache:
             self.cache[key] = self._make(topics, cadence, start, end)
@@ -93,7 +94,8 @@ class _EditionMaker:
         """The personal rendering of an edition; None when it has no stories."""
         return self.make(topics, cadence, start, end)[1]
 
-    def _make(self, topics: tuple[str, ...], cadence: str, start: datetime, end: datetime) -> tuple[Edition, RenderedEdition | None]:
+    def _make(self, topics: tuple[str, ...], cadence: str, start: datetime,
+              end: datetime) -> tuple[Edition, RenderedEdition | None]:
         full = self.plan(topics, cadence, start, end)
         if full.is_empty:
             return full, None
@@ -281,7 +283,8 @@ def preview(config: Config, *, now: datetime, topics: Sequence[str] = (), cadenc
     start, end = period(cadence, now)
     edition = maker.plan(slugs, cadence, start, end)
     if edition.is_empty:
-        raise FeedsError(f"no stories between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC for {', '.join(slugs)}")
+        raise FeedsError(f"no stories between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
+                         f"for {', '.join(slugs)}")
     path = "preview/" + edition.web_path.removeprefix("newsletter/") + "index.html"
     write_if_changed(out, path, maker.render(edition, None, personal=False).html.encode())
     return path, edition

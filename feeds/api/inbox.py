@@ -67,7 +67,8 @@ class InboxReport:
         return Counter(line.outcome for line in self.lines)
 
 
-def process_inbox(config: Config, *, now: datetime, maildir: Path | None = None, mbox: Path | None = None) -> InboxReport:
+def process_inbox(config: Config, *, now: datetime, maildir: Path | None = None,
+                  mbox: Path | None = None) -> InboxReport:
     """Read every new message in ``maildir`` (or every message in ``mbox``) and apply it."""
     messages = iter_maildir(maildir) if maildir is not None else iter_mbox(mbox) if mbox is not None else None
     if messages is None:
@@ -91,7 +92,8 @@ def process_message(engine: Engine, secret: str, where: str, data: bytes, *, now
         return InboxLine(where, IGNORED, notice.detail)
     person = find_subscriber(engine, secret, notice)
     if notice.kind == SOFT_BOUNCE:
-        return InboxLine(where, SOFT, f"{person.email if person else claimed(notice)}: {notice.detail}; nothing changed")
+        who = person.email if person else claimed(notice)
+        return InboxLine(where, SOFT, f"{who}: {notice.detail}; nothing changed")
     if person is None:
         return InboxLine(where, IGNORED, not_ours(notice))
     status, source, outcome = ACTIONS[notice.kind]
@@ -99,7 +101,8 @@ def process_message(engine: Engine, secret: str, where: str, data: bytes, *, now
     if state.set_status(engine, person.id, status, source=source, now=now, reason=reason):
         log.info(outcome, extra={"subscriber": person.id, "reason": notice.detail})
         return InboxLine(where, outcome, f"{person.email} ({notice.detail})")
-    return InboxLine(where, UNCHANGED, f"{person.email}: already {person.status}; {notice.kind} ({notice.detail}) noted")
+    return InboxLine(where, UNCHANGED,
+                     f"{person.email}: already {person.status}; {notice.kind} ({notice.detail}) noted")
 
 
 def find_subscriber(engine: Engine, secret: str, notice: Notice) -> state.Subscriber | None:

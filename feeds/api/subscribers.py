@@ -151,8 +151,8 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
             reader = csv.DictReader(f)
             missing = {"email", "topics"} - set(reader.fieldnames or ())
             if missing:
-                raise SubscriberError(f"{path}: needs the columns email and topics (missing: {', '.join(sorted(missing))})",
-                                      path)
+                raise SubscriberError(f"{path}: needs the columns email and topics "
+                                      f"(missing: {', '.join(sorted(missing))})", path)
             for row in reader:
                 cadence = (row.get("cadence") or "daily").strip().lower()
                 try:
@@ -169,7 +169,8 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
                     left.append(done.describe())
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SubscriberError(f"{path}: cannot read as CSV: {e}", path) from e
-    return ImportReport(counts[ADDED], counts[UPDATED], counts[UNCHANGED], counts[REACTIVATED], tuple(left), tuple(errors))
+    return ImportReport(counts[ADDED], counts[UPDATED], counts[UNCHANGED], counts[REACTIVATED],
+                        tuple(left), tuple(errors))
 
 
 def remove_subscriber(config: Config, email: str) -> bool:
