@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,48 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 CORPUS = ROOT.parent / "shared" / "corpus" / "power-apps"
 DATA = Path(__file__).resolve().parent / "data"
+
+
+# The quick local default. Tests marked slow (seconds each), browser (Chromium) or bench
+# (the benchmark runner) are left out of a bare `pytest` run on a developer's machine, and
+# the header and summary say so; CI (CI=true, as .ci/run sets), a marker expression (-m)
+# or test paths named on the command line run them. The markers are pyproject.toml's.
+QUICK_LEAVES_OUT = ("slow", "browser", "bench")
+_LEFT_OUT = pytest.StashKey[int]()  # how many a quick run left out, for its summary
+
+
+def quick_run(config: pytest.Config) -> bool:
+    """Whether this run is the quick local default (see QUICK_LEAVES_OUT)."""
+    in_ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return (not in_ci and not config.option.markexpr
+            and config.args_source == pytest.Config.ArgsSource.TESTPATHS)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if quick_run(config):
+        return (f"quick run: tests marked {', '.join(QUICK_LEAVES_OUT)} are left out; "
+                "run them all with CI=true .venv/bin/pytest")
+    return "full run: every test, slow, browser and bench ones included"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not quick_run(config):
+        return
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        (left_out if any(item.get_closest_marker(m) for m in QUICK_LEAVES_OUT) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+    config.stash[_LEFT_OUT] = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if _LEFT_OUT in config.stash:
+        terminalreporter.write_line(
+            f"quick run: {config.stash[_LEFT_OUT]} slow, browser or bench tests left out "
+            "(CI=true .venv/bin/pytest runs everything)")
 
 
 def record(**fields: Any) -> dict[str, Any]:

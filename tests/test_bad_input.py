@@ -128,6 +128,7 @@ def test_a_provider_named_by_a_link_gives_way_to_its_domain() -> None:
     assert (article.provider.name, article.provider.domain) == ("example.com", "example.com")
 
 
+@pytest.mark.slow
 def test_huge_file_is_skipped(tmp_path: Path) -> None:
     huge = write_record(tmp_path / "huge.md", excerpt="x" * 2_000_000)
     result = load_record(huge, Config().max_record_bytes)
@@ -135,6 +136,7 @@ def test_huge_file_is_skipped(tmp_path: Path) -> None:
     assert result.error.reason == "larger than max_record_bytes (1048576 bytes)"
 
 
+@pytest.mark.slow
 def test_a_build_over_every_bad_file_keeps_every_good_record(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     shutil.copytree(BAD, seeds)
@@ -306,6 +308,7 @@ _ANY_TEXT = st.text(_ANY_CHARACTER, max_size=30)
 _GOOD = ("First good one", "Second good one", "Third good one")
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(title=_ANY_TEXT, excerpt=_ANY_TEXT, provider=_ANY_TEXT, topics=st.lists(_ANY_TEXT, max_size=3),
        related=_ANY_TEXT, image=_ANY_TEXT, flow=st.booleans())

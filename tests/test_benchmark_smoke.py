@@ -11,6 +11,8 @@ import pytest
 
 from benchmarks import run
 
+pytestmark = pytest.mark.bench  # both run the benchmark runner's code
+
 
 def test_runner_works_at_200_records(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"

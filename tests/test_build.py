@@ -239,6 +239,7 @@ def test_corpus_build_writes_valid_feeds_for_every_topic(tmp_path: Path, corpus:
     assert_feeds_parse_back_intact(out, expected_docs(corpus / "articles", CORPUS_NOW))
 
 
+@pytest.mark.slow
 def test_corpus_topic_definitions_nest_sub_topics_into_their_parent(tmp_path: Path, corpus: Path) -> None:
     config = tmp_path / "feeds.yaml"
     config.write_text(f"topics: {corpus / 'topics'}\nitems_per_feed: 500\n", encoding="utf-8")

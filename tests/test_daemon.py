@@ -164,6 +164,7 @@ def job_run(config: Path, job: str) -> state.JobRun | None:
 # -------------------------------------------------------------------------- daemon
 
 
+@pytest.mark.slow
 def test_a_restart_after_a_missed_slot_sends_once(tmp_path: Path, mail: tuple[Recorder, int]) -> None:
     server, port = mail
     slot = (NOW - timedelta(minutes=10)).replace(second=0, microsecond=0)
@@ -208,6 +209,7 @@ def test_a_slot_missed_by_more_than_the_grace_time_is_skipped_and_logged(tmp_pat
     assert run is not None and run.status == "missed"
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_logged_and_the_next_run_retries(tmp_path: Path, mail: tuple[Recorder, int]) -> None:
     _, port = mail
     seeds = tmp_path / "not-yet"
@@ -227,6 +229,7 @@ def test_a_failing_job_is_logged_and_the_next_run_retries(tmp_path: Path, mail: 
     assert (tmp_path / "out/topics/ai/rss.xml").is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_send_loses_nothing(tmp_path: Path, mail: tuple[Recorder, int]) -> None:
     server, port = mail
     config = daemon_config(tmp_path, port, seeds=fresh_seeds(tmp_path))
@@ -250,6 +253,7 @@ def test_sigterm_during_a_send_loses_nothing(tmp_path: Path, mail: tuple[Recorde
     assert sorted(m["To"] for m in server.received()) == addresses  # each exactly once
 
 
+@pytest.mark.slow
 def test_a_second_daemon_on_the_same_database_refuses_to_start_jobs(tmp_path: Path, mail: tuple[Recorder, int]) -> None:
     _, port = mail
     config = daemon_config(tmp_path, port, seeds=fresh_seeds(tmp_path))

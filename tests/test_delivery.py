@@ -275,6 +275,7 @@ def test_a_message_deferred_past_retry_for_hours_fails(tmp_path: Path) -> None:
     assert state.get_delivery(engine_of(tmp_path), ada.id, "daily-2020-06-18").status == "failed"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("only_weekly", [False, True])
 def test_the_cadence_is_a_promise_however_often_digest_runs(tmp_path: Path, only_weekly: bool) -> None:
     """Run daily for 15 days: the weekly subscriber gets 3 editions, 7 days apart; run
@@ -299,6 +300,7 @@ def test_the_cadence_is_a_promise_however_often_digest_runs(tmp_path: Path, only
     assert len(daily) == (0 if only_weekly else 15) and len(set(daily)) == len(daily)
 
 
+@pytest.mark.slow
 def test_two_senders_at_once_split_the_work(tmp_path: Path) -> None:
     check_two_senders_at_once(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
 
@@ -331,6 +333,7 @@ def check_two_senders_at_once(tmp_path: Path, database: str) -> None:
         assert verify_token(secret, token, people[message["To"]], message["To"])
 
 
+@pytest.mark.slow
 def test_sigterm_stops_between_messages_and_the_next_run_finishes(tmp_path: Path) -> None:
     with smtp_server() as (server, port):
         config = write_site(tmp_path, port, rate_per_second=20)

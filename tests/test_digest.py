@@ -233,6 +233,7 @@ def test_preview_renders_without_a_subscriber(tmp_path: Path) -> None:
     assert not (tmp_path / "out/newsletter").exists()  # a preview is never published
 
 
+@pytest.mark.slow
 def test_a_full_edition_stays_under_gmails_clipping_size(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     topics = ["AI", "Robotics", "Computer Vision", "AI Ethics", "AI in Healthcare", "NLP", "Chips", "Policy"]
@@ -372,6 +373,7 @@ def time_now():  # type: ignore[no-untyped-def]
     return datetime.now(UTC)
 
 
+@pytest.mark.slow
 def test_a_send_killed_mid_way_resumes_without_duplicates(tmp_path: Path) -> None:
     """SIGKILL a real sending process part-way, start it again: everyone gets the edition,
     nobody has two different Message-IDs, at most the one in-flight message arrives twice."""

@@ -13,6 +13,7 @@ from email.policy import default
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import html as lxml_html
@@ -92,6 +93,7 @@ def untrimmed_titles(config_path: Path, topics: list[str]) -> list[str]:
     return [s.lead.title for s in edition.stories]
 
 
+@pytest.mark.slow
 def test_a_trimmed_edition_says_how_many_stories_it_left_out_and_the_web_copy_has_them(tmp_path: Path) -> None:
     topics = write_big_edition(tmp_path / "seeds")
     config = write_config(tmp_path, seeds=tmp_path / "seeds", digest_items_per_topic=20)

@@ -17,6 +17,8 @@ import pytest
 from tests.conftest import SEEDS, run_cli, write_record
 from tests.test_digest import DATE, parts, write_config
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM_FLAGS = [  # this machine's network is closed: keep Chromium from reaching out
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

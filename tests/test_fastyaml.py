@@ -82,6 +82,7 @@ documents = st.recursive(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(documents, st.sampled_from([None, '"']), st.booleans(), st.integers(0, 2))
 def test_generated_documents_agree(document: dict, style: str | None, unicode: bool, indent_extra: int) -> None:  # type: ignore[type-arg]
@@ -90,6 +91,7 @@ def test_generated_documents_agree(document: dict, style: str | None, unicode: b
     agrees(text)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(documents, st.lists(st.integers(0, 3), min_size=1))
 def test_extra_spaces_after_colons_and_dashes_agree(document: dict, extra: list[int]) -> None:  # type: ignore[type-arg]

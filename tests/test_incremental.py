@@ -108,6 +108,7 @@ def mutate(rng: random.Random, records: Path, step: int) -> str:
     return f"{kind} of {path.name}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("process", ["resident", "new each time"])
 def test_rebuilds_write_what_a_build_from_nothing_writes(tmp_path: Path, process: str) -> None:
     # Resident: one process rebuilds (the daemon), reusing its memory of the last index.
@@ -326,6 +327,7 @@ def package_copy(where: Path) -> Path:
     return where
 
 
+@pytest.mark.slow
 def test_an_edited_cleaning_rule_means_a_full_parse_and_render_without_a_bump(tmp_path: Path) -> None:
     records, out = tmp_path / "records", tmp_path / "out"
     generate(records, 40, seed=21)
@@ -452,6 +454,7 @@ def warnings_in(stderr: str) -> list[dict[str, object]]:
     return [e for e in events if e["level"] == "warning"]
 
 
+@pytest.mark.slow
 def test_a_cache_with_damaged_pages_is_set_aside_said_once_and_built_again(tmp_path: Path) -> None:
     records, db = tmp_path / "records", tmp_path / "cache.db"
     generate(records, 400, seed=24)
@@ -477,6 +480,7 @@ def test_a_cache_with_damaged_pages_is_set_aside_said_once_and_built_again(tmp_p
     assert "(400 unchanged since the last build)" in after.stdout and warnings_in(after.stderr) == []
 
 
+@pytest.mark.slow
 def test_the_daemons_build_job_sets_a_damaged_cache_aside_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import logging
 

@@ -94,6 +94,7 @@ def test_the_inbox_lookups_on_postgres(database: str) -> None:
     assert state.message_subscriber(engine, "<other@x>") is None
 
 
+@pytest.mark.slow
 def test_two_senders_at_once_split_the_work_on_postgres(database: str, tmp_path: Path) -> None:
     from tests.test_delivery import check_two_senders_at_once
 

@@ -27,6 +27,8 @@ from feeds.config import load_config
 from tests.conftest import SEEDS
 from tests.test_digest import cli, subscribe, write_config
 
+pytestmark = pytest.mark.slow  # SpamAssassin takes seconds to score the editions
+
 LIMIT = 0.5  # every edition must score below this
 
 
