@@ -51,10 +51,6 @@ class RecordNotice:
         return f"RecordNotice({str(self)!r})"
 
 
-class FeedsWarning(UserWarning):
-    """Warnings feeds itself issues; the test suite turns them into errors."""
-
-
 # ---------------------------------------------------------------- errors of the modules
 # Each once lived in the module that raises it, which still exports its name
 # (``from feeds.write import OutputError`` works). Together here, a caller sees the whole
@@ -136,3 +132,8 @@ class LeaseHeld(FeedsError):
     def __init__(self, message: str, holder: str | None = None) -> None:
         super().__init__(message)
         self.holder = holder
+
+
+class FeedsWarning(UserWarning):
+    """Warnings feeds itself issues; the test suite turns them into errors."""
+
