@@ -284,6 +284,15 @@ def _state_db(value: Any, at: _Key) -> str:
     return f"{sqlite[1]}{at.here / Path(sqlite[2]).expanduser()}{sqlite[3]}"
 
 
+def absolute_state_db(url: str, base: Path | None = None) -> str:
+    """``url`` with a relative SQLite file made absolute (against ``base``, or the current
+    folder), for messages that must say which file is meant; other URLs as they are."""
+    sqlite = _SQLITE_URL.fullmatch(url)
+    if sqlite is None or sqlite[2] in ("", ":memory:") or sqlite[2].startswith("/"):
+        return url
+    return f"{sqlite[1]}{(base or Path()).absolute() / Path(sqlite[2]).expanduser()}{sqlite[3]}"
+
+
 def _topics(value: Any, at: _Key) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
     return _topic_definitions(value, at.here, at.fail)
 
