@@ -1,9 +1,10 @@
 """YAML config file -> frozen :class:`Config`, layered over the defaults.
 
 Every key is optional; with no file at all the defaults make a working build. Relative
-paths in the file are resolved against the file's folder, so a config works from any
-current directory. Command-line flags are applied over the result by the CLI
-(:func:`dataclasses.replace`).
+paths in the file, and the default paths when there is a file, are resolved against the
+file's folder, so a config works from any current directory. :func:`find_config` says which
+file a command uses; each key is checked by its function in :data:`VALIDATORS`.
+Command-line flags are applied over the result by the CLI (:func:`dataclasses.replace`).
 """
 
 from __future__ import annotations
