@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from feeds import __version__
-from feeds.config import CADENCES, Config, load_config
+from feeds.config import CADENCES, Config, find_config, load_config
 from feeds.errors import FeedsError
 from feeds.report import BuildReport
 
@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # the library is imported only by the commands that need it: 
     from feeds import api  # time is most of a rebuild that has nothing to do
 
 PROGRESS_AFTER = 500  # records; smaller runs finish before a bar is worth drawing
+
+
+CONFIG_HELP = "YAML config file.  [default: $FEEDS_CONFIG, else ./feeds.yaml if there is one]"
 
 
 def parse_moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -45,7 +48,23 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Every error feeds raises on purpose (a bad config, an unreachable database, a port
+    that is taken) ends a command with one line naming its culprit, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FeedsError as e:
+            raise click.ClickException(str(e)) from e
+
+
+class BuildDone(SystemExit):
+    """A build's files are written and closed and its report printed: the process may
+    end at once (see :func:`exit_now`)."""
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="feeds")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]),
@@ -66,8 +85,9 @@ def cli(ctx: click.Context, log_level: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write feeds into.  [default: out, or the config's out]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML config file.")
-@click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
+              help=CONFIG_HELP)
+@click.option("--now", metavar="ISO-8601", callback=parse_moment,
+              help="Rank as if it were this moment (default: the clock).")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any record or topic file was skipped.")
 @click.option("--no-cache", is_flag=True, help="Parse every record again, ignoring the parse cache.")
 def build(seeds: Path | None, out: Path | None, config_path: Path | None,
@@ -81,33 +101,23 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
     # every 700 allocations) walks them over and over for nothing. Less often, as mypy does.
     gc.set_threshold(100_000, 20, 20)
     moment = now or utc_now()
-    try:
-        config = load_config(config_path)
-        config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
-        report = inputs = scanned = None
-        if not no_cache and config.seeds.is_dir():
-            # Nothing changed? Then say so without loading the library or any record.
-            from feeds import manifest
-            from feeds.paths import templates_dir
+    config = _config(config_path)
+    config = replace(config, seeds=seeds or config.seeds, out=out or config.out)
+    checked = None
+    if config.seeds.is_dir():
+        # Nothing changed? Then say so without loading the library or any record.
+        from feeds import manifest
 
-            scanned = manifest.scan(config.seeds)
-            inputs = manifest.fingerprint(config, config.seeds, templates_dir(), scanned)
-            report = manifest.check(inputs, config.out, moment)
-        if report is None:
-            from feeds import api, logs
+        checked = manifest.precheck(config, config.seeds, config.out, moment, use_cache=not no_cache)
+    report = checked.report if checked else None
+    if report is None:
+        from feeds import api, logs
 
-            logs.setup(click.get_current_context().obj or "warning")
-
-            with _progress() as progress:
-                report = api.build(config, now=moment, progress=progress, use_cache=not no_cache,
-                                   inputs=inputs, scanned=scanned)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+        logs.setup(click.get_current_context().obj or "warning")
+        with _progress() as progress:
+            report = api.build(config, now=moment, progress=progress, use_cache=not no_cache, checked=checked)
     print_report(report, config.out, time.perf_counter() - started)
-    global _built
-    _built = True
-    if strict and report.failed:
-        raise SystemExit(1)
+    raise BuildDone(1 if strict and report.failed else 0)
 
 
 @cli.command()
@@ -116,8 +126,9 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
 @click.option("--seeds", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of record files.  [default: seeds, or the config's seeds]")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="YAML config file.")
-@click.option("--now", metavar="ISO-8601", callback=parse_moment, help="Rank as if it were this moment (default: the clock).")
+              help=CONFIG_HELP)
+@click.option("--now", metavar="ISO-8601", callback=parse_moment,
+              help="Rank as if it were this moment (default: the clock).")
 def explain(url: str, topic: str | None, seeds: Path | None, config_path: Path | None, now: datetime | None) -> None:
     """Say why the article at URL is where it is in each feed: its quality, age and score,
     its rank, its story and coverage, and what kept it out.
@@ -125,10 +136,7 @@ def explain(url: str, topic: str | None, seeds: Path | None, config_path: Path |
     Example: feeds explain https://www.digitaljournal.com/pr/5061426 --now 2021-06-03T00:00:00Z
     """
     from feeds import api
-    try:
-        found = api.explain(_config(config_path), url, now=now or utc_now(), seeds=seeds, topic=topic)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    found = api.explain(_config(config_path), url, now=now or utc_now(), seeds=seeds, topic=topic)
     print_explanation(found)
 
 
@@ -150,16 +158,14 @@ def print_explanation(found: api.Explanation) -> None:
 
 
 config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-                             help="YAML config file.")
+                             help=CONFIG_HELP)
 reactivate_option = click.option("--reactivate", is_flag=True,
                                  help="Subscribe again people who unsubscribed, complained or bounced.")
 
 
 def _config(path: Path | None) -> Config:
-    try:
-        return load_config(path)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    """The config named by --config, else FEEDS_CONFIG, else ./feeds.yaml, else the defaults."""
+    return load_config(find_config(path))
 
 
 @cli.group()
@@ -185,11 +191,8 @@ def subscribers_add(email: str, topics: str, cadence: str, reactivate: bool, con
     --reactivate. Example: feeds subscribers add ada@example.org --topics "ai,AI Ethics"
     """
     from feeds import api
-    try:
-        done = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now(),
-                                  reactivate=reactivate)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    done = api.add_subscriber(_config(config_path), email, topics.split(","), cadence, now=utc_now(),
+                              reactivate=reactivate)
     if done.outcome == "not reactivated":
         click.echo(f"left {done.describe()}", err=True)
         raise SystemExit(1)
@@ -215,7 +218,8 @@ def subscribers_list(config_path: Path | None) -> None:
     from feeds import api
     people = api.list_subscribers(_config(config_path))
     for person in people:
-        left = "" if person.active else f"  ({person.status}{f': {person.status_reason}' if person.status_reason else ''})"
+        reason = f": {person.status_reason}" if person.status_reason else ""
+        left = "" if person.active else f"  ({person.status}{reason})"
         click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}{left}")
     click.echo(f"{_plural(len(people), 'subscriber')}, {sum(p.active for p in people)} active.", err=True)
 
@@ -232,10 +236,7 @@ def subscribers_import(file: Path, reactivate: bool, config_path: Path | None) -
     Example: feeds subscribers import people.csv
     """
     from feeds import api
-    try:
-        report = api.import_subscribers(_config(config_path), file, now=utc_now(), reactivate=reactivate)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    report = api.import_subscribers(_config(config_path), file, now=utc_now(), reactivate=reactivate)
     for error in report.errors:
         click.echo(f"skipped {error}", err=True)
     for line in report.not_reactivated:
@@ -268,10 +269,7 @@ def inbox_process(maildir: Path | None, mbox: Path | None, config_path: Path | N
     if (maildir is None) == (mbox is None):
         raise click.UsageError("give one of --maildir DIR or --mbox FILE")
     from feeds import api
-    try:
-        report = api.process_inbox(_config(config_path), now=utc_now(), maildir=maildir, mbox=mbox)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    report = api.process_inbox(_config(config_path), now=utc_now(), maildir=maildir, mbox=mbox)
     for line in report.lines:
         click.echo(str(line))
     counts = report.counts()
@@ -313,19 +311,16 @@ def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool
     if test_to and (send or preview):
         raise click.UsageError("--test-to sends one message by itself: no --send or --preview with it")
     chosen = [t for t in (topics or "").split(",") if t.strip()]
-    try:
-        if test_to:
-            _send_test(config, test_to, date=date, subscriber=as_subscriber, topics=chosen, cadence=cadence)
-            return
-        if preview:
-            path, edition = api.preview(config, now=date or utc_now(), topics=chosen, cadence=cadence or "daily")
-            click.echo(f"Preview of {_plural(len(edition.stories), 'story')} written to {config.out}/{path}")
-            return
-        with _stop_on_sigterm() as stopping:
-            report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence,
-                                should_stop=stopping.is_set)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    if test_to:
+        _send_test(config, test_to, date=date, subscriber=as_subscriber, topics=chosen, cadence=cadence)
+        return
+    if preview:
+        path, edition = api.preview(config, now=date or utc_now(), topics=chosen, cadence=cadence or "daily")
+        click.echo(f"Preview of {_plural(len(edition.stories), 'story')} written to {config.out}/{path}")
+        return
+    with _stop_on_sigterm() as stopping:
+        report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence,
+                            should_stop=stopping.is_set)
     print_digest_report(report, config.out)
     # Only failures new in this run fail it: deferred messages are retried by later runs,
     # and an address refused yesterday must not fail every run from now on.
@@ -340,7 +335,9 @@ def _send_test(config: Config, to: str, *, date: datetime | None, subscriber: st
                          cadence=cadence)
     edition = sent.edition
     what = f"{edition.cadence} edition of {edition.day.isoformat()} ({', '.join(edition.topics)})"
-    count = _plural(len(edition.stories), "story") + (f", {sent.left_out} left for the web copy" if sent.left_out else "")
+    count = _plural(len(edition.stories), "story")
+    if sent.left_out:
+        count += f", {sent.left_out} left for the web copy"
     if sent.outcome.status != "sent":
         click.echo(f"Test message to {sent.to} not sent: {sent.outcome.detail}", err=True)
         raise SystemExit(1)
@@ -392,25 +389,36 @@ def print_digest_report(report: api.DigestReport, out: Path) -> None:
         click.echo("Stopped before everyone was handled; the next run goes on from there.")
 
 
+def _listen_options(command: Any) -> Any:
+    command = click.option("--port", type=click.IntRange(0, 65535),
+                           help="Port to listen on; wins over serve.port.  [default: 8000]")(command)
+    return click.option("--host", help="Address to listen on; wins over serve.host.  [default: 127.0.0.1]")(command)
+
+
+def _listening(config: Config, host: str | None, port: int | None) -> Config:
+    """``config`` with --host and --port (flags win over the file)."""
+    return replace(config, serve=replace(config.serve, host=host or config.serve.host,
+                                         port=config.serve.port if port is None else port))
+
+
 @cli.command()
 @config_option
 @click.option("--no-serve", is_flag=True, help="Only run the jobs; do not serve out/ over HTTP.")
-def run(config_path: Path | None, no_serve: bool) -> None:
+@_listen_options
+def run(config_path: Path | None, no_serve: bool, host: str | None, port: int | None) -> None:
     """Run the daemon: rebuild feeds and send digests on schedule, and serve out/.
 
     Stops gracefully on SIGTERM or Ctrl-C: a digest being sent finishes its current
-    message. Example: feeds --log-level info run --config /etc/feeds/feeds.yaml
+    message. A port that is taken, or a server that stops, ends it with status 1.
+    Example: feeds --log-level info run --config /etc/feeds/feeds.yaml --port 8080
     """
-    import signal
-
     from feeds.scheduler import Daemon
 
-    config = _config(config_path)
-    daemon = Daemon(config, str(config_path.resolve()) if config_path else None, serve=not no_serve)
-    try:
-        daemon.start()
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    found = find_config(config_path)
+    config = _listening(load_config(found), host, port)
+    # The jobs reload the config by its path, from a folder that may not be this one.
+    daemon = Daemon(config, str(found.resolve()) if found else None, serve=not no_serve)
+    daemon.start()
 
     def stop(signum: int, _frame: object) -> None:
         daemon.request_stop()
@@ -420,45 +428,65 @@ def run(config_path: Path | None, no_serve: bool) -> None:
     click.echo(f"feeds daemon running (pid {os.getpid()}); SIGTERM or Ctrl-C stops it.", err=True)
     daemon.wait()
     daemon.shutdown()
+    if daemon.failure is not None:
+        raise daemon.failure
 
 
 @cli.command()
 @config_option
-def serve(config_path: Path | None) -> None:
+@_listen_options
+def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Serve out/ over HTTP, with one-click unsubscribe, until interrupted.
 
-    Example: feeds serve --config feeds.yaml
+    A port that is taken ends it with status 1 before it serves anything.
+    Example: feeds serve --config feeds.yaml --port 8080
     """
-    from feeds.serve import serve as serve_forever
+    from feeds import api
 
-    config = _config(config_path)
-    click.echo(f"Serving {config.out}/ on http://{config.serve.host}:{config.serve.port}/", err=True)
-    serve_forever(config)
+    config = _listening(_config(config_path), host, port)
+    api.serve(config, listening=lambda url: click.echo(f"Serving {config.out}/ on {url}", err=True))
 
 
 @cli.command()
 @config_option
 def status(config_path: Path | None) -> None:
-    """Show the scheduled jobs, their next run and last result, and which daemon runs them."""
-    from feeds.scheduler import status as job_status
+    """Show the files in use (config, state database, cache, output folder), the
+    scheduled jobs with their next run and last result, and which daemon runs them."""
+    from feeds import api
 
-    config = _config(config_path)
-    try:
-        jobs, lease = job_status(config)
-    except FeedsError as e:
-        raise click.ClickException(str(e)) from e
+    found = api.service_status(_config(config_path))
+    click.echo(f"Config:         {found.config or 'none (the defaults, in the current folder)'}")
+    click.echo(f"State database: {found.state_db}")
+    click.echo(f"Cache:          {found.cache_db}")
+    click.echo(f"Output folder:  {found.out}")
     now = utc_now()
+    lease = found.lease
     if lease is None or lease.expires_at < now:
         click.echo("Daemon: not running")
     else:
         click.echo(f"Daemon: running ({lease.description}), lease until {lease.expires_at:%Y-%m-%d %H:%M:%S} UTC")
-    if not jobs:
+    if not found.jobs:
         click.echo("No jobs scheduled yet: start the daemon with feeds run.")
-    for job in jobs:
+    for job in found.jobs:
         next_run = f"{job.next_run:%Y-%m-%d %H:%M %Z}" if job.next_run else "paused"
         click.echo(f"{job.id:<14} {job.trigger:<34} next {next_run}")
         if job.last:
-            click.echo(f"{'':<14} last {job.last.status} at {job.last.finished_at:%Y-%m-%d %H:%M:%S} UTC: {job.last.summary}")
+            last = job.last
+            click.echo(f"{'':<14} last {last.status} at {last.finished_at:%Y-%m-%d %H:%M:%S} UTC: {last.summary}")
+
+
+@cli.command()
+@click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
+def init(folder: Path | None) -> None:
+    """Write a commented starter feeds.yaml into FOLDER (default: the current folder),
+    every key at its default. Never overwrites one.
+
+    Example: feeds init /etc/feeds
+    """
+    from feeds import api
+
+    path = api.init(folder or Path())
+    click.echo(f"Wrote {path}: every key at its default. Relative paths in it are resolved against its folder.")
 
 
 class _progress:
@@ -517,21 +545,20 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun[:-1]}ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else f"{count} {noun}s"
 
 
-_built = False  # set once a build has written everything and said so
+def exit_now(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown, which, freeing every record's
+    summary one by one, adds ~30 ms to a quick rebuild for nothing (mypy exits the same way).
+    Only for a command whose files are written and closed and whose output is printed."""
+    logging = sys.modules.get("logging")  # imported only by a build that had work
+    if logging is not None:
+        logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main() -> None:
     try:
         cli(prog_name="feeds")
-    except SystemExit as end:
-        if not _built:
-            raise
-        # A build's files are written and closed and its report printed: the interpreter's
-        # teardown, freeing every record's summary one by one, would add ~30 ms to a quick
-        # rebuild for nothing (mypy exits the same way).
-        logging = sys.modules.get("logging")  # imported only by a build that had work
-        if logging is not None:
-            logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(end.code if isinstance(end.code, int) else 0 if end.code is None else 1)
+    except BuildDone as done:
+        exit_now(done.code if isinstance(done.code, int) else 1)

@@ -1,16 +1,17 @@
 """YAML config file -> frozen :class:`Config`, layered over the defaults.
 
 Every key is optional; with no file at all the defaults make a working build. Relative
-paths in the file are resolved against the file's folder, so a config works from any
-current directory. Command-line flags are applied over the result by the CLI
-(:func:`dataclasses.replace`).
+paths in the file, and the default paths when there is a file, are resolved against the
+file's folder, so a config works from any current directory. :func:`find_config` says which
+file a command uses; each key is checked by its function in :data:`VALIDATORS`.
+Command-line flags are applied over the result by the CLI (:func:`dataclasses.replace`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
@@ -122,18 +123,47 @@ class Config:
         return timedelta(days=self.max_age_days) if self.max_age_days is not None else None
 
 
-_KEYS = {f.name for f in fields(Config)} - {"source", "topic_errors"}
 _LANGUAGE = re.compile(r"[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*")
+
+
+CONFIG_NAME = "feeds.yaml"  # looked for in the current folder when no config is named
+
+
+def find_config(given: Path | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The config file to use: ``--config``, else ``FEEDS_CONFIG``, else ``./feeds.yaml``
+    if there is one, else None (the defaults, with the current folder as base)."""
+    if given is not None:
+        return given
+    if environ.get("FEEDS_CONFIG"):
+        return Path(environ["FEEDS_CONFIG"])
+    here = Path(CONFIG_NAME)
+    return here if here.exists() else None
 
 
 def load_config(path: Path | None) -> Config:
     """Read ``path`` (YAML) over the defaults; ``None`` gives the defaults.
 
+    Every relative path, the defaults' included, is resolved against the file's folder:
+    a config works from any current folder (a systemd unit's WorkingDirectory, a shell).
     Raises ConfigError naming the file and the key for anything it cannot use, including
     unknown keys, which are almost always typos.
     """
     if path is None:
         return with_environment(Config())
+    raw = _read_mapping(path)
+    unknown = sorted(set(map(str, raw)) - _KEYS)
+    if unknown:
+        raise ConfigError(path, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}",
+                          key=unknown[0])
+    values = {key: _parse(key, value, path) for key, value in raw.items()}
+    for key, default in DEFAULT_PATHS.items():  # beside the file, not wherever it was run from
+        values.setdefault(key, _parse(key, default, path))
+    if "topics" in values:
+        values["topics"], values["topic_errors"] = values["topics"]
+    return with_environment(Config(source=path, **values))
+
+
+def _read_mapping(path: Path) -> Mapping[str, Any]:
     try:
         raw = read_yaml(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -141,16 +171,10 @@ def load_config(path: Path | None) -> Config:
     except ValueError as e:  # not YAML, not UTF-8, or a date that does not exist
         raise ConfigError(path, f"not valid YAML: {_first_line(e)}") from e
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(path, "expected a mapping of keys at the top level")
-    unknown = sorted(set(map(str, raw)) - _KEYS)
-    if unknown:
-        raise ConfigError(path, f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(_KEYS))}")
-    values = {key: _parse(key, value, path) for key, value in raw.items()}
-    if "topics" in values:
-        values["topics"], values["topic_errors"] = values["topics"]
-    return with_environment(Config(source=path, **values))
+    return raw
 
 
 def with_environment(config: Config, environ: Mapping[str, str] = os.environ) -> Config:
@@ -164,88 +188,172 @@ def with_environment(config: Config, environ: Mapping[str, str] = os.environ) ->
     return replace(config, **changes) if changes else config
 
 
+Fail = Callable[[str], ConfigError]
+
+
+@dataclass(frozen=True)
+class _Key:
+    """Where a value came from: its file and key, for messages and relative paths."""
+
+    path: Path
+    key: str
+
+    @property
+    def here(self) -> Path:
+        return self.path.parent
+
+    def fail(self, reason: str) -> ConfigError:
+        return ConfigError(self.path, f"{self.key}: {reason}", key=self.key)
+
+
 def _parse(key: str, value: Any, path: Path) -> Any:
-    here = path.parent
-
-    def fail(reason: str) -> ConfigError:
-        return ConfigError(path, f"{key}: {reason}")
-
-    match key:
-        case "title" | "description":
-            if not isinstance(value, str) or not value.strip():
-                raise fail("expected non-empty text")
-            return value.strip()
-        case "base_url":
-            from feeds.normalise import (
-                clean_url,  # only here: a build that has nothing to do never needs it
-            )
-
-            url = clean_url(value)
-            if url is None:
-                raise fail("expected an absolute http(s) URL, such as https://example.com/feeds/")
-            return url if url.endswith("/") else url + "/"
-        case "language":
-            if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
-                raise fail("expected a language tag such as en or en-GB")
-            return value
-        case "items_per_feed" | "max_record_bytes" | "digest_items_per_topic":
-            if not _is_whole(value, 1):
-                raise fail("expected a whole number of at least 1")
-            return value
-        case "max_items_per_provider":
-            if value is None:
-                return None
-            if not _is_whole(value, 1):
-                raise fail("expected a whole number of at least 1, or null for no cap")
-            return value
-        case "half_life_hours" | "max_age_days":
-            if value is None and key == "max_age_days":
-                return None
-            if not _is_positive(value):
-                raise fail("expected a number greater than 0")
-            return float(value)
-        case "seeds" | "out":
-            if not isinstance(value, str) or not value:
-                raise fail("expected a folder path")
-            return here / Path(value).expanduser()
-        case "cache_db":
-            if not isinstance(value, str) or not value:
-                raise fail("expected a file path")
-            return here / Path(value).expanduser()
-        case "topics":
-            return _topic_definitions(value, here, fail)
-        case "state_db":
-            if not isinstance(value, str) or not value:
-                raise fail("expected a SQLite file path or an SQLAlchemy URL")
-            return value if "://" in value else f"sqlite:///{here / Path(value).expanduser()}"
-        case "timezone":
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when the config names one
-
-            try:
-                ZoneInfo(str(value))
-            except (ZoneInfoNotFoundError, ValueError) as e:
-                raise fail(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from e
-            return str(value)
-        case "mail_from" | "reply_to":
-            if value is None and key == "reply_to":
-                return None
-            if not isinstance(value, str) or not _is_mailbox(value):
-                raise fail("expected an address such as 'AI Digest <digest@example.org>'")
-            return value
-        case "secret":
-            if not isinstance(value, str) or len(value) < 16:
-                raise fail("expected a random string of at least 16 characters")
-            return value
-        case "smtp":
-            return _smtp(value, fail)
-        case "schedule":
-            return _schedule(value, fail)
-        case "serve":
-            return _serve(value, fail)
-    raise fail("unknown key")  # pragma: no cover - _KEYS guards this
+    return VALIDATORS[key](value, _Key(path, key))
 
 
-def _smtp(value: Any, fail: Any) -> SmtpConfig:
+def _nullable(check: Callable[[Any, _Key], Any]) -> Callable[[Any, _Key], Any]:
+    """``check``, and null (YAML's ``null`` or ``~``) for "none"."""
+    return lambda value, at: None if value is None else check(value, at)
+
+
+def _text(value: Any, at: _Key) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise at.fail("expected non-empty text")
+    return value.strip()
+
+
+def _base_url(value: Any, at: _Key) -> str:
+    from feeds.normalise import (
+        clean_url,  # only here: a build that has nothing to do never needs it
+    )
+
+    url = clean_url(value)
+    if url is None:
+        raise at.fail("expected an absolute http(s) URL, such as https://example.com/feeds/")
+    return url if url.endswith("/") else url + "/"
+
+
+def _language(value: Any, at: _Key) -> str:
+    if not isinstance(value, str) or not _LANGUAGE.fullmatch(value):
+        raise at.fail("expected a language tag such as en or en-GB")
+    return value
+
+
+def _count(value: Any, at: _Key) -> int:
+    if not _is_whole(value, 1):
+        raise at.fail("expected a whole number of at least 1")
+    return int(value)
+
+
+def _cap(value: Any, at: _Key) -> int | None:
+    if value is not None and not _is_whole(value, 1):
+        raise at.fail("expected a whole number of at least 1, or null for no cap")
+    return value  # type: ignore[no-any-return]
+
+
+def _positive(value: Any, at: _Key) -> float:
+    if not _is_positive(value):
+        raise at.fail("expected a number greater than 0")
+    return float(value)
+
+
+def _folder(value: Any, at: _Key) -> Path:
+    if not isinstance(value, str) or not value:
+        raise at.fail("expected a folder path")
+    return at.here / Path(value).expanduser()
+
+
+def _file(value: Any, at: _Key) -> Path:
+    if not isinstance(value, str) or not value:
+        raise at.fail("expected a file path")
+    return at.here / Path(value).expanduser()
+
+
+# sqlite:///relative.db is relative to the current folder in SQLAlchemy; sqlite:////abs is not.
+_SQLITE_URL = re.compile(r"(sqlite(?:\+\w+)?:///)([^?]*)(.*)", re.S)
+
+
+def _state_db(value: Any, at: _Key) -> str:
+    """A SQLite file path, or an SQLAlchemy URL. A relative SQLite file, named either way,
+    is beside the config: the daemon, ``status`` and ``subscribers`` must all find it."""
+    if not isinstance(value, str) or not value:
+        raise at.fail("expected a SQLite file path or an SQLAlchemy URL")
+    if "://" not in value:
+        return f"sqlite:///{at.here / Path(value).expanduser()}"
+    sqlite = _SQLITE_URL.fullmatch(value)
+    if sqlite is None or sqlite[2] in ("", ":memory:") or sqlite[2].startswith("/"):
+        return value
+    return f"{sqlite[1]}{at.here / Path(sqlite[2]).expanduser()}{sqlite[3]}"
+
+
+def absolute_state_db(url: str, base: Path | None = None) -> str:
+    """``url`` with a relative SQLite file made absolute (against ``base``, or the current
+    folder), for messages that must say which file is meant; other URLs as they are."""
+    sqlite = _SQLITE_URL.fullmatch(url)
+    if sqlite is None or sqlite[2] in ("", ":memory:") or sqlite[2].startswith("/"):
+        return url
+    return f"{sqlite[1]}{(base or Path()).absolute() / Path(sqlite[2]).expanduser()}{sqlite[3]}"
+
+
+def _topics(value: Any, at: _Key) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
+    return _topic_definitions(value, at.here, at.fail)
+
+
+def _timezone(value: Any, at: _Key) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # only when the config names one
+
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise at.fail(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from e
+    return str(value)
+
+
+def _mailbox(value: Any, at: _Key) -> str:
+    if not isinstance(value, str) or not _is_mailbox(value):
+        raise at.fail("expected an address such as 'AI Digest <digest@example.org>'")
+    return value
+
+
+def _secret(value: Any, at: _Key) -> str:
+    if not isinstance(value, str) or len(value) < 16:
+        raise at.fail("expected a random string of at least 16 characters")
+    return value
+
+
+# Each key of the file and the function that checks and converts its value; a key missing
+# here is unknown. Each raises ``at.fail(reason)``, which names the file and the key.
+VALIDATORS: dict[str, Callable[[Any, _Key], Any]] = {
+    "title": _text,
+    "description": _text,
+    "base_url": _base_url,
+    "language": _language,
+    "items_per_feed": _count,
+    "half_life_hours": _positive,
+    "max_items_per_provider": _cap,
+    "max_age_days": _nullable(_positive),
+    "max_record_bytes": _count,
+    "seeds": _folder,
+    "out": _folder,
+    "topics": _topics,
+    "state_db": _state_db,
+    "cache_db": _file,
+    "timezone": _timezone,
+    "digest_items_per_topic": _count,
+    "mail_from": _mailbox,
+    "reply_to": _nullable(_mailbox),
+    "secret": _nullable(_secret),  # null: made once and kept in the state database
+    "smtp": lambda value, at: _smtp(value, at.fail),
+    "schedule": lambda value, at: _schedule(value, at.fail),
+    "serve": lambda value, at: _serve(value, at.fail),
+}
+_KEYS = set(VALIDATORS)
+
+# The defaults that are paths, as a file would give them: with a file, they are resolved
+# against its folder like any path in it.
+DEFAULT_PATHS = {"seeds": "seeds", "out": "out", "cache_db": "feeds-cache.db", "state_db": "feeds.db"}
+
+
+def _smtp(value: Any, fail: Fail) -> SmtpConfig:
     if not isinstance(value, Mapping):
         raise fail("expected a mapping with host, port, security, user, ...")
     known = {f.name for f in fields(SmtpConfig)} - {"password"}
@@ -272,7 +380,7 @@ def _smtp(value: Any, fail: Any) -> SmtpConfig:
     return smtp
 
 
-def _section(value: Any, cls: type, fail: Any) -> Any:
+def _section(value: Any, cls: type, fail: Fail) -> Any:
     if not isinstance(value, Mapping):
         raise fail("expected a mapping of keys")
     known = {f.name for f in fields(cls)}
@@ -282,7 +390,7 @@ def _section(value: Any, cls: type, fail: Any) -> Any:
     return cls(**value)
 
 
-def _schedule(value: Any, fail: Any) -> ScheduleConfig:
+def _schedule(value: Any, fail: Fail) -> ScheduleConfig:
     schedule: ScheduleConfig = _section(value, ScheduleConfig, fail)
     if schedule.build_every_minutes is not None and not _is_positive(schedule.build_every_minutes):
         raise fail("build_every_minutes: expected a number greater than 0, or null")
@@ -301,7 +409,8 @@ def _schedule(value: Any, fail: Any) -> ScheduleConfig:
         except ValueError as e:
             raise fail(f"{name}: {e}") from e
         if (weekday is None) != (name == "daily_digest_at"):
-            raise fail(f"{name}: expected {'HH:MM' if name == 'daily_digest_at' else 'a day and HH:MM, such as mon 07:00'}")
+            wanted = "HH:MM" if name == "daily_digest_at" else "a day and HH:MM, such as mon 07:00"
+            raise fail(f"{name}: expected {wanted}")
     for name in ("misfire_grace_minutes", "lease_seconds"):
         number = getattr(schedule, name)
         if not _is_positive(number):
@@ -309,7 +418,7 @@ def _schedule(value: Any, fail: Any) -> ScheduleConfig:
     return schedule
 
 
-def _serve(value: Any, fail: Any) -> ServeConfig:
+def _serve(value: Any, fail: Fail) -> ServeConfig:
     serve: ServeConfig = _section(value, ServeConfig, fail)
     if not isinstance(serve.host, str) or not serve.host:
         raise fail("host: expected a host name or address")

@@ -12,8 +12,40 @@ class FeedsError(Exception):
 class ConfigError(FeedsError):
     """The configuration file cannot be used."""
 
-    def __init__(self, path: Path | None, reason: str) -> None:
+    def __init__(self, path: Path | None, reason: str, *, key: str | None = None) -> None:
         super().__init__(f"{path}: {reason}" if path else reason)
+        self.path, self.reason, self.key = path, reason, key
+
+
+class ConfigExists(FeedsError):
+    """``feeds init`` found a config already there: it never overwrites one."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path}: already exists; not overwritten")
+        self.path = path
+
+
+class AddressInUse(FeedsError):
+    """The HTTP server cannot listen where the config (or --host/--port) says."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
+        self.host, self.port, self.reason = host, port, reason
+
+
+class ServerStopped(FeedsError):
+    """The daemon's HTTP server stopped while the daemon was running."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"the HTTP server on {host}:{port} stopped; stopping the daemon")
+        self.host, self.port = host, port
+
+
+class OutputFolderError(FeedsError):
+    """The output folder cannot be used (it is a file, or cannot be made)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
 
 

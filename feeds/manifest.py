@@ -24,7 +24,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK
-from typing import Any
+from typing import Any, NamedTuple
 
 from feeds.config import Config
 from feeds.errors import RecordError, RecordNotice
@@ -252,6 +252,25 @@ def read(out: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("version") == VERSION else None
+
+
+class Precheck(NamedTuple):
+    """What a build looks at first: the record files, the fingerprint of every input,
+    and the last build's report if that build stands (nothing to do)."""
+
+    scanned: Scanned
+    inputs: str
+    report: BuildReport | None
+
+
+def precheck(config: Config, seeds: Path, out: Path, now: datetime, *, use_cache: bool = True) -> Precheck:
+    """The no-change shortcut, in one place for the CLI (which calls it before importing
+    the library) and :func:`feeds.api.build`: scan, fingerprint, and check the manifest."""
+    from feeds.paths import templates_dir
+
+    scanned = scan(seeds)
+    inputs = fingerprint(config, seeds, templates_dir(), scanned)
+    return Precheck(scanned, inputs, check(inputs, out, now) if use_cache else None)
 
 
 def check(inputs: str, out: Path, now: datetime) -> BuildReport | None:

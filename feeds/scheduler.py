@@ -46,7 +46,7 @@ from sqlalchemy.engine import Engine
 
 from feeds import api, state
 from feeds.config import Config, load_config, parse_time_of_day
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, ServerStopped
 from feeds.errors import LeaseHeld as LeaseHeld  # defined there; exported here too
 
 log = logging.getLogger(__name__)
@@ -239,14 +239,33 @@ class Daemon:
         self.server: Any = None
         self.threads: list[threading.Thread] = []
         self.stopped = threading.Event()
+        self.failure: FeedsError | None = None  # why the daemon stopped by itself, if it did
 
     @property
     def lease_ttl(self) -> timedelta:
         return timedelta(seconds=self.config.schedule.lease_seconds)
 
     def start(self) -> None:
-        """Claim the state database, start the jobs (and the server). Raises LeaseHeld."""
+        """Take the HTTP address, claim the state database, start the jobs and the
+        server. Raises AddressInUse (before claiming anything) or LeaseHeld."""
         STOPPING.clear()
+        sock = None
+        if self.serve:
+            from feeds.serve import check_out, listen
+
+            check_out(self.config.out)
+            sock = listen(self.config.serve.host, self.config.serve.port)
+        try:
+            self._claim()
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        self._start_jobs()
+        if sock is not None:
+            self._start_server(sock)
+
+    def _claim(self) -> None:
         held = state.acquire_lease(self.engine, LEASE, self.holder, self.description,
                                    now=datetime.now(UTC), ttl=self.lease_ttl)
         if held is not None:
@@ -256,6 +275,8 @@ class Daemon:
                 f"{held.expires_at:%Y-%m-%d %H:%M:%S} UTC. Not starting jobs."
             )
         log.info("lease acquired", extra={"holder": self.description})
+
+    def _start_jobs(self) -> None:
         grace = int(self.config.schedule.misfire_grace_minutes * 60)
         scheduler = new_scheduler(self.config, self.engine)
         scheduler.add_listener(self._on_event, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR | EVENT_JOB_MISSED)
@@ -271,8 +292,6 @@ class Daemon:
         scheduler.resume()
         self.scheduler = scheduler
         self._thread(self._keep_lease, "lease")
-        if self.serve:
-            self._start_server()
 
     def _thread(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -292,16 +311,28 @@ class Daemon:
                 self.request_stop()
                 return
 
-    def _start_server(self) -> None:
-        import uvicorn
+    def _start_server(self, sock: socket.socket) -> None:
+        import asyncio
 
-        from feeds.serve import create_app
+        from feeds.serve import server
 
-        app = create_app(self.config, self.engine)
-        server_config = uvicorn.Config(app, host=self.config.serve.host, port=self.config.serve.port,
-                                       log_config=None, access_log=False, lifespan="off")
-        self.server = uvicorn.Server(server_config)
-        self._thread(self.server.run, "http")
+        self.server = server(self.config, self.engine)
+
+        def run() -> None:
+            try:
+                asyncio.run(self.server.serve(sockets=[sock]))
+            except BaseException:  # uvicorn ends a failed start-up with sys.exit
+                log.exception("the HTTP server failed")
+            finally:
+                sock.close()
+            if not self.stopped.is_set():
+                # Jobs without the server leave unsubscribe links dead while `feeds status`
+                # says running: stop, and exit non-zero, so that systemd restarts us.
+                self.failure = ServerStopped(self.config.serve.host, self.config.serve.port)
+                log.error("the HTTP server stopped: stopping the daemon")
+                self.request_stop()
+
+        self._thread(run, "http")
         log.info("serving", extra={"url": f"http://{self.config.serve.host}:{self.config.serve.port}/",
                                    "folder": str(self.config.out)})
 
@@ -315,8 +346,14 @@ class Daemon:
         elif event.exception is not None:
             run = state.JobRun(event.job_id, "error", f"{type(event.exception).__name__}: {event.exception}",
                                scheduled, now)
-            log.error("job failed", extra={"job": event.job_id, "error": run.summary,
-                                           "traceback": event.traceback})
+            # An operator's fault (a FeedsError names its culprit) is one line, its traceback
+            # only in the debug log; our own bugs log theirs at once.
+            if isinstance(event.exception, FeedsError):
+                log.error("job failed", extra={"job": event.job_id, "error": run.summary})
+                log.debug("job failed", extra={"job": event.job_id, "traceback": event.traceback})
+            else:
+                log.error("job failed", extra={"job": event.job_id, "error": run.summary,
+                                               "traceback": event.traceback})
         else:
             run = state.JobRun(event.job_id, "ok", str(event.retval), scheduled, now)
             log.info("job done", extra={"job": event.job_id, "result": run.summary})

@@ -9,6 +9,8 @@ rewritten, a feed reader's conditional request gets 304 until a feed really chan
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from feeds import state
 from feeds.api import digest_secret
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
+from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
 from feeds.render import jinja_env
 
 log = logging.getLogger(__name__)
@@ -134,10 +137,53 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
     )
 
 
-def serve(config: Config) -> None:
-    """Serve until interrupted (``feeds serve``)."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or AddressInUse naming them.
+
+    Bound here, before anything is claimed or announced, and handed to uvicorn: a port
+    that is taken fails the command at once, with no window in which another process could
+    take it between a check and uvicorn's own bind."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as e:
+        raise AddressInUse(host, port, f"not an address: {getattr(e, 'strerror', None) or e}") from e
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise AddressInUse(host, port, e.strerror or str(e)) from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be a folder, or not yet exist (the first build makes it)."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(out, "not a folder: the output folder cannot be served")
+
+
+def server(config: Config, engine: Engine | None = None) -> Any:
+    """A uvicorn server for the app, to be run on a socket from :func:`listen`."""
     import uvicorn
 
+    settings = uvicorn.Config(create_app(config, engine), host=config.serve.host, port=config.serve.port,
+                              log_config=None, access_log=False, lifespan="off")
+    return uvicorn.Server(settings)
+
+
+def serve(config: Config, sock: socket.socket, listening: Callable[[], None] = lambda: None) -> None:
+    """Serve on ``sock`` until interrupted (``feeds serve``). The app, and so the state
+    database, is opened before ``listening()`` announces anything. Raises ServerStopped if
+    the server stops by itself (it did not start)."""
+    import asyncio
+
+    running = server(config)
+    listening()
     log.info("serving", extra={"url": f"http://{config.serve.host}:{config.serve.port}/", "folder": str(config.out)})
-    uvicorn.run(create_app(config), host=config.serve.host, port=config.serve.port,
-                log_config=None, access_log=False, lifespan="off")
+    asyncio.run(running.serve(sockets=[sock]))
+    if not running.started:
+        raise ServerStopped(config.serve.host, config.serve.port)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from feeds.api.explain import Explanation, Placement, explain
     from feeds.api.inbox import InboxReport, process_inbox
+    from feeds.api.service import ServiceStatus, init, serve, service_status
     from feeds.api.subscribers import (
         ImportReport,
         SubscriberError,
@@ -57,6 +58,7 @@ _MODULES = {
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
                     "feeds.api.subscribers"),
     **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
+    **dict.fromkeys(["ServiceStatus", "init", "serve", "service_status"], "feeds.api.service"),
     "FeedDoc": "feeds.render.feeds",
     "BuildReport": "feeds.report",
 }
@@ -83,6 +85,7 @@ __all__ = [
     "InboxReport",
     "Placement",
     "Progress",
+    "ServiceStatus",
     "SubscriberError",
     "Subscription",
     "add_subscriber",
@@ -92,6 +95,7 @@ __all__ = [
     "digest_secret",
     "explain",
     "import_subscribers",
+    "init",
     "known_topics",
     "list_subscribers",
     "load_corpus",
@@ -101,6 +105,8 @@ __all__ = [
     "remove_subscriber",
     "render_site",
     "send_test",
+    "serve",
+    "service_status",
     "stable_until",
     "unsubscribe_url",
     "write_archive",

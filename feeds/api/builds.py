@@ -58,8 +58,7 @@ def build(
     out: Path | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
-    inputs: str | None = None,
-    scanned: manifest.Scanned | None = None,
+    checked: manifest.Precheck | None = None,
 ) -> BuildReport:
     """Build every topic's RSS, Atom and JSON feed, the OPML list and the index page.
 
@@ -68,21 +67,18 @@ def build(
     the same input gives byte-identical files, and unchanged files are not rewritten.
     With ``use_cache``, a build with nothing new stops early, only record files that
     changed since the last build are parsed, and only feeds whose stories changed are
-    rendered. ``scanned`` and ``inputs`` are :func:`manifest.scan`'s and
-    :func:`manifest.fingerprint`'s results when the caller has just taken them.
+    rendered. ``checked`` is :func:`manifest.precheck`'s result when the caller (the
+    CLI) has just taken it.
     """
     out = out or config.out
     seeds = seeds or config.seeds
     if not seeds.is_dir():
         raise FeedsError(f"{seeds}: no such folder of records")
-    if scanned is None:
-        scanned = manifest.scan(seeds)
-    if inputs is None:  # the caller may have taken it already (the CLI, before importing us)
-        inputs = manifest.fingerprint(config, seeds, templates_dir(), scanned)
-    if use_cache:
-        fresh = manifest.check(inputs, out, now)
-        if fresh is not None:
-            return fresh
+    if checked is None:
+        checked = manifest.precheck(config, seeds, out, now, use_cache=use_cache)
+    if checked.report is not None:  # nothing changed since the last build
+        return checked.report
+    scanned, inputs = checked.scanned, checked.inputs
     compiled = config.cache_db if use_cache else None
     with RecordCache(compiled) as cache:
         index = cache.index(seeds, scanned, config.max_record_bytes, progress)

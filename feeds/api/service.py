@@ -1,0 +1,73 @@
+"""Running feeds as a service: the starter config, serving ``out/``, and the daemon's status.
+
+The CLI calls these as it calls :func:`feeds.api.build`; :mod:`feeds.scheduler` holds the
+daemon itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from feeds.config import Config, absolute_state_db
+
+if TYPE_CHECKING:  # the scheduler and the database toolkit load only when status is asked
+    from feeds.scheduler import JobStatus
+    from feeds.state import Lease
+
+__all__ = ["ServiceStatus", "init", "serve", "service_status"]
+
+
+def init(folder: Path) -> Path:
+    """Write a commented starter ``feeds.yaml`` into ``folder``; its path. Never
+    overwrites one (ConfigExists)."""
+    from feeds.starter import write_starter
+
+    return write_starter(folder)
+
+
+def serve(config: Config, *, listening: Callable[[str], None] = lambda url: None) -> None:
+    """Serve ``config.out`` over HTTP until interrupted. The address is bound first:
+    a taken port raises AddressInUse before ``listening(url)`` announces anything."""
+    from feeds.serve import check_out, listen
+    from feeds.serve import serve as serve_on
+
+    check_out(config.out)
+    sock = listen(config.serve.host, config.serve.port)
+    with sock:
+        host, port = sock.getsockname()[:2]
+        serve_on(config, sock, lambda: listening(f"http://{_url_host(host)}:{port}/"))
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Which files a command with this config uses, and the daemon's jobs on them."""
+
+    config: Path | None  # None: no file, the defaults
+    state_db: str  # its URL, password hidden
+    cache_db: Path
+    out: Path
+    jobs: list[JobStatus]
+    lease: Lease | None  # the daemon's claim, possibly expired
+
+
+def service_status(config: Config) -> ServiceStatus:
+    from feeds import state
+    from feeds.scheduler import status
+
+    jobs, lease = status(config)
+    return ServiceStatus(
+        config=config.source.absolute() if config.source else None,
+        state_db=state.safe_url(absolute_state_db(config.state_db)),
+        cache_db=config.cache_db.absolute(),
+        out=config.out.absolute(),
+        jobs=jobs,
+        lease=lease,
+    )
+
