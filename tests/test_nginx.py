@@ -49,7 +49,7 @@ def server_block(out: Path, port: int, upstream: int) -> str:
         text = text.replace("brotli_static on;", "")
     for example, ours in (("root /var/lib/feeds/out;", f"root {out};"),
                           ("listen 80;", f"listen 127.0.0.1:{port};"),
-                          ("server 127.0.0.1:8080;", f"server 127.0.0.1:{upstream};")):
+                          ("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream};")):
         assert text.count(example) == 1, example
         text = text.replace(example, ours)
     return text
