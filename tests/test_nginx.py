@@ -157,8 +157,8 @@ def test_private_files_are_not_served(proxy: Proxy, path: str) -> None:
     if path == "outbox/":
         assert any(target.iterdir())  # the digest wrote its .eml files there
         path += next(target.iterdir()).name
-    else:
-        target.write_text("private") if not target.exists() else None
+    elif not target.exists():
+        target.write_text("private")
     assert request(proxy.base + path).status == 404
 
 
