@@ -334,6 +334,8 @@ def write_results(all_results: dict[int, dict[str, Scenario]], digest: tuple[flo
                   f"{made:,} subscribers in about 1,000 topic combinations: {rendered:,.0f} personalised editions",
                   f"rendered per second, against {accepted:,.0f} messages per second accepted by a loopback aiosmtpd",
                   f"from feeds' own sender: **{rendered / accepted:.1f}x**."]
+    from benchmarks.serve import kept_section  # the serving benchmark's section stays as it was
+    lines += ["", serving] if (serving := kept_section(path)) else []
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if plot:
         _plot({size: {name: (statistics.median(s.wall for s in scenario.feeds),

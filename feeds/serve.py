@@ -8,24 +8,27 @@ rewritten, a feed reader's conditional request gets 304 until a feed really chan
 
 from __future__ import annotations
 
+import gzip
 import logging
+import mimetypes
+import os
 import socket
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, quote
 
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from feeds import state
 from feeds.api import digest_secret
@@ -44,32 +47,241 @@ MEDIA_TYPES = {  # by file name first, then by suffix
     ".html": "text/html; charset=utf-8",
     ".xml": "application/xml; charset=utf-8",
     ".json": "application/json; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".gz": "application/gzip",
 }
-PRIVATE = ("outbox/",)  # .eml files carry personal unsubscribe links: never served
+PRIVATE = ("outbox",)  # .eml files carry personal unsubscribe links: never served
+ENCODINGS = (("br", ".br"), ("gzip", ".gz"))  # the server's preference, best first
+MIN_GZIP = 500  # smaller bodies are sent as they are: gzip would save nothing worth a header
+CACHED_FILE = 4 << 20  # bodies up to this size are kept in memory, keyed by size and mtime
+CACHE_BYTES = 64 << 20
 
 
-class OutFiles(StaticFiles):
-    """``out/`` as static files: feed media types, cache headers, private parts hidden."""
+class Representation(NamedTuple):
+    """One body of a file as sent: its bytes, its encoding (None: identity) and the
+    ETag that names exactly these bytes."""
+
+    body: bytes
+    encoding: str | None
+    etag: str
+
+
+class OutFiles:
+    """``out/`` over HTTP (an ASGI app): feed media types, cache headers, private parts
+    hidden, and the compressed copies that the build wrote beside each file (``.br``,
+    ``.gz``) sent as they are. A file without a copy is gzipped here, once per version.
+
+    Each version of a file (path, size, mtime, inode) is read once and kept in memory,
+    so a request costs one ``stat`` and no thread: this is what makes ``feeds serve``
+    answer several times the requests of ``python -m http.server``. Each body has its
+    own strong ETag (the identity one, with ``-gzip``/``-br`` for the others), every
+    compressible response says ``Vary: Accept-Encoding`` (304s too), and a Range that
+    cannot be honoured is ignored (the whole body, 200), as RFC 9110 section 14.2
+    allows."""
 
     def __init__(self, *, directory: Path, cache_seconds: int) -> None:
-        super().__init__(directory=directory, html=True, check_dir=False)
-        self.cache_seconds = cache_seconds
+        self.directory = os.path.realpath(directory)
+        self.cache_control = f"public, max-age={cache_seconds}".encode()
+        self._cache: dict[tuple[str, int, int, int], bytes] = {}
+        self._cached_bytes = 0
 
-    def get_path(self, scope: Scope) -> str:
-        path = super().get_path(scope)
-        parts = Path(path).parts
-        if any(part.startswith(".") for part in parts) or any(path.startswith(p.rstrip("/")) for p in PRIVATE):
-            return "__not_served__/" + path  # resolves to nothing: 404
-        return path
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            await _send(send, 405, [(b"allow", b"GET, HEAD")], b"Method Not Allowed", method)
+            return
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        found = self.lookup(path)
+        if found is None:
+            await _send(send, 404, [], b"Not Found", method)
+            return
+        full, info = found
+        if stat.S_ISDIR(info.st_mode):
+            # A folder is its index.html, at a URL that ends in / so relative links work.
+            await _send(send, 307, [(b"location", _quote(scope, path + "/"))], b"", method)
+            return
+        await self.send_file(scope, send, full, info)
 
-    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        name = Path(full_path).name
-        media_type = MEDIA_TYPES.get(name) or MEDIA_TYPES.get(Path(name).suffix)
-        if media_type:
-            response.headers["content-type"] = media_type
-        response.headers["cache-control"] = f"public, max-age={self.cache_seconds}"
-        return response
+    def lookup(self, path: str) -> tuple[str, os.stat_result] | None:
+        """The file (or folder to redirect) that ``path`` names; None for anything not
+        served: private parts, dotfiles, paths that leave ``out/``, and folders without
+        an index.html."""
+        parts = [part for part in path.split("/") if part]
+        if any(part.startswith(".") or "\0" in part for part in parts) or (parts and parts[0] in PRIVATE):
+            return None
+        full = os.path.join(self.directory, *parts)
+        try:
+            info = os.stat(full)
+            if stat.S_ISDIR(info.st_mode):
+                if path and not path.endswith("/"):
+                    return full, info
+                full = os.path.join(full, "index.html")
+                info = os.stat(full)
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        real = os.path.realpath(full)  # a symlink out of out/ is not followed
+        if not real.startswith(self.directory + os.sep):
+            return None
+        return full, info
+
+    async def send_file(self, scope: Scope, send: Send, full: str, info: os.stat_result) -> None:
+        name = os.path.basename(full)
+        media_type = MEDIA_TYPES.get(name) or MEDIA_TYPES.get(os.path.splitext(name)[1]) \
+            or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        compressible = media_type.startswith("text/") or "xml" in media_type or "json" in media_type
+        headers = Headers(scope=scope)
+        accepted = _accepted_encodings(headers.get("accept-encoding", "")) if compressible else set()
+        chosen = self.representation(full, info, accepted)
+        last_modified = formatdate(info.st_mtime, usegmt=True)
+        response_headers = [
+            (b"content-type", media_type.encode()),
+            (b"cache-control", self.cache_control),
+            (b"etag", chosen.etag.encode()),
+            (b"last-modified", last_modified.encode()),
+            (b"accept-ranges", b"bytes" if chosen.encoding is None else b"none"),
+        ]
+        if compressible:
+            response_headers.append((b"vary", b"Accept-Encoding"))
+        if _not_modified(headers, chosen.etag, info.st_mtime):
+            await _send(send, 304, [h for h in response_headers if h[0] != b"content-type"], b"", "HEAD")
+            return
+        if chosen.encoding is not None:
+            response_headers.append((b"content-encoding", chosen.encoding.encode()))
+        body, status = chosen.body, 200
+        span = _byte_range(headers, chosen, last_modified) if chosen.encoding is None else None
+        if span is not None:
+            start, end = span
+            if start >= len(body):
+                await _send(send, 416, [(b"content-range", f"bytes */{len(body)}".encode())], b"", scope["method"])
+                return
+            response_headers.append((b"content-range", f"bytes {start}-{end - 1}/{len(body)}".encode()))
+            body, status = body[start:end], 206
+        await _send(send, status, response_headers, body, scope["method"])
+
+    def representation(self, full: str, info: os.stat_result, accepted: set[str]) -> Representation:
+        """The body to send: the best precompressed copy the client accepts, else the
+        file gzipped here if the client takes gzip and it is worth it, else the file."""
+        etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
+        for encoding, suffix in ENCODINGS:
+            if encoding not in accepted:
+                continue
+            try:
+                copy = os.stat(full + suffix)
+            except OSError:
+                continue
+            if stat.S_ISREG(copy.st_mode) and copy.st_mtime_ns >= info.st_mtime_ns:  # else stale: not ours to trust
+                return Representation(self.read(full + suffix, copy), encoding, f'"{etag}-{encoding}"')
+        body = self.read(full, info)
+        if "gzip" in accepted and len(body) >= MIN_GZIP:
+            return Representation(self.gzipped(full, info, body), "gzip", f'"{etag}-gzip"')
+        return Representation(body, None, f'"{etag}"')
+
+    def read(self, full: str, info: os.stat_result) -> bytes:
+        key = (full, info.st_size, info.st_mtime_ns, info.st_ino)
+        body = self._cache.get(key)
+        if body is None:
+            with open(full, "rb") as f:
+                body = f.read()
+            self._remember(key, body)
+        return body
+
+    def gzipped(self, full: str, info: os.stat_result, body: bytes) -> bytes:
+        key = (full + "\0gzip", info.st_size, info.st_mtime_ns, info.st_ino)
+        zipped = self._cache.get(key)
+        if zipped is None:
+            zipped = gzip.compress(body, compresslevel=6, mtime=0)
+            self._remember(key, zipped)
+        return zipped
+
+    def _remember(self, key: tuple[str, int, int, int], body: bytes) -> None:
+        if len(body) > CACHED_FILE:
+            return
+        while self._cached_bytes + len(body) > CACHE_BYTES and self._cache:  # oldest first
+            oldest = next(iter(self._cache))
+            self._cached_bytes -= len(self._cache.pop(oldest))
+        self._cache[key] = body
+        self._cached_bytes += len(body)
+
+
+def _accepted_encodings(header: str) -> set[str]:
+    """The codings an Accept-Encoding header accepts (q=0 refuses one)."""
+    accepted = set()
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip().lower()
+        q = params.strip().lower()
+        if q.startswith("q=") and q[2:].strip() in ("0", "0.", "0.0", "0.00", "0.000"):
+            continue
+        if coding:
+            accepted.add(coding)
+    if "*" in accepted:
+        accepted.update(("gzip", "br"))
+    return accepted
+
+
+def _not_modified(headers: Headers, etag: str, mtime: float) -> bool:
+    """RFC 9110 section 13.1: If-None-Match (weak comparison) wins over If-Modified-Since."""
+    if_none_match = headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+        return "*" in tags or etag in tags
+    since = headers.get("if-modified-since")
+    if since:
+        try:
+            return parsedate_to_datetime(since).timestamp() >= int(mtime)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+    return False
+
+
+def _byte_range(headers: Headers, chosen: Representation, last_modified: str) -> tuple[int, int] | None:
+    """The one byte range asked for, as (start, end); None to send the whole body: no
+    Range, an If-Range that no longer matches, several ranges, or a Range we cannot read
+    (RFC 9110 section 14.2: a server MAY ignore a Range; a 400 would break a client that
+    only meant to resume). A range that starts past the end is kept, for a 416."""
+    value = headers.get("range")
+    if not value:
+        return None
+    if_range = headers.get("if-range")
+    if if_range is not None and if_range not in (chosen.etag, last_modified):
+        return None
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    size = len(chosen.body)
+    try:
+        if not dash:
+            return None
+        if not first:  # the last N bytes
+            count = int(last)
+            return (max(size - count, 0), size) if count > 0 and size else None
+        start = int(first)
+        end = int(last) + 1 if last else None
+    except ValueError:
+        return None
+    if start < 0 or (end is not None and end <= start):
+        return None
+    return start, min(size if end is None else end, size)
+
+
+def _quote(scope: Scope, path: str) -> bytes:
+    root: str = scope.get("root_path", "")
+    query = scope.get("query_string", b"")
+    return (quote(root + path) + ("?" + query.decode("latin-1") if query else "")).encode("latin-1")
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str) -> None:
+    """One whole response. HEAD gets the headers of the GET, Content-Length included."""
+    length = [(b"content-length", str(len(body)).encode())] if status != 304 else []
+    if status >= 400 or status == 307:
+        headers = [*headers, (b"content-type", b"text/plain; charset=utf-8")]
+    await send({"type": "http.response.start", "status": status, "headers": [*headers, *length]})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -133,7 +345,6 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
             Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
         ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=500)],
     )
 
 

@@ -70,7 +70,8 @@ def test_seeds_build_writes_the_public_layout(tmp_path: Path) -> None:
     topics = {"all", "ai", "aws-ai", "computer-vision", "natural-language-processing"}
     assert {p.name for p in (out / "topics").iterdir()} == topics
     for slug in topics:
-        assert sorted(p.name for p in (out / "topics" / slug).iterdir()) == ["atom.xml", "feed.json", "rss.xml"]
+        assert sorted(p.name for p in (out / "topics" / slug).iterdir()) == [  # each with its compressed copies
+            f"{name}{suffix}" for name in ("atom.xml", "feed.json", "rss.xml") for suffix in ("", ".br", ".gz")]
     assert (out / "feeds.opml").is_file() and (out / "index.html").is_file()
     assert "Read 5 records: 5 articles, 0 skipped" in stdout
     assert "4 topics (+ all). Wrote 17 files" in stdout
@@ -157,8 +158,9 @@ def test_a_new_record_rewrites_only_the_feeds_it_belongs_to(tmp_path: Path) -> N
     stdout = build(seeds, out)
     changed = {str(p.relative_to(out)) for p, stat in before.items()
                if (p.stat().st_ino, p.stat().st_mtime_ns) != stat}
-    assert changed == {f"topics/{slug}/{name}" for slug in ("all", "natural-language-processing")
-                       for name in ("rss.xml", "atom.xml", "feed.json")} | {"index.html"}
+    assert changed == {f"{path}{suffix}" for path in {
+        f"topics/{slug}/{name}" for slug in ("all", "natural-language-processing")
+        for name in ("rss.xml", "atom.xml", "feed.json")} | {"index.html"} for suffix in ("", ".gz", ".br")}
     assert "Wrote 7 files" in stdout
     feed = feedparser.parse((out / "topics/natural-language-processing/atom.xml").read_bytes())
     assert feed.entries[0].title == "Chatbots learn to read tax forms"

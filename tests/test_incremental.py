@@ -22,6 +22,7 @@ from feeds.config import Config
 from feeds.manifest import NAME as MANIFEST
 from feeds.normalise import slugify
 from feeds.render import FORMATS
+from feeds.write import compressed_copies
 from tests.conftest import SEEDS, write_record
 
 NOW = datetime(2021, 1, 1, tzinfo=UTC)
@@ -32,7 +33,10 @@ def reference(config: Config, records: Path) -> dict[str, bytes]:
     stories ranked over whole Articles, every feed rendered (no summaries, no digests)."""
     corpus = api.load_corpus(config, seeds=records, use_cache=False)
     plans = plan_topics(config, corpus.taxonomy, corpus.articles, NOW)
-    return render_site(config, plans, lambda article: article)
+    files = render_site(config, plans, lambda article: article)
+    # Each file's compressed copies, as current as the file itself after every rebuild.
+    return {**files, **{relative + suffix: copy for relative, data in files.items()
+                        for suffix, copy in compressed_copies(relative, data).items()}}
 
 
 def outputs(out: Path) -> dict[str, bytes]:

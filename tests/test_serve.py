@@ -17,7 +17,7 @@ from feeds import state
 from feeds.api import unsubscribe_url
 from feeds.config import load_config
 from feeds.digest import unsubscribe_token
-from tests.conftest import SEEDS, run_cli
+from tests.conftest import SEEDS, run_cli, write_record
 from tests.mail import free_port, smtp_server
 from tests.test_daemon import wait_for
 
@@ -262,3 +262,113 @@ def test_an_import_after_a_one_click_unsubscribe_does_not_mail_them_again(site: 
         sent = run_cli("digest", "--date", "2020-06-18T00:00:00Z", "--send", "--config", str(site.config))
         assert sent.exit_code == 0
         assert [m["To"] for m in server.received()] == ["bob@example.org"]
+
+
+# HTTP details: each body its own ETag, Vary on every compressible reply, HEAD's length.
+
+def test_gzip_and_identity_bodies_have_their_own_etags_and_vary(site: Site) -> None:
+    url = site.base + "topics/ai/rss.xml"
+    plain = request(url)
+    zipped = request(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert plain.headers["etag"] != zipped.headers["etag"]
+    for reply in (plain, zipped):
+        assert reply.headers["vary"] == "Accept-Encoding"
+    # Each ETag revalidates its own body, and the 304 still says what it varies on.
+    again = request(url, headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]})
+    assert again.status == 304 and again.headers["vary"] == "Accept-Encoding"
+    assert again.headers["etag"] == zipped.headers["etag"]
+    assert request(url, headers={"If-None-Match": plain.headers["etag"]}).status == 304
+    # A cache holding the identity body must not be told that it is the gzip one.
+    assert request(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]}).status == 200
+
+
+def test_head_with_gzip_reports_the_gzip_length(site: Site) -> None:
+    url = site.base + "topics/ai/atom.xml"
+    zipped = request(url, headers={"Accept-Encoding": "gzip"})
+    head = request(url, method="HEAD", headers={"Accept-Encoding": "gzip"})
+    assert head.status == 200 and head.body == b""
+    assert head.headers["content-encoding"] == "gzip"
+    assert int(head.headers["content-length"]) == len(zipped.body) == int(zipped.headers["content-length"])
+    assert head.headers["etag"] == zipped.headers["etag"]
+
+
+@pytest.mark.parametrize("value", ["bytes=abc", "bytes=5-2", "lines=0-10", "bytes=", "bytes=0-1,4-5", "nonsense"])
+def test_a_range_that_cannot_be_honoured_is_ignored(site: Site, value: str) -> None:
+    url = site.base + "topics/ai/rss.xml"
+    whole = request(url)
+    reply = request(url, headers={"Range": value})
+    assert reply.status == 200 and reply.body == whole.body
+
+
+def test_a_valid_range_still_gets_its_bytes(site: Site) -> None:
+    url = site.base + "topics/ai/rss.xml"
+    whole = request(url).body
+    part = request(url, headers={"Range": "bytes=10-19"})
+    assert part.status == 206 and part.body == whole[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(whole)}"
+    assert request(url, headers={"Range": "bytes=-5"}).body == whole[-5:]
+    assert request(url, headers={"Range": f"bytes={len(whole)}-"}).status == 416
+
+
+# Compressed copies, written by the build and sent as they are.
+
+def test_the_build_writes_deterministic_compressed_copies(site: Site) -> None:
+    import brotli  # type: ignore[import-untyped]
+
+    out = site.tmp / "out"
+    for relative in ("topics/ai/rss.xml", "topics/all/feed.json", "feeds.opml", "index.html"):
+        data = (out / relative).read_bytes()
+        zipped = (out / f"{relative}.gz").read_bytes()
+        assert gzip.decompress(zipped) == data
+        assert zipped[4:8] == b"\0\0\0\0" and zipped[3] & 0x08 == 0  # no time, no file name
+        assert brotli.decompress((out / f"{relative}.br").read_bytes()) == data
+    assert not list(out.glob("*.gz.gz")) and not list(out.rglob(".*.gz"))
+
+
+def test_copies_are_sent_as_written_with_their_encoding(site: Site) -> None:
+    out = site.tmp / "out"
+    url = site.base + "topics/ai/rss.xml"
+    zipped = request(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.body == (out / "topics/ai/rss.xml.gz").read_bytes()  # not compressed per request
+    brotli = request(url, headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert brotli.headers["content-encoding"] == "br"
+    assert brotli.body == (out / "topics/ai/rss.xml.br").read_bytes()
+    assert len({brotli.headers["etag"], zipped.headers["etag"], request(url).headers["etag"]}) == 3
+    assert request(url, headers={"Accept-Encoding": "br;q=0, gzip"}).headers["content-encoding"] == "gzip"
+    # A file the build did not write (a digest's web page) is gzipped by the server instead.
+    page = "newsletter/2020-06-18/ai-weekly/index.html"
+    assert not (out / f"{page}.gz").exists()
+    served = request(site.base + page, headers={"Accept-Encoding": "gzip"})
+    assert served.headers["content-encoding"] == "gzip" and served.headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(served.body) == (out / page).read_bytes()
+
+
+def test_copies_follow_their_file_rewritten_kept_and_removed(tmp_path: Path) -> None:
+    seeds, out = tmp_path / "seeds", tmp_path / "out"
+    write_record(seeds / "a.md", topics=["AI", "Robots"], webUrl="https://example.com/a")
+    write_record(seeds / "b.md", topics=["AI"], webUrl="https://example.com/b", title="Another story")
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"seeds: {seeds}\nout: {out}\ncache_db: {tmp_path / 'cache.db'}\n")
+
+    def build() -> None:
+        assert run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z").exit_code == 0
+
+    build()
+    copy = out / "topics/robots/rss.xml.gz"
+    assert gzip.decompress(copy.read_bytes()) == (out / "topics/robots/rss.xml").read_bytes()
+    # A rebuild that changes nothing leaves every copy alone; a copy deleted while its
+    # feed is re-rendered unchanged comes back.
+    mtimes = {path: path.stat().st_mtime_ns for path in out.rglob("*.gz")}
+    build()
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*.gz")} == mtimes
+    (out / "topics/ai/atom.xml.br").unlink()
+    write_record(seeds / "b.md", topics=["AI"], webUrl="https://example.com/b", title="A new title")
+    build()
+    assert gzip.decompress((out / "topics/ai/rss.xml.gz").read_bytes()) == (out / "topics/ai/rss.xml").read_bytes()
+    assert b"A new title" in gzip.decompress((out / "topics/ai/rss.xml.gz").read_bytes())
+    assert (out / "topics/ai/atom.xml.br").is_file()
+    # A topic no record names any more: its feeds go, copies and folder with them.
+    write_record(seeds / "a.md", topics=["AI"], webUrl="https://example.com/a")
+    build()
+    assert not (out / "topics/robots").exists()

@@ -1,0 +1,174 @@
+"""The shipped nginx config (deploy/nginx/feeds.conf), run by Debian's nginx in front of a
+real `feeds serve`, as a feed reader and a mail provider would meet it."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from tests.conftest import ROOT
+from tests.mail import free_port
+from tests.test_daemon import wait_for
+from tests.test_serve import Site, active, request, token_for
+from tests.test_serve import site as site  # the fixture: a built site and its feeds serve
+
+CONFIG = ROOT / "deploy" / "nginx" / "feeds.conf"
+BROTLI = Path("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so")  # libnginx-mod-http-brotli-static
+
+
+@dataclass
+class Proxy:
+    base: str
+    out: Path
+    site: Site
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if found is None:
+        if os.environ.get("FEEDS_REQUIRE_NGINX"):
+            pytest.fail("nginx is required here (FEEDS_REQUIRE_NGINX) but was not found")
+        pytest.skip("Debian's nginx is not installed (apt-get install nginx libnginx-mod-http-brotli-static)")
+    return found
+
+
+def server_block(out: Path, port: int, upstream: int) -> str:
+    """The shipped server block with this test's folder and ports in place of the
+    example ones (each must be there: a config edited out of shape fails here), and
+    without brotli_static where its module is not installed, as the config says."""
+    text = CONFIG.read_text()
+    if not BROTLI.exists():
+        text = text.replace("brotli_static on;", "")
+    for example, ours in (("root /var/lib/feeds/out;", f"root {out};"),
+                          ("listen 80;", f"listen 127.0.0.1:{port};"),
+                          ("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream};")):
+        assert text.count(example) == 1, example
+        text = text.replace(example, ours)
+    return text
+
+
+@pytest.fixture
+def proxy(site: Site, tmp_path: Path) -> Iterator[Proxy]:
+    nginx = nginx_binary()
+    port = free_port()
+    upstream = int(site.base.rstrip("/").rsplit(":", 1)[1])
+    out = site.tmp / "out"
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    (folder / "feeds.conf").write_text(server_block(out, port, upstream))
+    modules = f"load_module {BROTLI};" if BROTLI.exists() else ""
+    # Root's own worker (not www-data): pytest's tmp_path is private to root.
+    (folder / "nginx.conf").write_text(f"""
+user root;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+{modules}
+events {{ worker_connections 64; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    include {folder}/feeds.conf;
+}}
+""")
+    checked = subprocess.run([nginx, "-t", "-p", str(folder), "-c", str(folder / "nginx.conf")],
+                             capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    process = subprocess.Popen([nginx, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/"
+
+    def up() -> bool:
+        try:
+            return request(base).status == 200
+        except OSError:
+            return process.poll() is not None  # died: stop waiting, and say why below
+
+    try:
+        wait_for(up, what="nginx")
+        assert process.poll() is None, (folder / "error.log").read_text()
+        yield Proxy(base, out, site)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("path, media_type", [
+    ("topics/ai/rss.xml", "application/rss+xml; charset=utf-8"),
+    ("topics/ai/atom.xml", "application/atom+xml; charset=utf-8"),
+    ("topics/ai/feed.json", "application/feed+json; charset=utf-8"),
+    ("feeds.opml", "text/x-opml; charset=utf-8"),
+    ("", "text/html; charset=utf-8"),
+    ("newsletter/2020-06-18/ai-weekly/", "text/html; charset=utf-8"),
+])
+def test_media_types_and_cache_headers(proxy: Proxy, path: str, media_type: str) -> None:
+    reply = request(proxy.base + path)
+    assert reply.status == 200
+    assert reply.headers["content-type"] == media_type
+    assert reply.headers["cache-control"] == "public, max-age=300"
+    assert reply.headers["etag"] and reply.headers["last-modified"]
+
+
+def test_a_feed_reader_gets_200_then_304(proxy: Proxy) -> None:
+    url = proxy.base + "topics/ai/rss.xml"
+    first = feedparser.parse(url)
+    assert first.status == 200 and not first.bozo and first.entries
+    assert first.etag and first.modified
+    assert feedparser.parse(url, etag=first.etag).status == 304
+    assert feedparser.parse(url, modified=first.modified).status == 304
+    plain = request(url)
+    again = request(url, headers={"If-None-Match": plain.headers["etag"]})
+    assert again.status == 304 and again.body == b""
+
+
+def test_the_builds_compressed_copies_are_sent_as_they_are(proxy: Proxy) -> None:
+    url = proxy.base + "topics/ai/rss.xml"
+    plain = request(url)
+    zipped = request(url, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.body == (proxy.out / "topics/ai/rss.xml.gz").read_bytes()  # gzip_static
+    assert gzip.decompress(zipped.body) == plain.body
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.headers["content-type"] == "application/rss+xml; charset=utf-8"
+    assert zipped.headers["etag"] != plain.headers["etag"]
+    if BROTLI.exists():
+        brotli = request(url, headers={"Accept-Encoding": "br"})
+        assert brotli.headers["content-encoding"] == "br"
+        assert brotli.body == (proxy.out / "topics/ai/rss.xml.br").read_bytes()
+
+
+@pytest.mark.parametrize("path", [".feeds-build.json", "outbox/", "topics/ai/.rss.xml.1.0.tmp"])
+def test_private_files_are_not_served(proxy: Proxy, path: str) -> None:
+    target = proxy.out / path
+    if path == "outbox/":
+        assert any(target.iterdir())  # the digest wrote its .eml files there
+        path += next(target.iterdir()).name
+    elif not target.exists():
+        target.write_text("private")
+    assert request(proxy.base + path).status == 404
+
+
+def test_one_click_unsubscribe_through_the_proxy(proxy: Proxy) -> None:
+    _subscriber_id, token = token_for(proxy.site, "ada@example.org")
+    url = f"{proxy.base}unsubscribe?token={token}"
+    page = request(url)
+    assert page.status == 200 and b"ada@example.org" in page.body and active(proxy.site, "ada@example.org")
+    assert page.headers["cache-control"] == "no-store"
+    reply = request(url, method="POST", data=b"List-Unsubscribe=One-Click",
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200 and b"You are unsubscribed" in reply.body
+    assert not active(proxy.site, "ada@example.org") and active(proxy.site, "bob@example.org")
