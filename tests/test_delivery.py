@@ -205,6 +205,24 @@ def test_every_header_parses_strictly(tmp_path: Path, title: str, mail_from: str
         assert https.scheme == "https" and (mailto.scheme, mailto.path) == ("mailto", f"{local}@{idna_domain}")
 
 
+@pytest.mark.parametrize("title", ["AI Digest\\r\\nBcc: evil@example.com", "Zoë\\nX-Injected: yes"])
+def test_a_title_with_line_breaks_cannot_add_headers(tmp_path: Path, title: str) -> None:
+    """The config's title is List-Id's phrase: a line break in it (a double-quoted YAML
+    escape) must not end the header and start another one."""
+    config = write_site(tmp_path)
+    text = config.read_text(encoding="utf-8").splitlines()
+    config.write_text("\n".join([f'title: "{title}"', *text[1:]]) + "\n", encoding="utf-8")
+    subscribe(config, "ada@example.org", "ai", "daily")
+    code, out, err = cli(config, "digest", "--date", DATE)
+    assert code == 0, out + err
+    [path] = (tmp_path / "out/outbox/2020-06-18").glob("*.eml")
+    message = parse_strictly(path.read_bytes())
+    assert "Bcc" not in message and "X-Injected" not in message
+    assert len(message.get_all("List-Id", [])) == 1
+    expected = title.replace("\\r\\n", " ").replace("\\n", " ")
+    assert list_id_name(dict(message.raw_items())["List-Id"], "digest.news.example.org") == expected
+
+
 def parse_strictly(data: bytes) -> EmailMessage:
     """Parse with email.policy.strict (raises on any defect) and read every header."""
     assert data.split(b"\r\n\r\n", 1)[0].isascii()  # no SMTPUTF8 needed for these
