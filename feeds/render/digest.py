@@ -259,8 +259,3 @@ class MessageTemplate:
         )
         return Outgoing(self.sender, recipient, message_id, head + parts + f"--{boundary}--\r\n".encode(),
                         smtputf8=utf8 or self.sender_utf8)
-
-
-def sender_domain(mail_from: str) -> str:
-    """The IDNA domain of ``mail_from``, for Message-IDs and List-Id (never its display name)."""
-    return mailbox(mail_from).domain or "localhost"
