@@ -292,6 +292,30 @@ def test_a_message_deferred_past_retry_for_hours_fails(tmp_path: Path) -> None:
     assert state.get_delivery(engine_of(tmp_path), ada.id, "daily-2020-06-18").status == "failed"  # type: ignore[union-attr]
 
 
+def test_a_deferred_weekly_message_is_retried_by_the_next_daily_run(tmp_path: Path) -> None:
+    """The daemon runs `--cadence weekly` once a week and `--cadence daily` every day: a
+    weekly message deferred on Monday must be retried by Tuesday's daily run, not wait for
+    next Monday's, by then past smtp.retry_for_hours (72) and failed untried."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        subscribe(config, "wes@example.org", "ai", "weekly")
+        subscribe(config, "dan@example.org", "ai", "daily")
+        server.scripted["wes@example.org"] = ["451 4.3.0 Greylisted"] * 2
+        code, out, err = cli(config, "digest", "--date", DATE, "--send", "--cadence", "weekly")
+        assert code == 0 and "deferred wes@example.org" in err, out + err
+        wes = subscriber(tmp_path, "wes@example.org")
+        deferred = state.get_delivery(engine_of(tmp_path), wes.id, "weekly-2020-06-18")
+        assert deferred is not None and deferred.status == "deferred"
+
+        code, out, err = cli(config, "digest", "--date", "2020-06-19T00:00:00Z", "--send", "--cadence", "daily")
+        assert code == 0, out + err
+        assert sorted(recipients(server)) == ["dan@example.org", "wes@example.org"]
+        [resent] = server.to("wes@example.org")
+        assert resent["Message-ID"] == deferred.message_id  # the same weekly edition, as it was
+        assert state.get_delivery(engine_of(tmp_path), wes.id, "weekly-2020-06-18").status == "sent"  # type: ignore[union-attr]
+        assert "not due" not in err  # no new weekly edition is made by a daily run
+
+
 @pytest.mark.parametrize("only_weekly", [False, True])
 def test_the_cadence_is_a_promise_however_often_digest_runs(tmp_path: Path, only_weekly: bool) -> None:
     """Run daily for 15 days: the weekly subscriber gets 3 editions, 7 days apart; run

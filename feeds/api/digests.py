@@ -181,7 +181,8 @@ def digest(
     corpus = load_corpus(config)
     maker = _EditionMaker(config, corpus, out, engine)
     letters = _Letters(config, maker, digest_secret(config, engine), now)
-    everyone = [s for s in state.list_subscribers(engine) if cadence is None or s.cadence == cadence]
+    subscribers = state.list_subscribers(engine)
+    everyone = [s for s in subscribers if cadence is None or s.cadence == cadence]
     people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
     report = DigestReport(suppressed=[s.email for s in everyone if not s.active])
 
@@ -189,10 +190,14 @@ def digest(
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
+        # Other cadences' messages deferred by earlier runs are retried too: the weekly
+        # run alone would come back to them after smtp.retry_for_hours.
+        owed = [s for s in subscribers if s.active and s.cadence != cadence and run.owed(s)] if cadence else []
+        people = sorted(people + owed, key=lambda s: s.id)
         with contextlib.ExitStack() as stack:
             smtp = stack.enter_context(sender(config.smtp)) if people else None
             if smtp is not None:
-                run.run(people, smtp, should_stop)
+                run.run(people, smtp, should_stop, owed_only={s.id for s in owed})
     else:
         _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
