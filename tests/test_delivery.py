@@ -171,6 +171,29 @@ def test_an_unusable_address_fails_alone(tmp_path: Path) -> None:
         assert state.get_delivery(engine_of(tmp_path), bad.id, "daily-2020-06-18").status == "failed"  # type: ignore[union-attr]
 
 
+def test_a_multi_line_refusal_is_one_line_in_the_report_and_the_list(tmp_path: Path) -> None:
+    """Gmail refuses an unknown address with a three-line 550; smtplib joins the lines with
+    newlines. The run's report and `subscribers list` (one tab-separated line each) must
+    still give it one line."""
+    gmail = ("550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n"
+             "550-5.1.1 double-checking the recipient's email address for typos or\r\n"
+             "550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser")
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        for address in ("ada@example.org", "gone@example.org"):
+            subscribe(config, address, "ai", "daily")
+        server.scripted["gone@example.org"] = [gmail]
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 1, out + err
+    [line] = [line for line in err.splitlines() if "gone@example.org" in line]
+    assert line.startswith("failed  gone@example.org: 550 5.1.1 The email account") and line.endswith("NoSuchUser")
+    code, out, err = cli(config, "subscribers", "list")
+    rows = [row for row in out.splitlines() if "\t" in row]
+    assert len(rows) == 2, out
+    [gone] = [row for row in rows if row.startswith("gone@example.org")]
+    assert "(bounced: 550 5.1.1 The email account" in gone and "unnecessary spaces" in gone
+
+
 # ---------------------------------------------------------------------- headers that parse
 
 
