@@ -517,11 +517,14 @@ def topics_from_file(file: Path) -> list[Topic]:
 def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     """One definition in Smartable's taxonomy format; extra keys (hashtags, services) are
     ignored."""
-    name, ident = raw.get("name"), raw.get("_id")
-    if not isinstance(name, str) or not name.strip():
+    from feeds.normalise import Notes, clean_text, slugify
+
+    # Cleaned as a record's text is: the name and description reach the OPML list, the
+    # index and every feed, which cannot carry controls or lone surrogates ("\uD800").
+    ident, ignored = raw.get("_id"), Notes()
+    name = clean_text(raw.get("name"), "name", ignored)
+    if not name:
         raise fail(f"topic definition {ident or raw!r} has no name")
-    name = name.strip()
-    from feeds.normalise import slugify
 
     slug = slugify(ident if isinstance(ident, str) and ident.strip() else name)
     aliases = tuple(
@@ -535,7 +538,7 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
         slug=slug,
         name=name,
         parent=parent.strip() if isinstance(parent, str) and parent.strip() else None,
-        description=str(raw.get("description") or "").strip(),
+        description=clean_text(str(raw.get("description") or ""), "description", ignored) or "",
         keywords=tuple(str(k) for k in keywords) if isinstance(keywords, list) else (),
         aliases=aliases,
     )

@@ -177,4 +177,8 @@ class _Unsendable(Exception):
 
 
 def _text(reason: bytes | str) -> str:
-    return reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    """A server's reply as one line: smtplib joins a multi-line reply (Gmail's 550 has
+    three) with newlines, and the reply is a line of the run's report and of
+    ``subscribers list``."""
+    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    return " ".join(text.split())

@@ -173,8 +173,13 @@ def original_tokens(report: EmailMessage) -> tuple[str, ...]:
 
 
 def field(block: Message, name: str) -> str:
-    """A field's value with its comments' whitespace folded: ``Status: 5.1.1 (no user)``."""
-    return " ".join(str(block.get(name, "")).split())
+    """A field's value with its comments' whitespace folded: ``Status: 5.1.1 (no user)``.
+    Control characters become spaces: the value is anyone's words, printed to the
+    operator's terminal, where an escape sequence would act."""
+    return " ".join(_CONTROLS.sub(" ", str(block.get(name, ""))).split())
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0 and C1, as a terminal reads them
 
 
 def action(recipient: Message) -> str:

@@ -147,8 +147,9 @@ def code_fingerprint(templates: Path) -> str:
 
 
 # Besides our own code, what shapes a parse or an output file: these distributions'
-# versions (feeds' own too: a release may change nothing but its data files).
-LIBRARIES = ("feeds", "feedgen", "lxml", "jinja2", "mjml-python", "pyyaml", "nh3")
+# versions (feeds' own too: a release may change nothing but its data files). rapidfuzz
+# decides which near-identical titles are one story (feeds.select.similar_groups).
+LIBRARIES = ("feeds", "feedgen", "lxml", "jinja2", "mjml-python", "pyyaml", "nh3", "rapidfuzz")
 
 
 @functools.cache  # once per process: the code it describes is the code this process runs

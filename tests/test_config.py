@@ -174,3 +174,23 @@ def test_the_corpus_topic_files_load_with_a_closing_document_marker(tmp_path: Pa
         (tmp_path / "conf/topics" / file.name).write_text(text + "\n---\n", encoding="utf-8")
     config = load_config(write(tmp_path, "topics: topics\n"))
     assert len(config.topics) == 7 and config.topic_errors == ()
+
+
+def test_a_topic_name_with_controls_or_a_lone_surrogate_does_not_stop_the_build(tmp_path: Path) -> None:
+    """A topic file's name reaches the OPML list, the index and every feed, as a record's
+    title does: the characters no feed can carry (YAML's "\\uD800" escape, a "\\v") are
+    cleaned there too, rather than aborting the whole build with a traceback."""
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "a-surrogate.yaml").write_text('_id: ai\nname: "AI \\uD800 news"\ndescription: "Bad \\uD800"\n',
+                                             encoding="utf-8")
+    (topics / "b-control.yaml").write_text('_id: robots\nname: "Robots\\vand drones"\n', encoding="utf-8")
+    write_record(tmp_path / "seeds/a.md", topics=["AI", "Robots"])
+    config = write(tmp_path, f"topics: topics\nseeds: {tmp_path / 'seeds'}\nout: {tmp_path / 'out'}\n")
+    result = run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    from lxml import etree
+    opml = etree.parse(str(tmp_path / "out/feeds.opml"))
+    assert [o.get("text") for o in opml.iter("outline")] == ["All topics", "AI news", "Robots and drones"]
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    assert not feed.bozo and feed.feed.title.endswith("AI news")

@@ -172,6 +172,29 @@ def test_an_unusable_address_fails_alone(tmp_path: Path) -> None:
         assert state.get_delivery(engine_of(tmp_path), bad.id, "daily-2020-06-18").status == "failed"  # type: ignore[union-attr]
 
 
+def test_a_multi_line_refusal_is_one_line_in_the_report_and_the_list(tmp_path: Path) -> None:
+    """Gmail refuses an unknown address with a three-line 550; smtplib joins the lines with
+    newlines. The run's report and `subscribers list` (one tab-separated line each) must
+    still give it one line."""
+    gmail = ("550-5.1.1 The email account that you tried to reach does not exist. Please try\r\n"
+             "550-5.1.1 double-checking the recipient's email address for typos or\r\n"
+             "550 5.1.1 unnecessary spaces. https://support.google.com/mail/?p=NoSuchUser")
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        for address in ("ada@example.org", "gone@example.org"):
+            subscribe(config, address, "ai", "daily")
+        server.scripted["gone@example.org"] = [gmail]
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 1, out + err
+    [line] = [line for line in err.splitlines() if "gone@example.org" in line]
+    assert line.startswith("failed  gone@example.org: 550 5.1.1 The email account") and line.endswith("NoSuchUser")
+    code, out, err = cli(config, "subscribers", "list")
+    rows = [row for row in out.splitlines() if "\t" in row]
+    assert len(rows) == 2, out
+    [gone] = [row for row in rows if row.startswith("gone@example.org")]
+    assert "(bounced: 550 5.1.1 The email account" in gone and "unnecessary spaces" in gone
+
+
 # ---------------------------------------------------------------------- headers that parse
 
 
@@ -204,6 +227,24 @@ def test_every_header_parses_strictly(tmp_path: Path, title: str, mail_from: str
         assert list_id_name(raw_list_id, f"digest.{idna_domain}") == title
         https, mailto = (urlsplit(u.strip().strip("<>")) for u in message["List-Unsubscribe"].split(","))
         assert https.scheme == "https" and (mailto.scheme, mailto.path) == ("mailto", f"{local}@{idna_domain}")
+
+
+@pytest.mark.parametrize("title", ["AI Digest\\r\\nBcc: evil@example.com", "Zoë\\nX-Injected: yes"])
+def test_a_title_with_line_breaks_cannot_add_headers(tmp_path: Path, title: str) -> None:
+    """The config's title is List-Id's phrase: a line break in it (a double-quoted YAML
+    escape) must not end the header and start another one."""
+    config = write_site(tmp_path)
+    text = config.read_text(encoding="utf-8").splitlines()
+    config.write_text("\n".join([f'title: "{title}"', *text[1:]]) + "\n", encoding="utf-8")
+    subscribe(config, "ada@example.org", "ai", "daily")
+    code, out, err = cli(config, "digest", "--date", DATE)
+    assert code == 0, out + err
+    [path] = (tmp_path / "out/outbox/2020-06-18").glob("*.eml")
+    message = parse_strictly(path.read_bytes())
+    assert "Bcc" not in message and "X-Injected" not in message
+    assert len(message.get_all("List-Id", [])) == 1
+    expected = title.replace("\\r\\n", " ").replace("\\n", " ")
+    assert list_id_name(dict(message.raw_items())["List-Id"], "digest.news.example.org") == expected
 
 
 def parse_strictly(data: bytes) -> EmailMessage:
@@ -273,6 +314,30 @@ def test_a_message_deferred_past_retry_for_hours_fails(tmp_path: Path) -> None:
         assert "21 Jun 2020: Late story" in message["Subject"]
     ada = subscriber(tmp_path, "ada@example.org")
     assert state.get_delivery(engine_of(tmp_path), ada.id, "daily-2020-06-18").status == "failed"  # type: ignore[union-attr]
+
+
+def test_a_deferred_weekly_message_is_retried_by_the_next_daily_run(tmp_path: Path) -> None:
+    """The daemon runs `--cadence weekly` once a week and `--cadence daily` every day: a
+    weekly message deferred on Monday must be retried by Tuesday's daily run, not wait for
+    next Monday's, by then past smtp.retry_for_hours (72) and failed untried."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        subscribe(config, "wes@example.org", "ai", "weekly")
+        subscribe(config, "dan@example.org", "ai", "daily")
+        server.scripted["wes@example.org"] = ["451 4.3.0 Greylisted"] * 2
+        code, out, err = cli(config, "digest", "--date", DATE, "--send", "--cadence", "weekly")
+        assert code == 0 and "deferred wes@example.org" in err, out + err
+        wes = subscriber(tmp_path, "wes@example.org")
+        deferred = state.get_delivery(engine_of(tmp_path), wes.id, "weekly-2020-06-18")
+        assert deferred is not None and deferred.status == "deferred"
+
+        code, out, err = cli(config, "digest", "--date", "2020-06-19T00:00:00Z", "--send", "--cadence", "daily")
+        assert code == 0, out + err
+        assert sorted(recipients(server)) == ["dan@example.org", "wes@example.org"]
+        [resent] = server.to("wes@example.org")
+        assert resent["Message-ID"] == deferred.message_id  # the same weekly edition, as it was
+        assert state.get_delivery(engine_of(tmp_path), wes.id, "weekly-2020-06-18").status == "sent"  # type: ignore[union-attr]
+        assert "not due" not in err  # no new weekly edition is made by a daily run
 
 
 @pytest.mark.slow

@@ -233,9 +233,9 @@ def test_preview_renders_without_a_subscriber(tmp_path: Path) -> None:
     assert not (tmp_path / "out/newsletter").exists()  # a preview is never published
 
 
-@pytest.mark.slow
-def test_a_full_edition_stays_under_gmails_clipping_size(tmp_path: Path) -> None:
-    seeds = tmp_path / "seeds"
+def write_big_edition(seeds: Path) -> list[str]:
+    """240 long stories in 8 topics, all on 17 June: 20 a topic makes an email far over
+    Gmail's clipping size."""
     topics = ["AI", "Robotics", "Computer Vision", "AI Ethics", "AI in Healthcare", "NLP", "Chips", "Policy"]
     for i in range(240):
         write_record(seeds / f"{i}.md", title=f"Story {i}: " + "a long and detailed headline " * 3,
@@ -243,6 +243,13 @@ def test_a_full_edition_stays_under_gmails_clipping_size(tmp_path: Path) -> None
                      publishedDateTime=f"2020-06-17T{i % 24:02d}:{i % 60:02d}:00Z", quality=100 + i,
                      topics=[topics[i % 8], topics[(i + 3) % 8]],
                      provider={"name": f"Outlet {i % 30}", "domain": f"outlet{i % 30}.example.com"})
+    return topics
+
+
+@pytest.mark.slow
+def test_a_full_edition_stays_under_gmails_clipping_size(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    topics = write_big_edition(seeds)
     config = write_config(tmp_path, seeds=seeds, digest_items_per_topic=20)
     subscribe(config, "ada@example.org", ",".join(topics))
     code, out, err = cli(config, "digest", "--date", DATE)

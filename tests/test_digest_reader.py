@@ -25,7 +25,15 @@ from feeds.digest import plan_edition, token_subscriber
 from feeds.render import shorten
 from tests.conftest import write_record
 from tests.mail import smtp_server
-from tests.test_digest import DATE, cli, parts, story_titles, subscribe, write_config
+from tests.test_digest import (
+    DATE,
+    cli,
+    parts,
+    story_titles,
+    subscribe,
+    write_big_edition,
+    write_config,
+)
 
 WEB = "https://news.example.org/newsletter/2020-06-18/"
 
@@ -67,19 +75,6 @@ def test_header_and_footer_name_every_chosen_topic_not_only_those_with_news(tmp_
 
 
 # ------------------------------------------------------------------ trimmed editions
-
-
-def write_big_edition(seeds: Path) -> list[str]:
-    """240 long stories in 8 topics, all on 17 June: 20 a topic makes an email far over
-    Gmail's clipping size."""
-    topics = ["AI", "Robotics", "Computer Vision", "AI Ethics", "AI in Healthcare", "NLP", "Chips", "Policy"]
-    for i in range(240):
-        write_record(seeds / f"{i}.md", title=f"Story {i}: " + "a long and detailed headline " * 3,
-                     excerpt="A long excerpt that goes on. " * 20, webUrl=f"https://example.com/{i}",
-                     publishedDateTime=f"2020-06-17T{i % 24:02d}:{i % 60:02d}:00Z", quality=100 + i,
-                     topics=[topics[i % 8], topics[(i + 3) % 8]],
-                     provider={"name": f"Outlet {i % 30}", "domain": f"outlet{i % 30}.example.com"})
-    return topics
 
 
 def untrimmed_titles(config_path: Path, topics: list[str]) -> list[str]:

@@ -375,3 +375,21 @@ def test_no_message_makes_the_classifier_raise(data: bytes) -> None:
     notice = classify(as_message(data))
     assert notice.kind in (HARD_BOUNCE, SOFT_BOUNCE, COMPLAINT, UNSUBSCRIBE, IGNORED)
     assert notice.kind != UNSUBSCRIBE or notice.tokens
+
+
+def test_what_a_forged_report_says_cannot_drive_the_operators_terminal(sent: Sent) -> None:
+    """A report's fields are anyone's words, and its line is printed to a terminal: an
+    escape sequence in them (here one that would set the terminal's title, and one that
+    would clear the screen) must arrive as text, not as control characters."""
+    path = sent.tmp / "in.mbox"
+    box = mailbox.mbox(path)
+    box.add(dsn(None, recipient="nobody@example.org\x1b[2J", quote="none", status="4.2.2",
+                diagnostic="smtp; 452 \x1b]0;pwned\x07 mailbox full"))
+    box.add(dsn(None, recipient="x@example.org", quote="none", diagnostic="smtp; 550 \x1b[2J gone"))
+    box.flush()
+    code, out, err = cli(sent.config, "inbox", "process", "--mbox", str(path))
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[0].startswith("in.mbox#1: soft bounce nobody@example.org") and "mailbox full" in lines[0]
+    assert lines[1].startswith("in.mbox#2: ignored: a hard bounce") and "gone" in lines[1]
+    assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in out.replace("\n", "")), out

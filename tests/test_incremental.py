@@ -415,7 +415,7 @@ def test_library_versions_come_from_the_metadata_folders_as_importlib_metadata_f
     monkeypatch.setattr(sys, "path", [str(first), str(tmp_path / "missing"), str(second)])
     found = manifest.library_versions()
     assert found == {"feeds": "0.9.1", "feedgen": None, "lxml": None, "jinja2": "3.2.0", "mjml-python": "1.5.0",
-                     "pyyaml": "5.4", "nh3": None}
+                     "pyyaml": "5.4", "nh3": None, "rapidfuzz": None}
     for name, version in found.items():
         dists = list(importlib.metadata.distributions(name=name, path=sys.path))
         assert (dists[0].version if dists else None) == version, name
@@ -522,3 +522,23 @@ def test_a_cache_that_cannot_be_opened_is_an_error_naming_it_not_thrown_away(tmp
     assert result.stderr.splitlines() == [f"Error: {db}: parse cache: unable to open database file"]
     assert (db / "keep.txt").read_text(encoding="utf-8") == "an operator's"
     assert not (tmp_path / "cache.db.corrupt").exists()
+
+
+def test_every_library_that_shapes_the_output_is_in_the_fingerprint(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """rapidfuzz decides which near-identical titles fold into one story: another version
+    of it may fold others, so after an upgrade a rebuild must not say nothing changed."""
+    import sys
+
+    from feeds import manifest
+    before = manifest.package_fingerprint()
+    upgraded = tmp_path / "site-packages" / "rapidfuzz-0.0.1.dist-info"
+    upgraded.mkdir(parents=True)
+    (upgraded / "METADATA").write_text("Metadata-Version: 2.1\nName: rapidfuzz\nVersion: 0.0.1\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "path", [str(upgraded.parent), *sys.path])
+    manifest.package_fingerprint.cache_clear()
+    try:
+        assert manifest.package_fingerprint() != before
+    finally:
+        monkeypatch.undo()
+        manifest.package_fingerprint.cache_clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -181,12 +181,17 @@ def digest(
     engine = state.open_state(config.state_db)
     maker = _EditionMaker(config, load_corpus(config), out, engine)
     letters = _Letters(config, maker, digest_secret(config, engine), now)
-    people, report = _recipients(engine, cadence)
+    subscribers = state.list_subscribers(engine)
+    people, report = _recipients(subscribers, cadence)
     if send:
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
-        _send_all(run, people, sender(config.smtp) if people else None, should_stop)
+        # Other cadences' messages deferred by earlier runs are retried too: the weekly
+        # run alone would come back to them after smtp.retry_for_hours.
+        owed = [s for s in subscribers if s.active and s.cadence != cadence and run.owed(s)] if cadence else []
+        people = sorted(people + owed, key=lambda s: s.id)
+        _send_all(run, people, sender(config.smtp) if people else None, should_stop, {s.id for s in owed})
     else:
         _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
@@ -194,21 +199,23 @@ def digest(
     return report
 
 
-def _recipients(engine: Engine, cadence: str | None) -> tuple[list[state.Subscriber], DigestReport]:
+def _recipients(subscribers: Sequence[state.Subscriber],
+                cadence: str | None) -> tuple[list[state.Subscriber], DigestReport]:
     """The active subscribers (of ``cadence``, if given) by id, and a report that names the
     others as suppressed."""
-    everyone = [s for s in state.list_subscribers(engine) if cadence is None or s.cadence == cadence]
+    everyone = [s for s in subscribers if cadence is None or s.cadence == cadence]
     people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
     return people, DigestReport(suppressed=[s.email for s in everyone if not s.active])
 
 
 def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,
-              should_stop: Callable[[], bool] | None) -> None:
-    """The run over everyone, on one connection (none, with no one to send to)."""
+              should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
+    """The run over everyone, on one connection (none, with no one to send to); those in
+    ``owed_only`` (ids) get only what earlier runs owe them."""
     if smtp is None:
         return
     with smtp as connected:
-        run.run(people, connected, should_stop)
+        run.run(people, connected, should_stop, owed_only)
 
 
 def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: _EditionMaker, letters: _Letters,

@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -115,26 +115,33 @@ class Sending:
             self.rows.setdefault(row.subscriber_id, []).append(row)
 
     def run(self, people: Sequence[state.Subscriber], smtp: SmtpSender,
-            should_stop: Callable[[], bool] | None) -> None:
+            should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
+        """Serve ``people``; those in ``owed_only`` (ids) get only what earlier runs owe them."""
         for person in people:
             if (should_stop and should_stop()) or self.server_gone:
                 self.report.stopped = True
                 return
-            self.serve(person, smtp)
+            self.serve(person, smtp, new_edition=person.id not in owed_only)
 
-    def serve(self, person: state.Subscriber, smtp: SmtpSender) -> None:
-        """Everything owed to one subscriber: old editions first, then this run's."""
+    def owed(self, person: state.Subscriber) -> bool:
+        """Whether an earlier run left ``person`` a message to retry (deferred, or claimed by
+        a sender that may have died)."""
+        return any(row.status in (state.DEFERRED, state.CLAIMED) for row in self.rows.get(person.id, ()))
+
+    def serve(self, person: state.Subscriber, smtp: SmtpSender, *, new_edition: bool = True) -> None:
+        """Everything owed to one subscriber: old editions first, then this run's (unless
+        not ``new_edition``: a run of another cadence retries what is owed, and no more)."""
         key = self.keys[person.cadence]
         ends = self.ends.get(person.id)
         last_sent, last_made = (ends.last_sent, ends.last_made) if ends else (None, None)
-        settled, last_sent = self.settle_owed(person, key, last_sent, smtp)
-        if settled or not self.due(person, last_made):
+        settled, last_sent = self.settle_owed(person, key, last_sent, smtp, new_edition)
+        if settled or not new_edition or not self.due(person, last_made):
             return
         start, period_end = period(person.cadence, self.end, last_sent)
         self.send_new(person, key, start, period_end, smtp)
 
     def settle_owed(self, person: state.Subscriber, key: str, last_sent: datetime | None,
-                    smtp: SmtpSender) -> tuple[bool, datetime | None]:
+                    smtp: SmtpSender, new_edition: bool = True) -> tuple[bool, datetime | None]:
         """Retry the editions the ledger says are still owed to ``person``, oldest first.
         Returns whether nothing newer may be sent now (this run's edition ``key`` is
         settled, or an older one is still owed), and the end of the last edition sent."""
@@ -145,7 +152,7 @@ class Sending:
                     return True, last_sent  # this run's edition, done; or an older one still owed
                 if status == state.SENT:
                     last_sent = max(filter(None, (last_sent, row.period_end)))
-            elif row.edition == key:
+            elif row.edition == key and new_edition:
                 if row.status == state.SENT:
                     self.report.already.append(person.email)
                 else:

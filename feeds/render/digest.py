@@ -174,7 +174,9 @@ def envelope_address(address: str) -> tuple[str, bool]:
 def phrase(text: str) -> str:
     """``text`` as an RFC 5322 phrase (a display name): RFC 2047 encoded-words if it is not
     ASCII, quoted if it has specials (``,`` ``"`` ``'``...), bare otherwise. For headers the
-    stdlib has no class for, such as List-Id (RFC 2919)."""
+    stdlib has no class for, such as List-Id (RFC 2919). Line breaks and runs of white
+    space are one space: a header is one line, and a break would start another header."""
+    text = " ".join(text.split())
     if not text.isascii():
         return Header(text, "utf-8").encode(maxlinelen=998)
     if re.fullmatch(r"[A-Za-z0-9!#$%&*+/=?^_`{|}~ -]*", text):  # RFC 5322 atext and spaces
@@ -250,8 +252,3 @@ class MessageTemplate:
         )
         return Outgoing(self.sender, recipient, message_id, head + parts + f"--{boundary}--\r\n".encode(),
                         smtputf8=utf8 or self.sender_utf8)
-
-
-def sender_domain(mail_from: str) -> str:
-    """The IDNA domain of ``mail_from``, for Message-IDs and List-Id (never its display name)."""
-    return mailbox(mail_from).domain or "localhost"
