@@ -1,0 +1,74 @@
+"""Inputs a hostile or careless world hands the real CLI: each costs only itself, in one
+line naming it, and every good record still reaches every feed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import feedparser
+
+from tests.conftest import run_cli, write_record
+
+NOW = "2020-06-18T00:00:00Z"
+
+
+def _titles(out: Path) -> list[str]:
+    feed = feedparser.parse((out / "topics/all/rss.xml").read_bytes())
+    assert not feed.bozo, feed.bozo_exception
+    return sorted(e.title for e in feed.entries)
+
+
+def test_a_fifo_named_like_a_record_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer comes: the build hung for good.
+    # A subprocess with a timeout, so that the fault fails the test instead of hanging it.
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    os.mkfifo(seeds / "fifo.md")
+    result = subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(seeds), "--out",
+                             str(tmp_path / "out"), "--now", NOW], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"skipped {seeds}/fifo.md: not a regular file"]
+    assert _titles(tmp_path / "out") == ["The good one"]
+
+
+def test_a_scalar_python_cannot_hold_is_the_records_fault_not_an_internal_error(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    head = "---\ntitle: T\nwebUrl: https://example.com/{n}\n"
+    bad = {
+        "year-zero.md": "publishedDateTime: 0000-01-01T00:00:00Z\n",
+        "feb-30.md": "publishedDateTime: 2020-02-30\n",
+        "offset-25h.md": "publishedDateTime: 2020-06-17T12:00:00+25:00\n",
+        "digits.md": "publishedDateTime: 2020-06-17T12:00:00Z\nquality: " + "9" * 5000 + "\n",
+    }
+    for name, body in bad.items():
+        (seeds / name).write_text(head.format(n=name) + body + "---\n", encoding="utf-8")
+    (seeds / "hex.md").write_text(head.format(n="hex") + "publishedDateTime: 2020-06-17T12:00:00Z\n"
+                                  "quality: 0x" + "f" * 5000 + "\n---\n", encoding="utf-8")
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert "internal error" not in result.stderr
+    assert sorted(line.split(":")[0] for line in lines if line.startswith("skipped")) == sorted(
+        f"skipped {seeds}/{name}" for name in bad)
+    assert all("malformed YAML" in line for line in lines if line.startswith("skipped"))
+    assert lines.count(f"note    {seeds}/hex.md: quality: too large a number; using 0") == 1
+    assert _titles(tmp_path / "out") == ["T", "The good one"]
+
+
+def test_a_file_name_with_a_line_break_is_named_on_one_line(tmp_path: Path) -> None:
+    # A name such as "x.md\nskipped seeds/good.md: ..." could otherwise forge report lines.
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    write_record(seeds / "two\nlines.md", title="<b>Kept</b>", webUrl="https://example.com/kept")
+    (seeds / "bad\rname.md").write_text("not a record", encoding="utf-8")
+    result = run_cli("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", NOW)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"skipped {seeds}/bad\\x0dname.md: no front matter: the first line must be '---'",
+        f"note    {seeds}/two\\x0alines.md: title: HTML removed",
+    ]
+    assert _titles(tmp_path / "out") == ["Kept", "The good one"]
