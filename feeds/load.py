@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from stat import S_ISREG
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar
 
 from feeds import fastyaml
