@@ -203,7 +203,11 @@ def subscribers_add(email: str, topics: str, cadence: str, reactivate: bool, con
 def subscribers_remove(email: str, config_path: Path | None) -> None:
     """Remove EMAIL and their delivery history."""
     from feeds import api
-    if not api.remove_subscriber(_config(config_path), email):
+    try:
+        removed = api.remove_subscriber(_config(config_path), email)
+    except FeedsError as e:  # a state database that cannot be opened: one line, no traceback
+        raise click.ClickException(str(e)) from e
+    if not removed:
         raise click.ClickException(f"{email} is not a subscriber")
     click.echo(f"Removed {email}")
 
@@ -213,7 +217,10 @@ def subscribers_remove(email: str, config_path: Path | None) -> None:
 def subscribers_list(config_path: Path | None) -> None:
     """List every subscriber: address, cadence, topics, and whether they left."""
     from feeds import api
-    people = api.list_subscribers(_config(config_path))
+    try:
+        people = api.list_subscribers(_config(config_path))
+    except FeedsError as e:  # a state database that cannot be opened: one line, no traceback
+        raise click.ClickException(str(e)) from e
     for person in people:
         left = "" if person.active else f"  ({person.status}{f': {person.status_reason}' if person.status_reason else ''})"
         click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}{left}")

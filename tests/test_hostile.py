@@ -72,3 +72,17 @@ def test_a_file_name_with_a_line_break_is_named_on_one_line(tmp_path: Path) -> N
         f"note    {seeds}/two\\x0alines.md: title: HTML removed",
     ]
     assert _titles(tmp_path / "out") == ["Kept", "The good one"]
+
+
+def test_every_subscribers_command_names_a_state_database_that_is_not_one(tmp_path: Path) -> None:
+    # A garbage file where the state database should be: one line naming it and status 1,
+    # for list and remove as for add and import (they printed a traceback).
+    (tmp_path / "state.db").write_bytes(os.urandom(4096))
+    config = tmp_path / "feeds.yaml"
+    config.write_text("state_db: state.db\n", encoding="utf-8")
+    for args in (("list",), ("remove", "ada@example.org")):
+        result = run_cli("subscribers", *args, "--config", str(config))
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [
+            "Error: state database sqlite:///" + str(tmp_path / "state.db")
+            + ": DatabaseError: (sqlite3.DatabaseError) file is not a database"], result.stderr
