@@ -86,3 +86,19 @@ def test_every_subscribers_command_names_a_state_database_that_is_not_one(tmp_pa
         assert result.stderr.splitlines() == [
             "Error: state database sqlite:///" + str(tmp_path / "state.db")
             + ": DatabaseError: (sqlite3.DatabaseError) file is not a database"], result.stderr
+
+
+def test_a_fifo_in_the_topics_folder_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    seeds, topics = tmp_path / "seeds", tmp_path / "topics"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good", topics=["AI"])
+    topics.mkdir()
+    (topics / "ai.yaml").write_text("_id: ai\nname: AI\n", encoding="utf-8")
+    os.mkfifo(topics / "fifo.yaml")
+    config = tmp_path / "feeds.yaml"
+    config.write_text("topics: topics\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "feeds", "build", "--config", str(config), "--seeds", str(seeds),
+                             "--out", str(tmp_path / "out"), "--now", NOW], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"skipped {topics}/fifo.yaml: not a regular file"]
+    assert _titles(tmp_path / "out") == ["The good one"]
+    assert (tmp_path / "out/topics/ai/rss.xml").is_file()
