@@ -102,3 +102,11 @@ def test_a_fifo_in_the_topics_folder_is_skipped_not_waited_on(tmp_path: Path) ->
     assert result.stderr.splitlines() == [f"skipped {topics}/fifo.yaml: not a regular file"]
     assert _titles(tmp_path / "out") == ["The good one"]
     assert (tmp_path / "out/topics/ai/rss.xml").is_file()
+
+
+def test_explain_names_a_url_it_cannot_read_in_one_line(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    result = run_cli("explain", "http://[::1", "--seeds", str(seeds), "--now", NOW)
+    assert result.exit_code == 1
+    assert result.stderr == "Error: http://[::1: not a URL: Invalid IPv6 URL\n"
