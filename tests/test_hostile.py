@@ -110,3 +110,31 @@ def test_explain_names_a_url_it_cannot_read_in_one_line(tmp_path: Path) -> None:
     result = run_cli("explain", "http://[::1", "--seeds", str(seeds), "--now", NOW)
     assert result.exit_code == 1
     assert result.stderr == "Error: http://[::1: not a URL: Invalid IPv6 URL\n"
+
+
+def test_one_message_that_kills_the_connection_does_not_hold_back_everyone_after_it(tmp_path: Path) -> None:
+    # A server that drops the connection at one message's DATA (a filter crashing on it)
+    # while it takes everyone else's: the run deferred that one and then stopped, and as a
+    # deferred message is retried first, every later run stopped there too, for 72 hours.
+    from tests.mail import smtp_server
+    from tests.test_delivery import DATE, recipients, write_site
+    from tests.test_digest import cli, subscribe
+
+    with smtp_server() as (server, port):
+        original = server.handle_DATA
+
+        async def drop_poison(smtp: object, session: object, envelope: object) -> str:
+            if "poison@example.org" in envelope.rcpt_tos:  # type: ignore[attr-defined]
+                smtp.transport.close()  # type: ignore[attr-defined]
+                return "451 closing"
+            return await original(smtp, session, envelope)
+
+        server.handle_DATA = drop_poison  # type: ignore[method-assign]
+        config = write_site(tmp_path, port)
+        for address in ("ada@example.org", "poison@example.org", "bob@example.org", "cy@example.org"):
+            subscribe(config, address, "ai", "daily")
+        for _ in range(2):
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0, out + err
+            assert "deferred poison@example.org: connection lost" in err
+        assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org", "cy@example.org"]
