@@ -413,10 +413,14 @@ def run(config_path: Path | None, no_serve: bool) -> None:
     from feeds.scheduler import Daemon
 
     config = _config(config_path)
-    daemon = Daemon(config, str(config_path.resolve()) if config_path else None, serve=not no_serve)
+    try:
+        daemon = Daemon(config, str(config_path.resolve()) if config_path else None, serve=not no_serve)
+    except FeedsError as e:  # a state database that cannot be opened
+        raise click.ClickException(str(e)) from e
     try:
         daemon.start()
     except FeedsError as e:
+        daemon.shutdown()  # started part way (it could not serve): the jobs stop, the lease goes
         raise click.ClickException(str(e)) from e
 
     def stop(signum: int, _frame: object) -> None:
@@ -440,7 +444,10 @@ def serve(config_path: Path | None) -> None:
 
     config = _config(config_path)
     click.echo(f"Serving {config.out}/ on http://{config.serve.host}:{config.serve.port}/", err=True)
-    serve_forever(config)
+    try:
+        serve_forever(config)
+    except FeedsError as e:  # a state database that cannot be opened
+        raise click.ClickException(str(e)) from e
 
 
 @cli.command()

@@ -305,6 +305,15 @@ class Daemon:
                                        log_config=None, access_log=False, lifespan="off")
         self.server = uvicorn.Server(server_config)
         self._thread(self.server.run, "http")
+        # uvicorn ends its thread (SystemExit) when it cannot listen: say so rather than run on
+        # with every digest's unsubscribe link dead.
+        for _ in range(1000):
+            if self.server.started or not self.threads[-1].is_alive():
+                break
+            self.threads[-1].join(0.01)
+        if not self.server.started:
+            raise FeedsError(f"serve: cannot listen on {self.config.serve.host}:{self.config.serve.port}"
+                             " (the log says why); not starting")
         log.info("serving", extra={"url": f"http://{self.config.serve.host}:{self.config.serve.port}/",
                                    "folder": str(self.config.out)})
 

@@ -138,3 +138,40 @@ def test_one_message_that_kills_the_connection_does_not_hold_back_everyone_after
             assert code == 0, out + err
             assert "deferred poison@example.org: connection lost" in err
         assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org", "cy@example.org"]
+
+
+def test_run_and_serve_name_a_state_database_that_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "state.db").write_bytes(os.urandom(4096))
+    config = tmp_path / "feeds.yaml"
+    config.write_text("state_db: state.db\nserve: {port: 1}\n", encoding="utf-8")
+    for command in (("run", "--no-serve"), ("serve",)):
+        result = subprocess.run([sys.executable, "-m", "feeds", *command, "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == (
+            f"Error: state database sqlite:///{tmp_path / 'state.db'}: DatabaseError: "
+            "(sqlite3.DatabaseError) file is not a database")
+
+
+def test_a_daemon_that_cannot_listen_stops_and_says_so(tmp_path: Path) -> None:
+    # It ran on without its HTTP server: every digest's one-click unsubscribe link dead.
+    import socket
+
+    from tests.mail import free_port
+
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    port = free_port()
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"seeds: seeds\nout: out\nstate_db: state.db\nserve: {{port: {port}}}\n", encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run([sys.executable, "-m", "feeds", "run", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: serve: cannot listen on 127.0.0.1:{port} (the log says why); not starting")
+    status = run_cli("status", "--config", str(config))
+    assert status.stdout.startswith("Daemon: not running"), status.output  # the lease was given back
