@@ -34,11 +34,12 @@ def parse_moment(ctx: click.Context, param: click.Parameter, value: str | None) 
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # OverflowError: in UTC it falls outside years 1-9999 (9999-12-31T23:00:00-12:00)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise click.BadParameter(
             f"{value!r} is not an ISO-8601 date or time, such as 2020-06-18T00:00:00Z"
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def utc_now() -> datetime:

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import feedparser
+from click.testing import CliRunner
 
+from feeds.cli import cli
 from tests.conftest import run_cli, write_record
 
 NOW = "2020-06-18T00:00:00Z"
@@ -175,3 +177,11 @@ def test_a_daemon_that_cannot_listen_stops_and_says_so(tmp_path: Path) -> None:
         f"Error: serve: cannot listen on 127.0.0.1:{port} (the log says why); not starting")
     status = run_cli("status", "--config", str(config))
     assert status.stdout.startswith("Daemon: not running"), status.output  # the lease was given back
+
+
+def test_a_moment_outside_the_calendar_in_utc_is_refused_in_one_line(tmp_path: Path) -> None:
+    for command in (("build", "--now"), ("digest", "--date"), ("explain", "https://example.com/", "--now")):
+        for moment in ("9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00"):
+            result = CliRunner().invoke(cli, [*command, moment])
+            assert result.exit_code == 2, (command, result.output)
+            assert f"'{moment}' is not an ISO-8601 date or time" in result.stderr, result.output
