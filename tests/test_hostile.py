@@ -185,3 +185,18 @@ def test_a_moment_outside_the_calendar_in_utc_is_refused_in_one_line(tmp_path: P
             result = CliRunner().invoke(cli, [*command, moment])
             assert result.exit_code == 2, (command, result.output)
             assert f"'{moment}' is not an ISO-8601 date or time" in result.stderr, result.output
+
+
+def test_a_manifest_naming_a_folder_is_no_reason_for_every_build_to_fail(tmp_path: Path) -> None:
+    # out/.feeds-build.json edited by hand (or by a bad merge) to list "topics": each build
+    # tried to unlink the folder and failed, for good, without naming the manifest.
+    seeds, out = tmp_path / "seeds", tmp_path / "out"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good", topics=["AI"])
+    args = ("build", "--seeds", str(seeds), "--out", str(out), "--now", NOW)
+    assert run_cli(*args).exit_code == 0
+    (out / ".feeds-build.json").write_text('{"version": 1, "outputs": {"topics": 1, "topics/ai": 1}}')
+    write_record(seeds / "new.md", title="A new one", webUrl="https://example.com/new", topics=["AI"])
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert _titles(out) == ["A new one", "The good one"]
+    assert (out / "topics/ai/rss.xml").is_file()
