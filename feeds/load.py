@@ -58,7 +58,7 @@ def read_bytes(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes]:
     try:
         stat = os.fstat(fd)
         if not S_ISREG(stat.st_mode):
-            raise RecordError(path, "not a regular file")
+            raise RecordError(path, "cannot read: not a regular file")
         # Ask for the size fstat gave (and one byte more, to see growth): asking for
         # max_bytes allocates a megabyte per file, which cost more than the read.
         data = os.read(fd, min(stat.st_size, max_bytes) + 1)

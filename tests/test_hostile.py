@@ -32,7 +32,7 @@ def test_a_fifo_named_like_a_record_is_skipped_not_waited_on(tmp_path: Path) -> 
     result = subprocess.run([sys.executable, "-m", "feeds", "build", "--seeds", str(seeds), "--out",
                              str(tmp_path / "out"), "--now", NOW], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [f"skipped {seeds}/fifo.md: not a regular file"]
+    assert result.stderr.splitlines() == [f"skipped {seeds}/fifo.md: cannot read: not a regular file"]
     assert _titles(tmp_path / "out") == ["The good one"]
 
 
@@ -101,7 +101,7 @@ def test_a_fifo_in_the_topics_folder_is_skipped_not_waited_on(tmp_path: Path) ->
     result = subprocess.run([sys.executable, "-m", "feeds", "build", "--config", str(config), "--seeds", str(seeds),
                              "--out", str(tmp_path / "out"), "--now", NOW], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [f"skipped {topics}/fifo.yaml: not a regular file"]
+    assert result.stderr.splitlines() == [f"skipped {topics}/fifo.yaml: cannot read: not a regular file"]
     assert _titles(tmp_path / "out") == ["The good one"]
     assert (tmp_path / "out/topics/ai/rss.xml").is_file()
 
