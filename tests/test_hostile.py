@@ -200,3 +200,18 @@ def test_a_manifest_naming_a_folder_is_no_reason_for_every_build_to_fail(tmp_pat
     assert result.exit_code == 0, result.output
     assert _titles(out) == ["A new one", "The good one"]
     assert (out / "topics/ai/rss.xml").is_file()
+
+
+def test_new_bytes_with_the_old_size_and_mtime_are_read_again(tmp_path: Path) -> None:
+    # touch -r (or cp -p, or a backup unpacked over the folder) gives a file new bytes under
+    # its old size and mtime: the parse cache and the no-change check served the old title.
+    seeds, out = tmp_path / "seeds", tmp_path / "out"
+    record = write_record(seeds / "a.md", title="Good story", webUrl="https://example.com/a")
+    args = ("build", "--seeds", str(seeds), "--out", str(out), "--now", NOW)
+    assert run_cli(*args).exit_code == 0
+    before = record.stat()
+    record.write_text(record.read_text(encoding="utf-8").replace("Good story", "Evil story"), encoding="utf-8")
+    os.utime(record, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (record.stat().st_size, record.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert run_cli(*args).exit_code == 0
+    assert _titles(out) == ["Evil story"]
