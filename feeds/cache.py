@@ -135,13 +135,14 @@ def parse_batch(batch: Sequence[tuple[str, str | None]], max_bytes: int) -> list
             continue
         digest = hashlib.sha256(data).hexdigest()
         if digest == expected:
-            results.append((key, stat.st_size, stat.st_mtime_ns, digest, None, None))
+            results.append((key, stat.st_size, max(stat.st_mtime_ns, stat.st_ctime_ns), digest, None, None))
             continue
         where.append((len(results), key, stat, digest))
         todo.append((path, data))
         results.append(None)
     for (index, key, stat, digest), loaded in zip(where, load_records(todo), strict=True):
-        results[index] = (key, stat.st_size, stat.st_mtime_ns, digest, *_summarise(loaded, key))
+        results[index] = (key, stat.st_size, max(stat.st_mtime_ns, stat.st_ctime_ns), digest,  # as scan()
+                          *_summarise(loaded, key))
     return [r for r in results if r is not None]
 
 

@@ -37,11 +37,12 @@ def parse_moment(ctx: click.Context, param: click.Parameter, value: str | None) 
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        # OverflowError: in UTC it falls outside years 1-9999 (9999-12-31T23:00:00-12:00)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise click.BadParameter(
             f"{value!r} is not an ISO-8601 date or time, such as 2020-06-18T00:00:00Z"
         ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def utc_now() -> datetime:
@@ -206,7 +207,11 @@ def subscribers_add(email: str, topics: str, cadence: str, reactivate: bool, con
 def subscribers_remove(email: str, config_path: Path | None) -> None:
     """Remove EMAIL and their delivery history."""
     from feeds import api
-    if not api.remove_subscriber(_config(config_path), email):
+    try:
+        removed = api.remove_subscriber(_config(config_path), email)
+    except FeedsError as e:  # a state database that cannot be opened: one line, no traceback
+        raise click.ClickException(str(e)) from e
+    if not removed:
         raise click.ClickException(f"{email} is not a subscriber")
     click.echo(f"Removed {email}")
 

@@ -491,6 +491,8 @@ def _topics_from_folder(folder: Path, fail: Any) -> tuple[list[Topic], list[Reco
     skipped: list[RecordError] = []
     for file in files:
         try:
+            if file.exists() and not file.is_file():  # a FIFO would block the build for good
+                raise RecordError(file, "cannot read: not a regular file")
             topics.extend(topics_from_file(file))
         except RecordError as e:
             skipped.append(e)

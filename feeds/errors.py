@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# A file name may hold a line break or other control character: shown raw, it would split
+# the one line that names the file, or forge a second one.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def shown(path: Path) -> str:
+    """``path`` as a message names it: control characters as ``\\xNN`` escapes."""
+    text = str(path)
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
 
 
 class FeedsError(Exception):
@@ -61,7 +72,7 @@ class RecordError(FeedsError):
     """A record file was skipped: ``seeds/x.md: missing title``."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{shown(path)}: {reason}")
         self.path, self.reason = path, reason
 
     def __reduce__(self) -> tuple[type, tuple[Path, str]]:  # picklable, for the parse cache
@@ -77,7 +88,7 @@ class RecordNotice:
         self.path, self.reason = path, reason
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{shown(self.path)}: {self.reason}"
 
     def __repr__(self) -> str:
         return f"RecordNotice({str(self)!r})"

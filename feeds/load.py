@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, TypeVar
 
 from feeds import fastyaml
@@ -49,11 +50,15 @@ def read_bytes(path: Path, max_bytes: int) -> tuple[os.stat_result, bytes]:
     """The file's stat and bytes, from one open file (so the stat describes the bytes).
     Raises RecordError if it cannot be read or holds more than ``max_bytes``."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: opening a FIFO (or a device) named like a record must not wait
+        # forever for a writer; it is refused below, before any read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise RecordError(path, f"cannot read: {e.strerror or e}") from e
     try:
         stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            raise RecordError(path, "cannot read: not a regular file")
         # Ask for the size fstat gave (and one byte more, to see growth): asking for
         # max_bytes allocates a megabyte per file, which cost more than the read.
         data = os.read(fd, min(stat.st_size, max_bytes) + 1)
@@ -105,6 +110,8 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
         return fastyaml.load(text), notes  # the plain subset: no anchors, so no alias bombs
     except fastyaml.Unsupported:
         pass
+    except (ValueError, OverflowError) as e:  # a scalar no Python value can hold
+        raise RecordError(path, f"malformed YAML: {_value_problem(e)}") from e
     import yaml
 
     try:
@@ -117,10 +124,20 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
         raise RecordError(path, f"malformed YAML: {e}") from e
     except RecursionError as e:
         raise RecordError(path, "malformed YAML: nested too deeply") from e
+    except (ValueError, OverflowError) as e:  # 2020-02-30, a +25:00 offset, year 0
+        raise RecordError(path, f"malformed YAML: {_value_problem(e)}") from e
     problem = alias_problem(raw, max(len(text), MAX_EXPANDED_CHARACTERS))
     if problem:
         raise RecordError(path, problem)
     return raw, notes
+
+
+def _value_problem(e: Exception) -> str:
+    """Why a scalar (a date such as 2020-02-30 or year 0, a 5,000-digit number) cannot be
+    read: the record's fault, not ours, so it is not an internal error."""
+    if "integer string conversion" in str(e):
+        return "a number has too many digits"
+    return f"a value cannot be read: {e}"
 
 
 # Line breaks of str.splitlines besides LF; without them a line ends at "\n" only.

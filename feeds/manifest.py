@@ -120,7 +120,9 @@ def _scan_into(folder: str, fd: int, found: Scanned) -> None:
             if not _is_utf8(name):
                 found.misnamed.append(prefix + name)
                 continue
-            append((prefix + name, stat.st_size, stat.st_mtime_ns))
+            # The later of mtime and ctime: touch -r, cp -p or an unpacked backup can give new
+            # bytes the old size and mtime, never the old ctime (which no one can set).
+            append((prefix + name, stat.st_size, max(stat.st_mtime_ns, stat.st_ctime_ns)))
 
 
 def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned | None = None) -> str:

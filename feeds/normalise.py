@@ -309,7 +309,11 @@ def clean_number(value: object, field: str, notes: Notes) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         notes.append(f"{field}: expected a number, got {type(value).__name__}; using 0")
         return 0.0
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int of thousands of digits (0xfff...): its repr may not print
+        notes.append(f"{field}: too large a number; using 0")
+        return 0.0
     if not math.isfinite(number):
         notes.append(f"{field}: {value!r} is not a finite number; using 0")
         return 0.0

@@ -138,6 +138,8 @@ def remove_output(root: Path, relative: str) -> bool:
             os.unlink(folder / victim)  # a symlink that is the file itself goes, not what it names
         except FileNotFoundError:
             pass
+        except IsADirectoryError:  # no file of ours (a hand-edited manifest): left alone, not the end
+            return False           # of every build to come
         except OSError as e:
             raise OutputError(f"{folder / victim}: cannot remove: {e.strerror or e}", folder / victim) from e
     if folder != root.resolve():

@@ -314,7 +314,7 @@ def test_a_scan_gives_each_file_size_and_mtime_as_stat_gives_them(tmp_path: Path
     for name in ("a.md", "b/c.md", "b/d/e.markdown"):
         write_record(tmp_path / name)
     os.utime(tmp_path / "b/c.md", ns=(1, 1_234_567_891))
-    assert scan(tmp_path) == [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+    assert scan(tmp_path) == [(str(p), p.stat().st_size, max(p.stat().st_mtime_ns, p.stat().st_ctime_ns))
                               for p in (tmp_path / "a.md", tmp_path / "b/c.md", tmp_path / "b/d/e.markdown")]
 
 

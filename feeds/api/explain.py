@@ -58,8 +58,11 @@ def explain(config: Config, url: str, *, now: datetime, seeds: Path | None = Non
     """Where the article at ``url`` (any variant of it: amp or tracking copies have its
     canonical id) stands in each feed it belongs to, or in ``topic`` (a slug) alone.
     Raises FeedsError when no record has that URL or the topic is unknown."""
+    try:
+        ident = article_id(url)
+    except ValueError as e:  # urlsplit refuses some, such as http://[::1 (an unclosed IPv6 host)
+        raise FeedsError(f"{url}: not a URL: {e}") from e
     corpus = load_corpus(config, seeds=seeds)
-    ident = article_id(url)
     article = next((a for a in corpus.articles if a.id == ident), None)
     if article is None:
         raise FeedsError(f"{url}: no record under {seeds or config.seeds} has this URL")

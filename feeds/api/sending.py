@@ -104,6 +104,7 @@ class Sending:
         self.zone, self.make_edition, self.compose, self.report = zone, make_edition, compose, report
         self.message_id = message_id
         self.server_gone = False  # the server stopped answering: the rest wait for the next run
+        self.lost_in_a_row = 0  # messages deferred with the connection lost, one after another
         self.holder = sender_id()
         self.ttl = claim_ttl(smtp_config)
         self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
@@ -254,8 +255,11 @@ class Sending:
         except BaseException:  # interrupted: the next run sends it again, same Message-ID
             self.finish(person, key, Outcome(state.DEFERRED, "interrupted before the server answered"))
             raise
-        if outcome.status == state.DEFERRED and not smtp.connected:
-            self.server_gone = True
+        # One message that kills the connection (a filter crashing on it) is its own fault, and
+        # is retried first by every later run: only a second in a row says the server is gone.
+        lost = outcome.status == state.DEFERRED and not smtp.connected
+        self.lost_in_a_row = self.lost_in_a_row + 1 if lost else 0
+        self.server_gone = self.lost_in_a_row >= 2
         return self.finish(person, key, outcome)
 
     def finish(self, person: state.Subscriber, key: str, outcome: Outcome) -> str:
