@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.mail import free_port
 from tests.test_daemon import wait_for
-from tests.test_serve import Site, active, request, token_for
+from tests.test_serve import MEDIA_TYPES, Site, active, request, token_for
 from tests.test_serve import site as site  # the fixture: a built site and its feeds serve
 
 CONFIG = ROOT / "deploy" / "nginx" / "feeds.conf"
@@ -107,14 +107,7 @@ http {{
         process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("path, media_type", [
-    ("topics/ai/rss.xml", "application/rss+xml; charset=utf-8"),
-    ("topics/ai/atom.xml", "application/atom+xml; charset=utf-8"),
-    ("topics/ai/feed.json", "application/feed+json; charset=utf-8"),
-    ("feeds.opml", "text/x-opml; charset=utf-8"),
-    ("", "text/html; charset=utf-8"),
-    ("newsletter/2020-06-18/ai-weekly/", "text/html; charset=utf-8"),
-])
+@pytest.mark.parametrize("path, media_type", MEDIA_TYPES)
 def test_media_types_and_cache_headers(proxy: Proxy, path: str, media_type: str) -> None:
     reply = request(proxy.base + path)
     assert reply.status == 200
