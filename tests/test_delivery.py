@@ -265,6 +265,27 @@ def list_id_name(value: str, expected_id: str) -> str:
     return address.display_name
 
 
+def test_who_unsubscribes_during_the_run_is_not_mailed_by_it(tmp_path: Path) -> None:
+    """The run takes its list of subscribers at its start; someone who unsubscribes while it
+    is sending to earlier ones (a 10k run lasts minutes) gets nothing from it."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        for address in ("ada@example.org", "bob@example.org", "cy@example.org"):
+            subscribe(config, address, "ai", "daily")
+        bob = subscriber(tmp_path, "bob@example.org")
+
+        def bob_leaves(address: str) -> None:
+            if address == "ada@example.org":  # the run is under way, bob's turn is next
+                state.unsubscribe(engine_of(tmp_path), bob.id, datetime.now(UTC))
+
+        server.on_rcpt = bob_leaves
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0, out + err
+    assert recipients(server) == ["ada@example.org", "cy@example.org"]
+    assert "Sent 2 messages, 0 deferred, 0 failed, 1 suppressed;" in out, out + err
+    assert state.get_delivery(engine_of(tmp_path), bob.id, "daily-2020-06-18") is None
+
+
 # ---------------------------------------------------------------------------- every edition
 
 

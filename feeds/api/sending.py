@@ -132,6 +132,8 @@ class Sending:
     def serve(self, person: state.Subscriber, smtp: SmtpSender, *, new_edition: bool = True) -> None:
         """Everything owed to one subscriber: old editions first, then this run's (unless
         not ``new_edition``: a run of another cadence retries what is owed, and no more)."""
+        if not self.still_active(person):
+            return
         key = self.keys[person.cadence]
         ends = self.ends.get(person.id)
         last_sent, last_made = (ends.last_sent, ends.last_made) if ends else (None, None)
@@ -140,6 +142,16 @@ class Sending:
             return
         start, period_end = period(person.cadence, self.end, last_sent)
         self.send_new(person, key, start, period_end, smtp)
+
+    def still_active(self, person: state.Subscriber) -> bool:
+        """Whether ``person`` is still active now: the run's list was taken at its start, and
+        a large run lasts long enough (10k at 10/s: 17 minutes) for someone to unsubscribe
+        (or bounce) meanwhile. One lookup by id per subscriber, small beside an SMTP send."""
+        now = state.get_subscriber(self.engine, person.id)
+        if now is not None and now.active:
+            return True
+        self.report.suppressed.append(person.email)
+        return False
 
     def settle_owed(self, person: state.Subscriber, key: str, last_sent: datetime | None,
                     smtp: SmtpSender, new_edition: bool = True) -> tuple[bool, datetime | None]:
