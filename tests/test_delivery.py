@@ -24,7 +24,7 @@ from feeds.config import load_config
 from feeds.digest import verify_token
 from tests.conftest import write_record
 from tests.mail import Recorder, smtp_server
-from tests.test_digest import SECRET, cli, subscribe
+from tests.test_digest import SECRET, cli, parts, story_titles, subscribe
 
 DATE = "2020-06-18T00:00:00Z"
 
@@ -309,6 +309,30 @@ def test_a_deferred_edition_is_sent_as_it_was_before_the_next(tmp_path: Path) ->
     assert "18 Jun 2020: Robots learn to fold laundry" in first["Subject"]
     assert "19 Jun 2020: Chips get cooler" in second["Subject"]
     assert "Robots learn" not in second.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_catch_up_edition_links_a_web_copy_that_holds_its_stories(tmp_path: Path) -> None:
+    """A daily edition two hours after the previous one covers those two hours only: its
+    "View in browser" link must lead to a web copy that exists and has its stories."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        write_record(tmp_path / "seeds/c.md", title="Night shift robots", webUrl="https://example.com/c",
+                     publishedDateTime="2020-06-19T00:30:00Z", topics=["AI"])
+        subscribe(config, "ada@example.org", "ai", "daily")
+        for date in ("2020-06-18T23:00:00Z", "2020-06-19T01:00:00Z"):
+            code, out, err = cli(config, "digest", "--date", date, "--send")
+            assert code == 0 and "Sent 1 message" in out, out + err
+        messages = server.received()
+    assert len(messages) == 2
+    for message in messages:
+        text, page = parts(message)
+        links = set(re.findall(r"https://news\.example\.org/(newsletter/[^\s\"<>]+)", text + page))
+        assert links, text
+        for link in links:
+            web = tmp_path / "out" / link / "index.html"
+            assert web.exists(), f"{link} was never written"
+            assert set(story_titles(page)) <= set(story_titles(web.read_text(encoding="utf-8"))), link
+    assert story_titles(parts(messages[1])[1]) == ["Night shift robots"]
 
 
 def test_a_message_deferred_past_retry_for_hours_fails(tmp_path: Path) -> None:
