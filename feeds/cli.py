@@ -390,7 +390,9 @@ def print_digest_report(report: api.DigestReport, out: Path) -> None:
     ]) + ".")
     if report.web_copies:
         click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
-    if report.stopped:
+    if report.stop_reason:
+        click.echo(f"Stopped: {report.stop_reason}. The next run goes on from there.")
+    elif report.stopped:
         click.echo("Stopped before everyone was handled; the next run goes on from there.")
 
 

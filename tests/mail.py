@@ -30,6 +30,17 @@ class Recorder:
     # called with each RCPT TO address before it is answered: lets a test act mid-run
     on_rcpt: Callable[[str], None] | None = None
 
+    # replies to give to MAIL FROM, in order; then 250
+    scripted_mail: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        with self.lock:
+            if self.scripted_mail:
+                return self.scripted_mail.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.on_rcpt is not None:
             self.on_rcpt(address)

@@ -286,6 +286,38 @@ def test_who_unsubscribes_during_the_run_is_not_mailed_by_it(tmp_path: Path) -> 
     assert state.get_delivery(engine_of(tmp_path), bob.id, "daily-2020-06-18") is None
 
 
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT"])
+def test_a_refused_sender_stops_the_run_at_once(tmp_path: Path, stage: str) -> None:
+    """A refusal of the sender is about the run, not the recipient: retrying it, or mailing
+    the next subscriber, meets the same refusal. The message is deferred without retries,
+    the run stops with one line saying why, and the next run sends to everyone."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port, retries=3)
+        addresses = [f"reader{i}@example.org" for i in range(3)]
+        for address in addresses:
+            subscribe(config, address, "ai", "daily")
+        refusal = "451 4.1.8 Sender address rejected: Domain not found"
+        if stage == "MAIL":
+            server.scripted_mail.extend([refusal] * 10)
+        else:
+            server.scripted[addresses[0]] = [refusal] * 10
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0, out + err
+        # Asked once: not retried (3 retries, with backoff), and no one after was tried.
+        assert len(server.scripted_mail if stage == "MAIL" else server.scripted[addresses[0]]) == 9
+        assert recipients(server) == []
+        assert "Sent 0 messages, 1 deferred, 0 failed, 0 suppressed;" in out, out + err
+        assert ("Stopped: the SMTP server refused the sender (451 4.1.8 Sender address rejected: Domain not "
+                "found); check mail_from and its domain. The next run goes on from there.") in out, out
+        assert subscriber(tmp_path, addresses[0]).active  # not a bounce
+
+        server.scripted_mail.clear()
+        server.scripted.clear()
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Sent 3 messages" in out, out + err
+    assert sorted(recipients(server)) == addresses
+
+
 # ---------------------------------------------------------------------------- every edition
 
 

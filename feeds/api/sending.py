@@ -49,6 +49,7 @@ class DigestReport:
     suppressed: list[str] = field(default_factory=list)  # not active: unsubscribed, bounced, complained
     web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
     stopped: bool = False  # asked to stop (or the server went away) before everyone was handled
+    stop_reason: str = ""  # why the run stopped by itself, as one line (empty: asked to, or not stopped)
 
 
 # Makes one subscriber's edition (topics, cadence, period): None when it has no stories.
@@ -105,6 +106,7 @@ class Sending:
         self.message_id = message_id
         self.server_gone = False  # the server stopped answering: the rest wait for the next run
         self.lost_in_a_row = 0  # messages deferred with the connection lost, one after another
+        self.sender_refused = False  # the server refused our sender: everyone else would be refused too
         self.holder = sender_id()
         self.ttl = claim_ttl(smtp_config)
         self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
@@ -119,7 +121,7 @@ class Sending:
             should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
         """Serve ``people``; those in ``owed_only`` (ids) get only what earlier runs owe them."""
         for person in people:
-            if (should_stop and should_stop()) or self.server_gone:
+            if (should_stop and should_stop()) or self.server_gone or self.sender_refused:
                 self.report.stopped = True
                 return
             self.serve(person, smtp, new_edition=person.id not in owed_only)
@@ -272,6 +274,10 @@ class Sending:
         lost = outcome.status == state.DEFERRED and not smtp.connected
         self.lost_in_a_row = self.lost_in_a_row + 1 if lost else 0
         self.server_gone = self.lost_in_a_row >= 2
+        if outcome.sender_refused:  # about the run, not this subscriber: the rest stay owed
+            self.sender_refused = True
+            self.report.stop_reason = (f"the SMTP server refused the sender ({outcome.detail}); "
+                                       "check mail_from and its domain")
         return self.finish(person, key, outcome)
 
     def finish(self, person: state.Subscriber, key: str, outcome: Outcome) -> str:
