@@ -318,6 +318,18 @@ def test_a_refused_sender_stops_the_run_at_once(tmp_path: Path, stage: str) -> N
     assert sorted(recipients(server)) == addresses
 
 
+def test_an_outbox_run_that_writes_nothing_says_wrote_not_sent(tmp_path: Path) -> None:
+    """Without --send nothing is sent, even when every message fails to be written."""
+    config = write_site(tmp_path)
+    subscribe(config, "ada@example.org", "ai", "daily")
+    (tmp_path / "out/outbox").mkdir(parents=True)
+    (tmp_path / "out/outbox/2020-06-18").write_text("in the way\n")  # the day's folder cannot be made
+    code, out, err = cli(config, "digest", "--date", DATE)
+    assert code == 1 and "failed  ada@example.org: " in err, out + err
+    assert f"wrote 0 messages to {tmp_path / 'out'}/outbox/, 0 deferred, 1 failed, 0 suppressed;" in out, out + err
+    assert "Sent" not in out
+
+
 # ---------------------------------------------------------------------------- every edition
 
 
