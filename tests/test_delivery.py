@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from feeds import api, state
+from feeds.api.sending import pid_space
 from feeds.config import load_config
 from feeds.digest import verify_token
 from tests.conftest import write_record
@@ -328,6 +330,32 @@ def test_an_outbox_run_that_writes_nothing_says_wrote_not_sent(tmp_path: Path) -
     assert code == 1 and "failed  ada@example.org: " in err, out + err
     assert f"wrote 0 messages to {tmp_path / 'out'}/outbox/, 0 deferred, 1 failed, 0 suppressed;" in out, out + err
     assert "Sent" not in out
+
+
+@pytest.mark.parametrize("here", [True, False])
+def test_a_dead_holders_claim_is_taken_over_only_on_its_own_machine(tmp_path: Path, here: bool) -> None:
+    """A claim whose holder's process is gone is taken over at once, but only if that
+    process ran here: a machine with the same host name (containers are all "localhost")
+    cannot tell whether a pid of another is alive, so its claim waits for its expiry."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        subscribe(config, "ada@example.org", "ai", "daily")
+        ada = subscriber(tmp_path, "ada@example.org")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        space = pid_space() if here else "0123456789abcdef"
+        now = datetime.now(UTC)
+        assert state.claim_delivery(
+            engine_of(tmp_path), subscriber_id=ada.id, edition="daily-2020-06-18", message_id="<m@example.org>",
+            period_start=datetime(2020, 6, 17, tzinfo=UTC), period_end=datetime(2020, 6, 18, tzinfo=UTC),
+            holder=f"{socket.gethostname()}/{dead.pid}/cafe0123/{space}", now=now, expires=now + timedelta(hours=1),
+        ) is None
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0, out + err
+    if here:
+        assert "Sent 1 message" in out and recipients(server) == ["ada@example.org"], out + err
+    else:
+        assert "1 sent by another run" in out and recipients(server) == [], out + err
 
 
 # ---------------------------------------------------------------------------- every edition

@@ -11,6 +11,7 @@ subscriber's message is recorded against that subscriber and the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -69,18 +71,31 @@ def claim_ttl(smtp: SmtpConfig) -> timedelta:
     return timedelta(seconds=attempts * 4 * smtp.timeout_seconds + backoffs + 60)
 
 
+def pid_space() -> str:
+    """Names the set of processes our pids belong to: this kernel boot and PID namespace.
+    A host name does not (containers are all called "localhost"), and only a pid from the
+    same boot and namespace may be asked whether it still lives. Empty where Linux's
+    /proc does not tell: then no holder's pid is trusted, and claims wait for their expiry."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, UnicodeError):
+        return ""
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:16]
+
+
 def sender_id() -> str:
-    """``host/pid/random``: names this run in claims, and lets a later run on the same host
-    see that the process holding a claim is gone."""
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+    """``host/pid/random/pid-space``: names this run in claims, and lets a later run in the
+    same :func:`pid_space` see that the process holding a claim is gone."""
+    return f"{socket.gethostname()[:64]}/{os.getpid()}/{secrets.token_hex(4)}/{pid_space()}"
 
 
 def holder_is_gone(holder: str | None) -> bool:
-    """True if ``holder`` ran on this host and its process no longer exists (killed, or
-    crashed): its claims need not wait for their expiry."""
-    host, _, rest = (holder or "").partition("/")
-    pid = rest.partition("/")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """True if ``holder`` ran in this :func:`pid_space` (this machine or container) and its
+    process no longer exists (killed, or crashed): its claims need not wait for their expiry.
+    A holder elsewhere, even under the same host name, is never judged by its pid."""
+    _, pid, _, space = [*(holder or "").split("/"), "", "", ""][:4]
+    if not space or space != pid_space() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
