@@ -164,8 +164,7 @@ class Sending:
         """Whether ``person`` is still active now: the run's list was taken at its start, and
         a large run lasts long enough (10k at 10/s: 17 minutes) for someone to unsubscribe
         (or bounce) meanwhile. One lookup by id per subscriber, small beside an SMTP send."""
-        now = state.get_subscriber(self.engine, person.id)
-        if now is not None and now.active:
+        if state.subscriber_status(self.engine, person.id) == state.ACTIVE:
             return True
         self.report.suppressed.append(person.email)
         return False
