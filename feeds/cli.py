@@ -326,7 +326,7 @@ def digest(date: datetime | None, send: bool, cadence: str | None, preview: bool
     with _stop_on_sigterm() as stopping:
         report = api.digest(config, now=utc_now(), date=date, send=send, cadence=cadence,
                             should_stop=stopping.is_set)
-    print_digest_report(report, config.out)
+    print_digest_report(report, config.out, sent=send)
     # Only failures new in this run fail it: deferred messages are retried by later runs,
     # and an address refused yesterday must not fail every run from now on.
     if report.failed:
@@ -364,7 +364,9 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def print_digest_report(report: api.DigestReport, out: Path) -> None:
+def print_digest_report(report: api.DigestReport, out: Path, *, sent: bool) -> None:
+    """The run's lines, then its summary, which starts with what it did: "Sent ..." for a
+    ``--send`` run, "wrote ... to out/outbox/" for one without (even if it wrote nothing)."""
     for address in report.no_news:
         click.echo(f"no new stories for {address}: no email", err=True)
     for line in report.not_due:
@@ -377,11 +379,10 @@ def print_digest_report(report: api.DigestReport, out: Path) -> None:
         click.echo(f"deferred {line} (the next run tries again)", err=True)
     for address in report.elsewhere:
         click.echo(f"elsewhere {address}: another run is sending it", err=True)
-    parts = []
-    if report.sent or not report.written:
-        parts.append(f"Sent {_plural(len(report.sent), 'message')}")
-    if report.written:
-        parts.append(f"wrote {_plural(len(report.written), 'message')} to {out}/outbox/")
+    if sent:
+        parts = [f"Sent {_plural(len(report.sent), 'message')}"]
+    else:
+        parts = [f"wrote {_plural(len(report.written), 'message')} to {out}/outbox/"]
     parts += [f"{len(report.deferred)} deferred", f"{len(report.failed)} failed",
               f"{len(report.suppressed)} suppressed"]
     click.echo(", ".join(parts) + "; " + ", ".join([
@@ -390,7 +391,9 @@ def print_digest_report(report: api.DigestReport, out: Path) -> None:
     ]) + ".")
     if report.web_copies:
         click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
-    if report.stopped:
+    if report.stop_reason:
+        click.echo(f"Stopped: {report.stop_reason}. The next run goes on from there.")
+    elif report.stopped:
         click.echo("Stopped before everyone was handled; the next run goes on from there.")
 
 

@@ -30,11 +30,14 @@ class Outcome:
     """What became of one message: ``sent``, ``failed`` (permanent, 5xx, or unsendable) or
     ``deferred`` (temporary refusals outlasted the retries; a later run tries again).
     ``bounced`` says the server refused the recipient for good (5xx at RCPT or DATA), which
-    is about the address, unlike a refused sender or a message it cannot be given."""
+    is about the address, unlike a refused sender or a message it cannot be given.
+    ``sender_refused`` says the server refused the run's sender (see :func:`refuses_sender`):
+    every other message would be refused alike, so the run should stop."""
 
     status: str
     detail: str = ""
     bounced: bool = False
+    sender_refused: bool = False
 
 
 def outbox_path(edition_day: str, email: str) -> str:
@@ -128,10 +131,18 @@ class SmtpSender:
             except smtplib.SMTPRecipientsRefused as e:
                 code, reason = next(iter(e.recipients.values()))
                 detail = f"{code} {_text(reason)}"
+                if refuses_sender(code, _text(reason)):
+                    return Outcome("deferred", detail, sender_refused=True)
                 if code >= 500:
                     return Outcome("failed", detail, bounced=True)
             except smtplib.SMTPResponseException as e:
                 detail = f"{e.smtp_code} {_text(e.smtp_error)}"
+                if refuses_sender(e.smtp_code, _text(e.smtp_error),
+                                  at_mail_from=isinstance(e, smtplib.SMTPSenderRefused)):
+                    # Retrying, or trying the next subscriber, meets the same refusal: the
+                    # message is deferred at once and the run stops (see feeds.api.sending).
+                    self._reset()
+                    return Outcome("deferred", detail, sender_refused=True)
                 if e.smtp_code >= 500:
                     # DATA refused for good is about the recipient; MAIL FROM refused is not.
                     return Outcome("failed", detail, bounced=isinstance(e, smtplib.SMTPDataError))
@@ -142,6 +153,8 @@ class SmtpSender:
             else:
                 if refused:  # some recipients refused; we send one recipient per message
                     code, reason = next(iter(refused.values()))
+                    if refuses_sender(code, _text(reason)):
+                        return Outcome("deferred", f"{code} {_text(reason)}", sender_refused=True)
                     return Outcome("failed", f"{code} {_text(reason)}", bounced=code >= 500)
                 return Outcome("sent")
             log.info("temporary failure for %s (attempt %d of %d): %s",
@@ -170,6 +183,18 @@ class SmtpSender:
                 self.connection.rset()
         except (smtplib.SMTPException, OSError):
             self.connection = None
+
+
+# RFC 3463 enhanced status codes about the sender's address: X.1.7 (bad sender's mailbox
+# address syntax) and X.1.8 (bad sender's system address, e.g. its domain does not resolve).
+_SENDER_CODE = re.compile(r"[45]\.1\.[78]\b")
+
+
+def refuses_sender(code: int, reply: str, *, at_mail_from: bool = False) -> bool:
+    """Whether a refusal is of the run's sender rather than of the recipient or the message:
+    any refusal at MAIL FROM but 421 (the server closing the connection), or a reply at any
+    stage whose enhanced status code names the sender."""
+    return (at_mail_from and code != 421) or _SENDER_CODE.match(reply) is not None
 
 
 class _Unsendable(Exception):

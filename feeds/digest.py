@@ -12,7 +12,7 @@ import hmac
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from email.utils import parseaddr
 
 from feeds.config import CADENCES
@@ -58,9 +58,20 @@ class Edition:
         return edition_key(self.cadence, self.day)
 
     @property
+    def is_catch_up(self) -> bool:
+        """A period shortened to start after the subscriber's previous edition (see :func:`period`)."""
+        return self.start != self.end - CADENCES[self.cadence]
+
+    @property
     def web_path(self) -> str:
-        """Where the web copy lives under ``out/``; "view in browser" links there."""
-        return f"newsletter/{self.day.isoformat()}/{combo_slug(self.topics, self.cadence)}/"
+        """Where the web copy lives under ``out/``; "view in browser" links there. A catch-up
+        edition gets a folder of its own inside the standard one's: the standard edition of
+        the day ranks a longer period and may hold none of the catch-up's stories, and may
+        never be made at all."""
+        path = f"newsletter/{self.day.isoformat()}/{combo_slug(self.topics, self.cadence)}/"
+        if self.is_catch_up:
+            path += f"since-{self.start.astimezone(UTC):%Y%m%dT%H%M%SZ}/"
+        return path
 
 
 def edition_key(cadence: str, day: date) -> str:

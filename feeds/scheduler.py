@@ -127,7 +127,9 @@ def digest_job(config_path: str | None, cadence: str) -> str:
     summary = (f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} failed, "
                f"{len(report.suppressed)} suppressed, {len(report.already)} already had it, "
                f"{len(report.no_news)} without news, {len(report.not_due)} not due")
-    if report.stopped:
+    if report.stop_reason:
+        summary += f"; stopped: {report.stop_reason}, the rest go next run"
+    elif report.stopped:
         summary += "; stopped early, the rest go next run"
     if report.failed:  # only new failures: deferred ones are retried by later runs
         raise FeedsError(f"digest {cadence}: {summary}: " + "; ".join(report.failed))

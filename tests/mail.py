@@ -7,7 +7,7 @@ from __future__ import annotations
 import email
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -27,8 +27,23 @@ class Recorder:
     # address -> replies to give to DATA for a message to it, in order; then 250
     scripted_data: dict[str, list[str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # called with each RCPT TO address before it is answered: lets a test act mid-run
+    on_rcpt: Callable[[str], None] | None = None
+
+    # replies to give to MAIL FROM, in order; then 250
+    scripted_mail: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        with self.lock:
+            if self.scripted_mail:
+                return self.scripted_mail.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if self.on_rcpt is not None:
+            self.on_rcpt(address)
         with self.lock:
             replies = self.scripted.get(address)
             if replies:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,11 +21,12 @@ import pytest
 import sqlalchemy as sa
 
 from feeds import api, state
+from feeds.api.sending import pid_space
 from feeds.config import load_config
 from feeds.digest import verify_token
 from tests.conftest import write_record
 from tests.mail import Recorder, smtp_server
-from tests.test_digest import SECRET, cli, subscribe
+from tests.test_digest import SECRET, cli, parts, story_titles, subscribe
 
 DATE = "2020-06-18T00:00:00Z"
 
@@ -265,6 +267,97 @@ def list_id_name(value: str, expected_id: str) -> str:
     return address.display_name
 
 
+def test_who_unsubscribes_during_the_run_is_not_mailed_by_it(tmp_path: Path) -> None:
+    """The run takes its list of subscribers at its start; someone who unsubscribes while it
+    is sending to earlier ones (a 10k run lasts minutes) gets nothing from it."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        for address in ("ada@example.org", "bob@example.org", "cy@example.org"):
+            subscribe(config, address, "ai", "daily")
+        bob = subscriber(tmp_path, "bob@example.org")
+
+        def bob_leaves(address: str) -> None:
+            if address == "ada@example.org":  # the run is under way, bob's turn is next
+                state.unsubscribe(engine_of(tmp_path), bob.id, datetime.now(UTC))
+
+        server.on_rcpt = bob_leaves
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0, out + err
+    assert recipients(server) == ["ada@example.org", "cy@example.org"]
+    assert "Sent 2 messages, 0 deferred, 0 failed, 1 suppressed;" in out, out + err
+    assert state.get_delivery(engine_of(tmp_path), bob.id, "daily-2020-06-18") is None
+
+
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT"])
+def test_a_refused_sender_stops_the_run_at_once(tmp_path: Path, stage: str) -> None:
+    """A refusal of the sender is about the run, not the recipient: retrying it, or mailing
+    the next subscriber, meets the same refusal. The message is deferred without retries,
+    the run stops with one line saying why, and the next run sends to everyone."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port, retries=3)
+        addresses = [f"reader{i}@example.org" for i in range(3)]
+        for address in addresses:
+            subscribe(config, address, "ai", "daily")
+        refusal = "451 4.1.8 Sender address rejected: Domain not found"
+        if stage == "MAIL":
+            server.scripted_mail.extend([refusal] * 10)
+        else:
+            server.scripted[addresses[0]] = [refusal] * 10
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0, out + err
+        # Asked once: not retried (3 retries, with backoff), and no one after was tried.
+        assert len(server.scripted_mail if stage == "MAIL" else server.scripted[addresses[0]]) == 9
+        assert recipients(server) == []
+        assert "Sent 0 messages, 1 deferred, 0 failed, 0 suppressed;" in out, out + err
+        assert ("Stopped: the SMTP server refused the sender (451 4.1.8 Sender address rejected: Domain not "
+                "found); check mail_from and its domain. The next run goes on from there.") in out, out
+        assert subscriber(tmp_path, addresses[0]).active  # not a bounce
+
+        server.scripted_mail.clear()
+        server.scripted.clear()
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Sent 3 messages" in out, out + err
+    assert sorted(recipients(server)) == addresses
+
+
+def test_an_outbox_run_that_writes_nothing_says_wrote_not_sent(tmp_path: Path) -> None:
+    """Without --send nothing is sent, even when every message fails to be written."""
+    config = write_site(tmp_path)
+    subscribe(config, "ada@example.org", "ai", "daily")
+    (tmp_path / "out/outbox").mkdir(parents=True)
+    (tmp_path / "out/outbox/2020-06-18").write_text("in the way\n")  # the day's folder cannot be made
+    code, out, err = cli(config, "digest", "--date", DATE)
+    assert code == 1 and "failed  ada@example.org: " in err, out + err
+    assert f"wrote 0 messages to {tmp_path / 'out'}/outbox/, 0 deferred, 1 failed, 0 suppressed;" in out, out + err
+    assert "Sent" not in out
+
+
+@pytest.mark.parametrize("here", [True, False])
+def test_a_dead_holders_claim_is_taken_over_only_on_its_own_machine(tmp_path: Path, here: bool) -> None:
+    """A claim whose holder's process is gone is taken over at once, but only if that
+    process ran here: a machine with the same host name (containers are all "localhost")
+    cannot tell whether a pid of another is alive, so its claim waits for its expiry."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        subscribe(config, "ada@example.org", "ai", "daily")
+        ada = subscriber(tmp_path, "ada@example.org")
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        space = pid_space() if here else "0123456789abcdef"
+        now = datetime.now(UTC)
+        assert state.claim_delivery(
+            engine_of(tmp_path), subscriber_id=ada.id, edition="daily-2020-06-18", message_id="<m@example.org>",
+            period_start=datetime(2020, 6, 17, tzinfo=UTC), period_end=datetime(2020, 6, 18, tzinfo=UTC),
+            holder=f"{socket.gethostname()}/{dead.pid}/cafe0123/{space}", now=now, expires=now + timedelta(hours=1),
+        ) is None
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0, out + err
+    if here:
+        assert "Sent 1 message" in out and recipients(server) == ["ada@example.org"], out + err
+    else:
+        assert "1 sent by another run" in out and recipients(server) == [], out + err
+
+
 # ---------------------------------------------------------------------------- every edition
 
 
@@ -288,6 +381,30 @@ def test_a_deferred_edition_is_sent_as_it_was_before_the_next(tmp_path: Path) ->
     assert "18 Jun 2020: Robots learn to fold laundry" in first["Subject"]
     assert "19 Jun 2020: Chips get cooler" in second["Subject"]
     assert "Robots learn" not in second.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+def test_a_catch_up_edition_links_a_web_copy_that_holds_its_stories(tmp_path: Path) -> None:
+    """A daily edition two hours after the previous one covers those two hours only: its
+    "View in browser" link must lead to a web copy that exists and has its stories."""
+    with smtp_server() as (server, port):
+        config = write_site(tmp_path, port)
+        write_record(tmp_path / "seeds/c.md", title="Night shift robots", webUrl="https://example.com/c",
+                     publishedDateTime="2020-06-19T00:30:00Z", topics=["AI"])
+        subscribe(config, "ada@example.org", "ai", "daily")
+        for date in ("2020-06-18T23:00:00Z", "2020-06-19T01:00:00Z"):
+            code, out, err = cli(config, "digest", "--date", date, "--send")
+            assert code == 0 and "Sent 1 message" in out, out + err
+        messages = server.received()
+    assert len(messages) == 2
+    for message in messages:
+        text, page = parts(message)
+        links = set(re.findall(r"https://news\.example\.org/(newsletter/[^\s\"<>]+)", text + page))
+        assert links, text
+        for link in links:
+            web = tmp_path / "out" / link / "index.html"
+            assert web.exists(), f"{link} was never written"
+            assert set(story_titles(page)) <= set(story_titles(web.read_text(encoding="utf-8"))), link
+    assert story_titles(parts(messages[1])[1]) == ["Night shift robots"]
 
 
 def test_a_message_deferred_past_retry_for_hours_fails(tmp_path: Path) -> None:

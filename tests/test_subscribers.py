@@ -102,6 +102,23 @@ def test_import_counts_added_updated_unchanged_not_reactivated_and_skipped(tmp_p
     assert state.status_history(engine_of(tmp_path), spam.id)[-1].source == "operator"
 
 
+def test_a_local_part_over_64_octets_is_refused_by_add_and_import(tmp_path: Path) -> None:
+    """RFC 5321 allows 64 octets before the @ (UTF-8 ones, with SMTPUTF8): longer, every
+    digest would be refused at RCPT."""
+    config = write_config(tmp_path)
+    longest, too_long, too_long_utf8 = "a" * 64 + "@example.org", "a" * 65 + "@example.org", "é" * 33 + "@example.org"
+    code, out, err = cli(config, "subscribers", "add", too_long, "--topics", "ai")
+    assert code != 0 and "the part before the @-sign is 65 octets long, over the 64 SMTP allows" in out + err
+    people = tmp_path / "people.csv"
+    people.write_text(f"email,topics\n{longest},ai\n{too_long},ai\n{too_long_utf8},ai\n", encoding="utf-8")
+    code, out, err = cli(config, "subscribers", "import", str(people))
+    assert code == 0, out + err
+    assert "Imported 1 new" in out and "2 skipped" in out, out + err
+    assert f"skipped {people}:3: '{too_long}' is not a valid e-mail address" in err, err
+    assert "66 octets long" in err, err
+    assert [s.email for s in state.list_subscribers(engine_of(tmp_path))] == [longest]
+
+
 def test_topics_split_on_commas_and_semicolons_and_answer_to_shortnames(tmp_path: Path) -> None:
     seeds = tmp_path / "records"
     write_record(seeds / "a.md", title="Fairness", topics=["AI Ethics"], webUrl="https://example.com/a")

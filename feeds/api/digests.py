@@ -17,7 +17,7 @@ from feeds.api.builds import Corpus, load_corpus
 from feeds.api.sending import DigestReport as DigestReport  # re-exported: api.DigestReport
 from feeds.api.sending import Sending, failure_reason
 from feeds.api.subscribers import check_subscription, known_topics
-from feeds.config import CADENCES, Config, SmtpConfig
+from feeds.config import Config, SmtpConfig
 from feeds.deliver import Outcome, SmtpSender, write_outbox
 from feeds.digest import (
     Edition,
@@ -143,15 +143,18 @@ class _EditionMaker:
         )
 
     def _write_web_copy(self, edition: Edition, engine: Engine) -> None:
-        if edition.start != edition.end - CADENCES[edition.cadence]:
-            return  # a shortened catch-up period: the standard edition is the public one
+        """Every sent edition's web copy, since its email links there. A catch-up edition's
+        (a shortened period, at a path of its own) is written but not archived: it is one
+        subscriber's slice of the day, and the standard edition is the public one."""
         web = self.render(edition, None, personal=False)
         write_if_changed(self.out, edition.web_path + "index.html", web.html.encode())
+        self.web_copies.append(edition.web_path + "index.html")
+        if edition.is_catch_up:
+            return
         state.record_edition(engine, ArchivedEdition(
             path=edition.web_path, date=edition.day.isoformat(), topics=edition.topics,
             subject=web.subject, summary=web.preheader, period_end=edition.end,
         ))
-        self.web_copies.append(edition.web_path + "index.html")
 
 
 def digest(

@@ -11,6 +11,7 @@ subscriber's message is recorded against that subscriber and the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -49,6 +51,7 @@ class DigestReport:
     suppressed: list[str] = field(default_factory=list)  # not active: unsubscribed, bounced, complained
     web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
     stopped: bool = False  # asked to stop (or the server went away) before everyone was handled
+    stop_reason: str = ""  # why the run stopped by itself, as one line (empty: asked to, or not stopped)
 
 
 # Makes one subscriber's edition (topics, cadence, period): None when it has no stories.
@@ -68,18 +71,31 @@ def claim_ttl(smtp: SmtpConfig) -> timedelta:
     return timedelta(seconds=attempts * 4 * smtp.timeout_seconds + backoffs + 60)
 
 
+def pid_space() -> str:
+    """Names the set of processes our pids belong to: this kernel boot and PID namespace.
+    A host name does not (containers are all called "localhost"), and only a pid from the
+    same boot and namespace may be asked whether it still lives. Empty where Linux's
+    /proc does not tell: then no holder's pid is trusted, and claims wait for their expiry."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, UnicodeError):
+        return ""
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:16]
+
+
 def sender_id() -> str:
-    """``host/pid/random``: names this run in claims, and lets a later run on the same host
-    see that the process holding a claim is gone."""
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+    """``host/pid/random/pid-space``: names this run in claims, and lets a later run in the
+    same :func:`pid_space` see that the process holding a claim is gone."""
+    return f"{socket.gethostname()[:64]}/{os.getpid()}/{secrets.token_hex(4)}/{pid_space()}"
 
 
 def holder_is_gone(holder: str | None) -> bool:
-    """True if ``holder`` ran on this host and its process no longer exists (killed, or
-    crashed): its claims need not wait for their expiry."""
-    host, _, rest = (holder or "").partition("/")
-    pid = rest.partition("/")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """True if ``holder`` ran in this :func:`pid_space` (this machine or container) and its
+    process no longer exists (killed, or crashed): its claims need not wait for their expiry.
+    A holder elsewhere, even under the same host name, is never judged by its pid."""
+    _, pid, _, space = [*(holder or "").split("/"), "", "", ""][:4]
+    if not space or space != pid_space() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -105,6 +121,7 @@ class Sending:
         self.message_id = message_id
         self.server_gone = False  # the server stopped answering: the rest wait for the next run
         self.lost_in_a_row = 0  # messages deferred with the connection lost, one after another
+        self.sender_refused = False  # the server refused our sender: everyone else would be refused too
         self.holder = sender_id()
         self.ttl = claim_ttl(smtp_config)
         self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
@@ -119,7 +136,7 @@ class Sending:
             should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
         """Serve ``people``; those in ``owed_only`` (ids) get only what earlier runs owe them."""
         for person in people:
-            if (should_stop and should_stop()) or self.server_gone:
+            if (should_stop and should_stop()) or self.server_gone or self.sender_refused:
                 self.report.stopped = True
                 return
             self.serve(person, smtp, new_edition=person.id not in owed_only)
@@ -132,6 +149,8 @@ class Sending:
     def serve(self, person: state.Subscriber, smtp: SmtpSender, *, new_edition: bool = True) -> None:
         """Everything owed to one subscriber: old editions first, then this run's (unless
         not ``new_edition``: a run of another cadence retries what is owed, and no more)."""
+        if not self.still_active(person):
+            return
         key = self.keys[person.cadence]
         ends = self.ends.get(person.id)
         last_sent, last_made = (ends.last_sent, ends.last_made) if ends else (None, None)
@@ -140,6 +159,15 @@ class Sending:
             return
         start, period_end = period(person.cadence, self.end, last_sent)
         self.send_new(person, key, start, period_end, smtp)
+
+    def still_active(self, person: state.Subscriber) -> bool:
+        """Whether ``person`` is still active now: the run's list was taken at its start, and
+        a large run lasts long enough (10k at 10/s: 17 minutes) for someone to unsubscribe
+        (or bounce) meanwhile. One lookup by id per subscriber, small beside an SMTP send."""
+        if state.subscriber_status(self.engine, person.id) == state.ACTIVE:
+            return True
+        self.report.suppressed.append(person.email)
+        return False
 
     def settle_owed(self, person: state.Subscriber, key: str, last_sent: datetime | None,
                     smtp: SmtpSender, new_edition: bool = True) -> tuple[bool, datetime | None]:
@@ -260,6 +288,10 @@ class Sending:
         lost = outcome.status == state.DEFERRED and not smtp.connected
         self.lost_in_a_row = self.lost_in_a_row + 1 if lost else 0
         self.server_gone = self.lost_in_a_row >= 2
+        if outcome.sender_refused:  # about the run, not this subscriber: the rest stay owed
+            self.sender_refused = True
+            self.report.stop_reason = (f"the SMTP server refused the sender ({outcome.detail}); "
+                                       "check mail_from and its domain")
         return self.finish(person, key, outcome)
 
     def finish(self, person: state.Subscriber, key: str, outcome: Outcome) -> str:

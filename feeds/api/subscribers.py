@@ -26,6 +26,9 @@ def known_topics(corpus: Corpus) -> dict[str, str]:
     return {ALL: "All topics", **{slug: t.name for slug, t in corpus.taxonomy.topics.items()}}
 
 
+LOCAL_PART_OCTETS = 64  # RFC 5321's limit on the part of an address before the @
+
+
 def check_subscription(email: str, topics: Sequence[str], cadence: str, known: Mapping[str, str],
                        names: Mapping[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
     """The normalised address and topic slugs, or SubscriberError saying what is wrong.
@@ -41,6 +44,13 @@ def check_subscription(email: str, topics: Sequence[str], cadence: str, known: M
         address = validate_email(email.strip(), check_deliverability=False).normalized.lower()
     except EmailNotValidError as e:
         raise SubscriberError(f"{email!r} is not a valid e-mail address: {e}", email) from e
+    # email-validator lets a longer one through; SMTP servers refuse it at RCPT (RFC 5321
+    # 4.5.3.1.1), so every digest to it would fail. Counted in UTF-8 octets (RFC 6531).
+    local = address.rpartition("@")[0]
+    if len(local.encode()) > LOCAL_PART_OCTETS:
+        raise SubscriberError(f"{email!r} is not a valid e-mail address: the part before the @-sign is "
+                              f"{len(local.encode())} octets long, over the {LOCAL_PART_OCTETS} SMTP allows",
+                              email)
     if cadence not in CADENCES:
         raise SubscriberError(f"cadence {cadence!r}: expected one of {', '.join(CADENCES)}", cadence)
     by_name = {**(names or {}), **{name.casefold(): slug for slug, name in known.items()}, **{s: s for s in known}}

@@ -74,6 +74,7 @@ from feeds.state.subscribers import (
     remove_subscriber,
     set_status,
     status_history,
+    subscriber_status,
     unsubscribe,
 )
 
@@ -126,6 +127,7 @@ __all__ = [
     "secret",
     "set_status",
     "status_history",
+    "subscriber_status",
     "take_over_delivery",
     "transaction",
     "unsubscribe",

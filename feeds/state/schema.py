@@ -56,7 +56,7 @@ deliveries = sa.Table(
     sa.Column("period_start", sa.DateTime(timezone=True)),  # a retry sends the same period
     sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
     sa.Column("first_attempt_at", sa.DateTime(timezone=True)),  # retries stop retry_for_hours after it
-    sa.Column("claimed_by", sa.String(128)),  # host/pid/run of the sender holding the claim
+    sa.Column("claimed_by", sa.String(128)),  # host/pid/run/pid-space of the sender holding the claim
     sa.Column("claim_expires", sa.DateTime(timezone=True)),
 )
 

@@ -116,6 +116,12 @@ def get_subscriber(engine: Engine, subscriber_id: int) -> Subscriber | None:
     return _subscriber(row) if row else None
 
 
+def subscriber_status(engine: Engine, subscriber_id: int) -> str | None:
+    """A subscriber's status now (None: removed): the one column a run re-checks per message."""
+    with engine.connect() as db:
+        return db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).scalar()
+
+
 def find_subscriber(engine: Engine, email: str) -> Subscriber | None:
     """The subscriber with this (normalised) address, whatever their status."""
     with engine.connect() as db:
