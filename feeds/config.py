@@ -544,7 +544,7 @@ def topics_from_file(file: Path) -> list[Topic]:
 def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     """One definition in Smartable's taxonomy format; extra keys (hashtags, services) are
     ignored."""
-    from feeds.normalise import Notes, clean_text, slugify
+    from feeds.normalise import MAX_TOPIC_LENGTH, Notes, clean_text, slugify
 
     # Cleaned as a record's text is: the name and description reach the OPML list, the
     # index and every feed, which cannot carry controls or lone surrogates ("\uD800").
@@ -552,6 +552,8 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     name = clean_text(raw.get("name"), "name", ignored)
     if not name:
         raise fail(f"topic definition {ident or raw!r} has no name")
+    if len(name) > MAX_TOPIC_LENGTH:  # as a record's topic: a label, not a page in the OPML list
+        raise fail(f"topic name {name[:40]!r}… is longer than {MAX_TOPIC_LENGTH} characters")
 
     slug = slugify(ident if isinstance(ident, str) and ident.strip() else name)
     aliases = tuple(

@@ -230,3 +230,19 @@ def test_a_topic_file_redefining_an_inline_topic_is_skipped(tmp_path: Path) -> N
     assert [t.slug for t in config.topics] == ["ai"]
     assert [e.reason for e in config.topic_errors] == ["topic 'ai' is already defined in the config"]
 
+
+def test_a_topic_file_with_a_huge_name_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A record's topic name is limited to 100 characters; a definition's was not, and a
+    100,000-character name reached the OPML list and the index page."""
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "huge.yaml").write_text(f"_id: huge\nname: {'x' * 100_000}\n", encoding="utf-8")
+    (topics / "ok.yaml").write_text("_id: ai\nname: AI\n", encoding="utf-8")
+    write_record(tmp_path / "seeds/a.md", topics=["AI"])
+    config = write(tmp_path, f"topics: topics\nseeds: {tmp_path / 'seeds'}\nout: {tmp_path / 'out'}\n")
+    result = run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "huge.yaml" in line)
+    assert "is longer than 100 characters" in line and len(line) < 300
+    assert "x" * 101 not in (tmp_path / "out/feeds.opml").read_text(encoding="utf-8")
+    assert "x" * 101 not in (tmp_path / "out/index.html").read_text(encoding="utf-8")
