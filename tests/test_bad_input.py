@@ -381,3 +381,20 @@ def test_a_record_naming_thousands_of_topics_makes_fifty_feeds_and_few_lines(tmp
     notes = result.stderr.splitlines()
     assert len(notes) == normalise.MAX_NOTES_PER_RECORD
     assert notes[-1].endswith("and 483 more notes like these")
+
+
+# ------------------------------------------------------------ spoofing and size
+
+
+@pytest.mark.parametrize("host", ["%00", "a..b", "-a.example.com", "[zz]"])
+def test_a_link_whose_host_is_no_host_is_refused(tmp_path: Path, host: str) -> None:
+    """``https://%00/x`` parsed, so it was kept as the item's link: the record falls back to
+    its next URL, or is skipped naming the file when it has none."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "fallback.md", title="Fallback", webUrl=f"https://{host}/x",
+                 originalUrl="https://example.com/kept", topics=["AI"])
+    write_record(seeds / "none.md", title="None", webUrl=f"https://{host}/y", topics=["AI"])
+    result = _build(seeds, tmp_path / "out")
+    assert f"skipped {seeds / 'none.md'}: no usable URL" in result.stderr
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    assert [(e.title, e.link) for e in feed.entries] == [("Fallback", "https://example.com/kept")]
