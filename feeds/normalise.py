@@ -32,6 +32,10 @@ MAX_URL_LENGTH = 2048
 # A topic is a label ("Power Apps", "AI in Healthcare"): a longer "name" is a sentence or
 # junk pasted into topics, and would stand in the OPML list, the index and every item.
 MAX_TOPIC_LENGTH = 100
+# A headline is a line, an excerpt a paragraph: a 900 KB "title" is junk, and would stand in
+# full in every feed, the index page and the digest. Longer ones are cut at a word, with "…".
+MAX_TITLE_LENGTH = 300
+MAX_EXCERPT_LENGTH = 1000
 # Real records name two to five topics; each name is a feed. A record naming thousands
 # (a 1 MB file holds 143,000 short names) must not make thousands of feeds.
 MAX_TOPICS_PER_RECORD = 50
@@ -117,6 +121,18 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
             notes.append(f"{field}: HTML removed")
         text = CONTROL_CHARACTERS.sub(" ", stripped)  # entities can name controls too
     return " ".join(text.split())  # str.split's white space is the regex \s, and quicker
+
+
+def capped(text: str | None, limit: int, field: str, notes: Notes) -> str | None:
+    """``text`` cut to ``limit`` characters at a word, ending with "…", and noted."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word to cut at, not one 300-letter "word"
+        cut = cut[:space]
+    notes.append(f"{field}: longer than {limit} characters; cut")
+    return cut.rstrip() + "…"
 
 
 def joined_surrogates(text: str) -> str:
@@ -536,10 +552,12 @@ Cleaner = Callable[[Mapping[str, Any], Notes], Any]
 # One small function per Article field (after pelican's METADATA_PROCESSORS). Required
 # fields (title, url, published) are checked in to_article, where a failure skips the record.
 FIELD_CLEANERS: dict[str, Cleaner] = {
-    "title": lambda raw, notes: clean_text(raw.get("title"), "title", notes),
+    "title": lambda raw, notes: capped(clean_text(raw.get("title"), "title", notes), MAX_TITLE_LENGTH, "title",
+                                       notes),
     "url": pick_url,
     "published": lambda raw, notes: clean_datetime(raw.get("publishedDateTime")),
-    "excerpt": lambda raw, notes: clean_text(raw.get("excerpt"), "excerpt", notes) or "",
+    "excerpt": lambda raw, notes: capped(clean_text(raw.get("excerpt"), "excerpt", notes), MAX_EXCERPT_LENGTH,
+                                         "excerpt", notes) or "",
     "kind": lambda raw, notes: clean_kind(raw.get("type"), notes),
     "quality": lambda raw, notes: clean_number(raw.get("quality"), "quality", notes),
     # Absent (Smartable's older layout), not 0: ranking assumes the median for it.

@@ -398,3 +398,18 @@ def test_a_link_whose_host_is_no_host_is_refused(tmp_path: Path, host: str) -> N
     assert f"skipped {seeds / 'none.md'}: no usable URL" in result.stderr
     feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
     assert [(e.title, e.link) for e in feed.entries] == [("Fallback", "https://example.com/kept")]
+
+
+def test_a_huge_title_and_excerpt_are_cut_at_a_word(tmp_path: Path) -> None:
+    """A 900 KB title stood in full in every feed and the index page."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "huge.md", title="word " * 180_000, excerpt="more " * 10_000, topics=["AI"])
+    result = _build(seeds, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "title: longer than 300 characters; cut" in result.stderr
+    assert "excerpt: longer than 1000 characters; cut" in result.stderr
+    entry = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes()).entries[0]
+    assert len(entry.title) <= 300 and entry.title.endswith("word…")
+    excerpt = lxml.html.fromstring(entry.summary).text_content()
+    assert len(excerpt) <= 1000 and excerpt.endswith("more…")
+    assert (tmp_path / "out/index.html").stat().st_size < 50_000
