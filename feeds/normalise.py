@@ -83,6 +83,10 @@ _ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
 # (slugs hold only [a-z0-9-]), but such a name is an attack or an accident, never a topic;
 # a "/" inside a name is neither ("Robots/Drones", "C++ / C#").
 _PATHLIKE = re.compile(r"^~?/|\\|(?:^|/)\s*\.{1,2}\s*(?:/|$)|^[A-Za-z]:/")
+# Unicode's bidirectional embeddings, overrides (U+202A-U+202E) and isolates (U+2066-U+2069):
+# invisible, they reorder what readers see ("moc.elgoog" shown as "google.com"), a spoofing
+# trick that news text never needs. Not ZWJ (U+200D) or variation selectors: emoji use them.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 # A DNS host name: dot-separated labels of letters, digits and hyphens (not at a label's
 # ends; "_" too, which browsers accept), up to 63 characters each and 253 in all.
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -120,6 +124,9 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         if "<" in text and stripped != html.unescape(text):
             notes.append(f"{field}: HTML removed")
         text = CONTROL_CHARACTERS.sub(" ", stripped)  # entities can name controls too
+    if not text.isascii() and _BIDI_CONTROLS.search(text):  # isascii: nearly all text, and quick
+        text = _BIDI_CONTROLS.sub("", text)
+        notes.append(f"{field}: bidirectional controls removed")
     return " ".join(text.split())  # str.split's white space is the regex \s, and quicker
 
 

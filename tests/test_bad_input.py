@@ -413,3 +413,27 @@ def test_a_huge_title_and_excerpt_are_cut_at_a_word(tmp_path: Path) -> None:
     excerpt = lxml.html.fromstring(entry.summary).text_content()
     assert len(excerpt) <= 1000 and excerpt.endswith("more…")
     assert (tmp_path / "out/index.html").stat().st_size < 50_000
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_bidi_controls_are_removed_from_every_text_a_reader_sees(tmp_path: Path) -> None:
+    """U+202E and its kin reorder what readers see ("exe.gnp" shown as "pn g.exe"): a
+    spoofing trick. ZWJ and variation selectors stay: the emoji "👩‍💻" and "❤️" need them."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Safe \u202egnp.exe\u202c story 👩\u200d💻 ❤\ufe0f",
+                 excerpt="An \u2067excerpt\u2069 here", provider={"name": "Out\u202dlet", "domain": "outlet.com"},
+                 topics=["A\u2066I\u2069"])
+    result = _build(seeds, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "title: bidirectional controls removed" in result.stderr
+    for file in (tmp_path / "out").rglob("*"):
+        if file.suffix in (".xml", ".json", ".html", ".opml"):
+            text = file.read_text(encoding="utf-8")
+            assert not any(c in text for c in BIDI), file
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    entry = feed.entries[0]
+    assert entry.title == "Safe gnp.exe story 👩\u200d💻 ❤\ufe0f"
+    assert lxml.html.fromstring(entry.summary).text_content() == "An excerpt here"
+    assert [t.term for t in entry.tags] == ["AI"]
