@@ -369,6 +369,27 @@ def test_a_record_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path: Pat
     assert again.exit_code == 1 and again.stderr == result.stderr and "Wrote 0 files" in again.stdout
 
 
+def test_a_dangling_link_named_as_a_record_is_skipped_and_named(tmp_path: Path) -> None:
+    """A link to a removed record file was passed over without a word: an unreadable
+    record file, it gets a skipped line like the others (also on a no-change rebuild)."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    (seeds / "x.md").symlink_to(tmp_path / "gone.md")
+    args = ("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", "2020-06-18T00:00:00Z")
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"skipped {seeds}/x.md: cannot read: a link to nothing"]
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert [e.title for e in rss.entries] == ["The good one"]
+    again = run_cli(*args, "--strict")
+    assert again.exit_code == 1 and again.stderr == result.stderr
+    write_record(tmp_path / "gone.md", title="Now there", webUrl="https://example.com/there")
+    healed = run_cli(*args)  # the link now leads somewhere: read, and no longer reported
+    assert healed.stderr == ""
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert {e.title for e in rss.entries} == {"The good one", "Now there"}
+
+
 def test_a_record_naming_thousands_of_topics_makes_fifty_feeds_and_few_lines(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     topics = [f"Topic {n}" for n in range(3000)] + ["../x"] * 2 + [f"../{n}" for n in range(500)]
