@@ -457,13 +457,15 @@ def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, 
     entries = value if isinstance(value, list) else [value]
     topics: list[Topic] = []
     skipped: list[RecordError] = []
+    defined: dict[str, Path | None] = {}  # slug -> the file defining it (None: the config itself)
     for entry in entries:
+        defined.update((t.slug, defined.get(t.slug)) for t in topics)
         if isinstance(entry, Mapping):
             topics.append(topic_from_definition(entry, fail))
         elif isinstance(entry, str):
             path = here / Path(entry).expanduser()
             if path.is_dir():
-                found, errors = _topics_from_folder(path, fail)
+                found, errors = _topics_from_folder(path, fail, defined)
                 topics.extend(found)
                 skipped.extend(errors)
             else:
@@ -480,9 +482,15 @@ def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, 
     return tuple(topics), tuple(skipped)
 
 
-def _topics_from_folder(folder: Path, fail: Any) -> tuple[list[Topic], list[RecordError]]:
+def _topics_from_folder(
+    folder: Path, fail: Any, defined: dict[str, Path | None]
+) -> tuple[list[Topic], list[RecordError]]:
     """Every ``*.yaml``/``*.yml`` file of ``folder``, in name order. One file that cannot
-    be used costs its own topics only: it is skipped with the reason, as a bad record is."""
+    be used costs its own topics only: it is skipped with the reason, as a bad record is.
+
+    That includes a file defining a topic already defined (``defined``: slug -> the file
+    that did, None for the config itself): the first definition stands, in name order,
+    rather than one copied file stopping the whole build."""
     try:
         files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
     except OSError as e:
@@ -493,10 +501,27 @@ def _topics_from_folder(folder: Path, fail: Any) -> tuple[list[Topic], list[Reco
         try:
             if file.exists() and not file.is_file():  # a FIFO would block the build for good
                 raise RecordError(file, "cannot read: not a regular file")
-            topics.extend(topics_from_file(file))
+            found = topics_from_file(file)
+            _check_new(file, found, defined)
         except RecordError as e:
             skipped.append(e)
+            continue
+        topics.extend(found)
+        defined.update((t.slug, file) for t in found)
     return topics, skipped
+
+
+def _check_new(file: Path, found: list[Topic], defined: dict[str, Path | None]) -> None:
+    """Raise RecordError naming ``file`` if it defines a topic twice or one already defined."""
+    slugs: set[str] = set()
+    for topic in found:
+        if topic.slug in slugs:
+            raise RecordError(file, f"defines topic {topic.slug!r} more than once")
+        slugs.add(topic.slug)
+        if topic.slug in defined:
+            first = defined[topic.slug]
+            where = f"in {first}" if first is not None else "in the config"
+            raise RecordError(file, f"topic {topic.slug!r} is already defined {where}")
 
 
 def topics_from_file(file: Path) -> list[Topic]:
@@ -519,7 +544,7 @@ def topics_from_file(file: Path) -> list[Topic]:
 def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     """One definition in Smartable's taxonomy format; extra keys (hashtags, services) are
     ignored."""
-    from feeds.normalise import Notes, clean_text, slugify
+    from feeds.normalise import MAX_TOPIC_LENGTH, Notes, clean_text, slugify
 
     # Cleaned as a record's text is: the name and description reach the OPML list, the
     # index and every feed, which cannot carry controls or lone surrogates ("\uD800").
@@ -527,6 +552,8 @@ def topic_from_definition(raw: Mapping[str, Any], fail: Any) -> Topic:
     name = clean_text(raw.get("name"), "name", ignored)
     if not name:
         raise fail(f"topic definition {ident or raw!r} has no name")
+    if len(name) > MAX_TOPIC_LENGTH:  # as a record's topic: a label, not a page in the OPML list
+        raise fail(f"topic name {name[:40]!r}… is longer than {MAX_TOPIC_LENGTH} characters")
 
     slug = slugify(ident if isinstance(ident, str) and ident.strip() else name)
     aliases = tuple(

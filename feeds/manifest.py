@@ -40,13 +40,16 @@ class Scanned(list[tuple[str, int, int]]):
     """Record files as :func:`scan` found them: (path under the folder as given, size,
     mtime_ns), and in ``misnamed`` the paths of record files and folders whose names are
     not UTF-8. Those cannot be named in a feed, a message or the parse cache, so they are
-    left out, and the build reports each (see :func:`printable`)."""
+    left out, and the build reports each (see :func:`printable`); so are the symbolic
+    links by a record file's name that lead nowhere, in ``dangling``."""
 
     misnamed: list[str]
+    dangling: list[str]
 
     def __init__(self, *args: Iterable[tuple[str, int, int]]) -> None:
         super().__init__(*args)
         self.misnamed = []
+        self.dangling = []
 
 
 def printable(path: str) -> str:
@@ -115,7 +118,8 @@ def _scan_into(folder: str, fd: int, found: Scanned) -> None:
             if S_ISLNK(stat.st_mode):  # a link to a record file is a record
                 try:
                     stat = os.stat(name, dir_fd=fd)
-                except OSError:  # dangling
+                except OSError:  # dangling: an unreadable record file, to report as one
+                    found.dangling.append(prefix + name)
                     continue
             if not _is_utf8(name):
                 found.misnamed.append(prefix + name)
@@ -135,7 +139,8 @@ def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned |
     if scanned is None:
         scanned = scan(seeds)
     digest.update("".join(f"{path}\0{size}\0{mtime_ns}\n" for path, size, mtime_ns in scanned).encode())
-    digest.update("".join(f"{path}\n" for path in scanned.misnamed).encode("utf-8", "surrogateescape"))
+    digest.update("".join(f"{path}\n" for path in (*scanned.misnamed, *scanned.dangling))
+                  .encode("utf-8", "surrogateescape"))
     digest.update(code_fingerprint(templates).encode())
     return digest.hexdigest()
 

@@ -32,6 +32,10 @@ MAX_URL_LENGTH = 2048
 # A topic is a label ("Power Apps", "AI in Healthcare"): a longer "name" is a sentence or
 # junk pasted into topics, and would stand in the OPML list, the index and every item.
 MAX_TOPIC_LENGTH = 100
+# A headline is a line, an excerpt a paragraph: a 900 KB "title" is junk, and would stand in
+# full in every feed, the index page and the digest. Longer ones are cut at a word, with "…".
+MAX_TITLE_LENGTH = 300
+MAX_EXCERPT_LENGTH = 1000
 # Real records name two to five topics; each name is a feed. A record naming thousands
 # (a 1 MB file holds 143,000 short names) must not make thousands of feeds.
 MAX_TOPICS_PER_RECORD = 50
@@ -65,9 +69,10 @@ _MAY_HOLD_CONTROL = re.compile(
 # PyYAML reads the pair as two lone surrogates instead of the one character they name.
 _SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 # An absolute http(s) URL of plain RFC 3986 characters with a lower-case scheme and host
-# and a path, and query parameters that cannot be tracking ones: clean as it stands.
+# (DNS labels, as :data:`_HOST_NAME` has them, in the quickest form found) and a path, and
+# query parameters that cannot be tracking ones: clean as it stands.
 _SIMPLE_URL = re.compile(
-    r"https?://[a-z0-9.-]+\.[a-z]{2,}/[A-Za-z0-9\-._~%!$'()*+,;=:@/]*"
+    r"https?://(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+[a-z]{2,}/[A-Za-z0-9\-._~%!$'()*+,;=:@/]*"
     r"(\?[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+(&[A-Za-z0-9\-._~%!$'()*+,;=:@/?]+)*)?"  # no empty pairs
 )
 _MAY_TRACK = re.compile(r"[?&](utm_|fbclid|gclid|dclid|msclkid|yclid|igshid|mc_|ocid|ncid|cmpid|smid|spm|ref|_hs"
@@ -78,6 +83,14 @@ _ESCAPED_AMPERSAND = re.compile(r"&(amp|#0*38|#x0*26);", re.IGNORECASE)
 # (slugs hold only [a-z0-9-]), but such a name is an attack or an accident, never a topic;
 # a "/" inside a name is neither ("Robots/Drones", "C++ / C#").
 _PATHLIKE = re.compile(r"^~?/|\\|(?:^|/)\s*\.{1,2}\s*(?:/|$)|^[A-Za-z]:/")
+# Unicode's bidirectional embeddings, overrides (U+202A-U+202E) and isolates (U+2066-U+2069):
+# invisible, they reorder what readers see ("moc.elgoog" shown as "google.com"), a spoofing
+# trick that news text never needs. Not ZWJ (U+200D) or variation selectors: emoji use them.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# A DNS host name: dot-separated labels of letters, digits and hyphens (not at a label's
+# ends; "_" too, which browsers accept), up to 63 characters each and 253 in all.
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 _LOOKS_LIKE_MARKUP = re.compile(r"<[a-zA-Z/!?]|&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 
 
@@ -111,7 +124,22 @@ def clean_text(value: object, field: str, notes: Notes) -> str | None:
         if "<" in text and stripped != html.unescape(text):
             notes.append(f"{field}: HTML removed")
         text = CONTROL_CHARACTERS.sub(" ", stripped)  # entities can name controls too
+    if not text.isascii() and _BIDI_CONTROLS.search(text):  # isascii: nearly all text, and quick
+        text = _BIDI_CONTROLS.sub("", text)
+        notes.append(f"{field}: bidirectional controls removed")
     return " ".join(text.split())  # str.split's white space is the regex \s, and quicker
+
+
+def capped(text: str | None, limit: int, field: str, notes: Notes) -> str | None:
+    """``text`` cut to ``limit`` characters at a word, ending with "…", and noted."""
+    if text is None or len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word to cut at, not one 300-letter "word"
+        cut = cut[:space]
+    notes.append(f"{field}: longer than {limit} characters; cut")
+    return cut.rstrip() + "…"
 
 
 def joined_surrogates(text: str) -> str:
@@ -161,12 +189,15 @@ def _clean_url(value: str) -> str | None:
         return None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
-    netloc = parts.netloc.lower()
+    netloc, host = parts.netloc.lower(), parts.hostname
     if not netloc.isascii():
         try:  # an internationalised domain name goes out in its ASCII (punycode) form
-            netloc = netloc.replace(parts.hostname, parts.hostname.encode("idna").decode("ascii"))
+            host = host.encode("idna").decode("ascii")
         except UnicodeError:
             return None
+        netloc = netloc.replace(parts.hostname, host)
+    if not _is_host(host):  # "%00", "a..b": no reader could follow the link
+        return None
     # Drop tracking pairs without re-encoding the rest: signed image URLs must stay byte-exact.
     query = "&".join(
         pair for pair in parts.query.split("&") if pair and not _is_tracking(unquote(pair.split("=")[0]))
@@ -178,6 +209,21 @@ def _clean_url(value: str) -> str | None:
         _encode(query),
         _encode(parts.fragment),
     ))
+
+
+def _is_host(host: str) -> bool:
+    """A DNS name or an IP literal (urlsplit's hostname drops an IPv6 address's brackets)."""
+    if _HOST_NAME.fullmatch(host):
+        return True
+    if ":" not in host:
+        return False
+    import ipaddress  # here: IPv6 links are rare, and start-up time counts
+
+    try:
+        ipaddress.IPv6Address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _encode(component: str) -> str:
@@ -513,10 +559,12 @@ Cleaner = Callable[[Mapping[str, Any], Notes], Any]
 # One small function per Article field (after pelican's METADATA_PROCESSORS). Required
 # fields (title, url, published) are checked in to_article, where a failure skips the record.
 FIELD_CLEANERS: dict[str, Cleaner] = {
-    "title": lambda raw, notes: clean_text(raw.get("title"), "title", notes),
+    "title": lambda raw, notes: capped(clean_text(raw.get("title"), "title", notes), MAX_TITLE_LENGTH, "title",
+                                       notes),
     "url": pick_url,
     "published": lambda raw, notes: clean_datetime(raw.get("publishedDateTime")),
-    "excerpt": lambda raw, notes: clean_text(raw.get("excerpt"), "excerpt", notes) or "",
+    "excerpt": lambda raw, notes: capped(clean_text(raw.get("excerpt"), "excerpt", notes), MAX_EXCERPT_LENGTH,
+                                         "excerpt", notes) or "",
     "kind": lambda raw, notes: clean_kind(raw.get("type"), notes),
     "quality": lambda raw, notes: clean_number(raw.get("quality"), "quality", notes),
     # Absent (Smartable's older layout), not 0: ranking assumes the median for it.

@@ -16,6 +16,7 @@ from feeds.model import Topic
 from feeds.normalise import slugify
 
 ALL = "all"  # out/topics/all/: every article, whatever its topics
+RESERVED = "topic-all"  # the folder of a topic named "all"
 
 
 class HasTopics(Protocol):
@@ -74,8 +75,14 @@ def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[HasTopics]) 
     """
     topics: dict[str, Topic] = {}
     names: dict[str, str] = {}
+    used = Counter(name for article in articles for name in article.topics)  # few names, many uses
+    # "all" is the feed of every article, so a topic named "all" needs another folder:
+    # topics/topic-all/, unless a topic is itself named "topic-all" (its own slug, never
+    # moved), when it gets topic--all/, which slugify never makes. The two never merge.
+    taken = {t.slug for t in definitions} | {slugify(name) for name in used}
+    reserved = RESERVED if RESERVED not in taken else "topic--all"
     for topic in definitions:
-        slug = _unreserved(topic.slug)
+        slug = _unreserved(topic.slug, reserved)
         topics[slug] = Topic(slug, topic.name, topic.parent, topic.description, topic.keywords, topic.aliases)
         for name in (topic.name, slug, *topic.aliases):
             names.setdefault(name.casefold(), slug)
@@ -87,11 +94,10 @@ def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[HasTopics]) 
                                  topic.description, topic.keywords, topic.aliases)
 
     forms: dict[str, Counter[str]] = {}
-    used = Counter(name for article in articles for name in article.topics)  # few names, many uses
     for name, count in used.items():
         if name.casefold() in names:
             continue
-        slug = _unreserved(slugify(name))
+        slug = _unreserved(slugify(name), reserved)
         forms.setdefault(slug, Counter())[name] += count
     for slug, counter in forms.items():
         if slug in topics:  # a name that differs from a definition's only in punctuation
@@ -106,5 +112,5 @@ def build_taxonomy(definitions: Sequence[Topic], articles: Iterable[HasTopics]) 
     return Taxonomy(topics=dict(sorted(topics.items())), names=names)
 
 
-def _unreserved(slug: str) -> str:
-    return "topic-all" if slug == ALL else slug
+def _unreserved(slug: str, reserved: str) -> str:
+    return reserved if slug == ALL else slug

@@ -369,6 +369,27 @@ def test_a_record_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path: Pat
     assert again.exit_code == 1 and again.stderr == result.stderr and "Wrote 0 files" in again.stdout
 
 
+def test_a_dangling_link_named_as_a_record_is_skipped_and_named(tmp_path: Path) -> None:
+    """A link to a removed record file was passed over without a word: an unreadable
+    record file, it gets a skipped line like the others (also on a no-change rebuild)."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "good.md", title="The good one", webUrl="https://example.com/good")
+    (seeds / "x.md").symlink_to(tmp_path / "gone.md")
+    args = ("build", "--seeds", str(seeds), "--out", str(tmp_path / "out"), "--now", "2020-06-18T00:00:00Z")
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"skipped {seeds}/x.md: cannot read: a link to nothing"]
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert [e.title for e in rss.entries] == ["The good one"]
+    again = run_cli(*args, "--strict")
+    assert again.exit_code == 1 and again.stderr == result.stderr
+    write_record(tmp_path / "gone.md", title="Now there", webUrl="https://example.com/there")
+    healed = run_cli(*args)  # the link now leads somewhere: read, and no longer reported
+    assert healed.stderr == ""
+    rss = feedparser.parse((tmp_path / "out/topics/all/rss.xml").read_bytes())
+    assert {e.title for e in rss.entries} == {"The good one", "Now there"}
+
+
 def test_a_record_naming_thousands_of_topics_makes_fifty_feeds_and_few_lines(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds"
     topics = [f"Topic {n}" for n in range(3000)] + ["../x"] * 2 + [f"../{n}" for n in range(500)]
@@ -381,3 +402,59 @@ def test_a_record_naming_thousands_of_topics_makes_fifty_feeds_and_few_lines(tmp
     notes = result.stderr.splitlines()
     assert len(notes) == normalise.MAX_NOTES_PER_RECORD
     assert notes[-1].endswith("and 483 more notes like these")
+
+
+# ------------------------------------------------------------ spoofing and size
+
+
+@pytest.mark.parametrize("host", ["%00", "a..b", "-a.example.com", "[zz]"])
+def test_a_link_whose_host_is_no_host_is_refused(tmp_path: Path, host: str) -> None:
+    """``https://%00/x`` parsed, so it was kept as the item's link: the record falls back to
+    its next URL, or is skipped naming the file when it has none."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "fallback.md", title="Fallback", webUrl=f"https://{host}/x",
+                 originalUrl="https://example.com/kept", topics=["AI"])
+    write_record(seeds / "none.md", title="None", webUrl=f"https://{host}/y", topics=["AI"])
+    result = _build(seeds, tmp_path / "out")
+    assert f"skipped {seeds / 'none.md'}: no usable URL" in result.stderr
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    assert [(e.title, e.link) for e in feed.entries] == [("Fallback", "https://example.com/kept")]
+
+
+def test_a_huge_title_and_excerpt_are_cut_at_a_word(tmp_path: Path) -> None:
+    """A 900 KB title stood in full in every feed and the index page."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "huge.md", title="word " * 180_000, excerpt="more " * 10_000, topics=["AI"])
+    result = _build(seeds, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "title: longer than 300 characters; cut" in result.stderr
+    assert "excerpt: longer than 1000 characters; cut" in result.stderr
+    entry = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes()).entries[0]
+    assert len(entry.title) <= 300 and entry.title.endswith("word…")
+    excerpt = lxml.html.fromstring(entry.summary).text_content()
+    assert len(excerpt) <= 1000 and excerpt.endswith("more…")
+    assert (tmp_path / "out/index.html").stat().st_size < 50_000
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_bidi_controls_are_removed_from_every_text_a_reader_sees(tmp_path: Path) -> None:
+    """U+202E and its kin reorder what readers see ("exe.gnp" shown as "pn g.exe"): a
+    spoofing trick. ZWJ and variation selectors stay: the emoji "👩‍💻" and "❤️" need them."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Safe \u202egnp.exe\u202c story 👩\u200d💻 ❤\ufe0f",
+                 excerpt="An \u2067excerpt\u2069 here", provider={"name": "Out\u202dlet", "domain": "outlet.com"},
+                 topics=["A\u2066I\u2069"])
+    result = _build(seeds, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "title: bidirectional controls removed" in result.stderr
+    for file in (tmp_path / "out").rglob("*"):
+        if file.suffix in (".xml", ".json", ".html", ".opml"):
+            text = file.read_text(encoding="utf-8")
+            assert not any(c in text for c in BIDI), file
+    feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
+    entry = feed.entries[0]
+    assert entry.title == "Safe gnp.exe story 👩\u200d💻 ❤\ufe0f"
+    assert lxml.html.fromstring(entry.summary).text_content() == "An excerpt here"
+    assert [t.term for t in entry.tags] == ["AI"]

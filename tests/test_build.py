@@ -625,3 +625,20 @@ def test_removing_a_topics_old_feeds_never_follows_a_symlink_out_of_out(tmp_path
     assert {w["event"] for w in warnings} == {"not removed: its path leads outside the output folder"}
     assert sorted(w["path"] for w in warnings) == [str(out / "topics/zzz" / name)
                                                    for name in ("atom.xml", "feed.json", "rss.xml")]
+
+
+def test_a_topic_named_all_and_one_named_topic_all_keep_two_feeds(tmp_path: Path) -> None:
+    """Both used to land in topics/topic-all/, titled "all", and "topic-all" vanished from
+    the OPML list: two names must never share a feed unless their slugs are equal."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Everything story", topics=["all"], webUrl="https://example.com/a")
+    write_record(seeds / "b.md", title="Topic-all story", topics=["topic-all"], webUrl="https://example.com/b")
+    out = tmp_path / "out"
+    build(seeds, out)
+    named_all = feedparser.parse((out / "topics/topic--all/atom.xml").read_bytes())
+    named_topic_all = feedparser.parse((out / "topics/topic-all/atom.xml").read_bytes())
+    assert not named_all.bozo and not named_topic_all.bozo
+    assert [e.title for e in named_all.entries] == ["Everything story"]
+    assert [e.title for e in named_topic_all.entries] == ["Topic-all story"]
+    outlines = {o.get("text"): o.get("xmlUrl") for o in etree.parse(str(out / "feeds.opml")).iter("outline")}
+    assert "/topics/topic--all/" in outlines["all"] and "/topics/topic-all/" in outlines["topic-all"]

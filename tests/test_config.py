@@ -194,3 +194,55 @@ def test_a_topic_name_with_controls_or_a_lone_surrogate_does_not_stop_the_build(
     assert [o.get("text") for o in opml.iter("outline")] == ["All topics", "AI news", "Robots and drones"]
     feed = feedparser.parse((tmp_path / "out/topics/ai/atom.xml").read_bytes())
     assert not feed.bozo and feed.feed.title.endswith("AI news")
+
+
+def test_a_topic_defined_again_in_a_later_file_skips_that_file_only(tmp_path: Path) -> None:
+    """A copied topic file (same ``_id``) used to stop the whole build with a config error:
+    one bad file in a folder costs its own topics only, with a line naming the first file."""
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "a-ai.yaml").write_text("_id: ai\nname: AI\n", encoding="utf-8")
+    (topics / "b-ai-copy.yaml").write_text("_id: ai\nname: AI again\n", encoding="utf-8")
+    (topics / "c-list.yaml").write_text("- _id: robots\n  name: Robots\n- _id: robots\n  name: Bots\n",
+                                        encoding="utf-8")
+    (topics / "d-portals.yaml").write_text("_id: portals\nname: Portals\n", encoding="utf-8")
+    write_record(tmp_path / "seeds/a.md", topics=["AI", "Portals"])
+    config = write(tmp_path, f"topics: topics\nseeds: {tmp_path / 'seeds'}\nout: {tmp_path / 'out'}\n")
+    result = run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert f"skipped {topics / 'b-ai-copy.yaml'}: topic 'ai' is already defined in {topics / 'a-ai.yaml'}" \
+        in result.output
+    assert f"skipped {topics / 'c-list.yaml'}: defines topic 'robots' more than once" in result.output
+    from lxml import etree
+    opml = etree.parse(str(tmp_path / "out/feeds.opml"))
+    assert [o.get("text") for o in opml.iter("outline")] == ["All topics", "AI", "Portals"]
+
+
+def test_a_topic_defined_twice_in_the_config_itself_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="topic 'ai' is defined more than once"):
+        load_config(write(tmp_path, "topics:\n  - _id: ai\n    name: AI\n  - _id: ai\n    name: AI 2\n"))
+
+
+def test_a_topic_file_redefining_an_inline_topic_is_skipped(tmp_path: Path) -> None:
+    (tmp_path / "conf/topics").mkdir(parents=True)
+    (tmp_path / "conf/topics/ai.yaml").write_text("_id: ai\nname: AI\n", encoding="utf-8")
+    config = load_config(write(tmp_path, "topics:\n  - _id: ai\n    name: AI\n  - topics\n"))
+    assert [t.slug for t in config.topics] == ["ai"]
+    assert [e.reason for e in config.topic_errors] == ["topic 'ai' is already defined in the config"]
+
+
+def test_a_topic_file_with_a_huge_name_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    """A record's topic name is limited to 100 characters; a definition's was not, and a
+    100,000-character name reached the OPML list and the index page."""
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "huge.yaml").write_text(f"_id: huge\nname: {'x' * 100_000}\n", encoding="utf-8")
+    (topics / "ok.yaml").write_text("_id: ai\nname: AI\n", encoding="utf-8")
+    write_record(tmp_path / "seeds/a.md", topics=["AI"])
+    config = write(tmp_path, f"topics: topics\nseeds: {tmp_path / 'seeds'}\nout: {tmp_path / 'out'}\n")
+    result = run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    line = next(line for line in result.output.splitlines() if "huge.yaml" in line)
+    assert "is longer than 100 characters" in line and len(line) < 300
+    assert "x" * 101 not in (tmp_path / "out/feeds.opml").read_text(encoding="utf-8")
+    assert "x" * 101 not in (tmp_path / "out/index.html").read_text(encoding="utf-8")

@@ -354,11 +354,11 @@ def test_an_edited_cleaning_rule_means_a_full_parse_and_render_without_a_bump(tm
     assert "Read 40 records (40 unchanged since the last build)" in again.stdout and "Wrote 0 files" in again.stdout
     # A cleaning rule changes: every title is cleaned anew, and the feeds say so.
     normalise = moved / "feeds/normalise.py"
-    rule = '"title": lambda raw, notes: clean_text(raw.get("title"), "title", notes),'
+    rule = '"title": lambda raw, notes: capped(clean_text(raw.get("title"), "title", notes),'
     assert rule in normalise.read_text(encoding="utf-8")
     normalise.write_text(normalise.read_text(encoding="utf-8").replace(
-        rule, '"title": lambda raw, notes: (clean_text(raw.get("title"), "title", notes) or "").upper() or None,'),
-        encoding="utf-8")
+        rule, '"title": lambda raw, notes: capped((clean_text(raw.get("title"), "title", notes) or "").upper()'
+              ' or None,'), encoding="utf-8")
     edited = feeds_command(*build, path=moved)
     assert edited.returncode == 0, edited.stderr
     assert "Read 40 records:" in edited.stdout  # none unchanged: all parsed again

@@ -229,7 +229,8 @@ def test_the_clean_url_shortcut_changes_nothing_the_full_path_would(corpus: Path
 
 
 @given(st.text(alphabet="abcXYZ019-._~%!$'()*+,;=:@/?&#=<>\" é", max_size=40), st.sampled_from(["http://", "https://", "HTTP://"]),
-       st.sampled_from(["example.com", "Example.com", "a.b.co", "localhost", "ex.com:80"]))
+       st.sampled_from(["example.com", "Example.com", "a.b.co", "localhost", "ex.com:80", "a..b.com", "-a.com",
+                                   "a-.com", "%00", "x" * 64 + ".com"]))
 def test_the_shortcut_agrees_with_the_full_path_on_generated_urls(tail: str, scheme: str, host: str) -> None:
     from feeds.normalise import _clean_url, is_already_clean
     url = f"{scheme}{host}/{tail}"

@@ -220,11 +220,14 @@ def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked
 
 def misnamed(scanned: manifest.Scanned) -> list[RecordError]:
     """A skip for each record file (or folder of them) whose name is not UTF-8, named as
-    it can be printed: such a name cannot stand in a message, a feed or the parse cache."""
-    return [RecordError(Path(manifest.printable(path)),
-                        "a folder whose name is not UTF-8: rename it for its records to be read"
-                        if path.endswith(os.sep) else "its name is not UTF-8: rename it to be read")
-            for path in scanned.misnamed]
+    it can be printed: such a name cannot stand in a message, a feed or the parse cache;
+    and for each symbolic link by a record file's name that leads nowhere."""
+    return [*(RecordError(Path(manifest.printable(path)),
+                          "a folder whose name is not UTF-8: rename it for its records to be read"
+                          if path.endswith(os.sep) else "its name is not UTF-8: rename it to be read")
+              for path in scanned.misnamed),
+            *(RecordError(Path(manifest.printable(path)), "cannot read: a link to nothing")
+              for path in scanned.dangling)]
 
 
 def folded_notices(index: Index, merged: Sequence[Summary], config: Config) -> tuple[RecordNotice, ...]:
