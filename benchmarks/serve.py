@@ -249,7 +249,8 @@ def section(rows: list[Row], records: str, seconds: int, cost: tuple[float, floa
         lines.append(f"| {row.server} | {row.full:,.0f} | {row.gzip:,.0f} | {body} | {ratios} |")
     gz, br, size, gz_size, br_size = cost
     lines += ["",
-              f"Compressed copies at build time, per feed of {size:,} bytes, CPU time: gzip level {GZIP_LEVEL} {gz * 1000:.1f} ms "
+              f"Compressed copies at build time, per feed of {size:,} bytes, CPU time: "
+              f"gzip level {GZIP_LEVEL} {gz * 1000:.1f} ms "
               f"({gz_size:,} B), brotli quality {BROTLI_QUALITY} {br * 1000:.1f} ms ({br_size:,} B).",
               END]
     return "\n".join(lines)
