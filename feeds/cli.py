@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,15 +80,24 @@ def cli(ctx: click.Context, log_level: str) -> None:
         logs.setup(log_level)
 
 
+# The records a ranking reads, and as of when: what build and explain share.
+seeds_option = click.option("--seeds", type=click.Path(file_okay=False, path_type=Path),
+                            help="Folder of record files.  [default: seeds, or the config's seeds]")
+
+
+def ranking_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config`` and ``--now``, as build and explain take them."""
+    command = click.option("--now", metavar="ISO-8601", callback=parse_moment,
+                           help="Rank as if it were this moment (default: the clock).")(command)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                        help=CONFIG_HELP)(command)
+
+
 @cli.command()
-@click.option("--seeds", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of record files.  [default: seeds, or the config's seeds]")
+@seeds_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write feeds into.  [default: out, or the config's out]")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=CONFIG_HELP)
-@click.option("--now", metavar="ISO-8601", callback=parse_moment,
-              help="Rank as if it were this moment (default: the clock).")
+@ranking_options
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any record or topic file was skipped.")
 @click.option("--no-cache", is_flag=True, help="Parse every record again, ignoring the parse cache.")
 def build(seeds: Path | None, out: Path | None, config_path: Path | None,
@@ -124,12 +133,8 @@ def build(seeds: Path | None, out: Path | None, config_path: Path | None,
 @cli.command()
 @click.argument("url")
 @click.option("--topic", metavar="SLUG", help="Only this topic's feed (default: every feed the article is in).")
-@click.option("--seeds", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of record files.  [default: seeds, or the config's seeds]")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help=CONFIG_HELP)
-@click.option("--now", metavar="ISO-8601", callback=parse_moment,
-              help="Rank as if it were this moment (default: the clock).")
+@seeds_option
+@ranking_options
 def explain(url: str, topic: str | None, seeds: Path | None, config_path: Path | None, now: datetime | None) -> None:
     """Say why the article at URL is where it is in each feed: its quality, age and score,
     its rank, its story and coverage, and what kept it out.
