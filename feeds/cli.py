@@ -256,6 +256,20 @@ def subscribers_import(file: Path, reactivate: bool, config_path: Path | None) -
                + f"{len(report.not_reactivated)} not reactivated, {len(report.errors)} skipped.")
 
 
+@subscribers.command("purge")
+@click.option("--now", callback=parse_moment, help="Purge as if it were this moment (ISO 8601).  [default: now]")
+@config_option
+def subscribers_purge(now: datetime | None, config_path: Path | None) -> None:
+    """Delete the web sign-ups nobody confirmed within signup.purge_after_hours.
+
+    The daemon (feeds run) does this every hour by itself.
+    Example: feeds subscribers purge
+    """
+    from feeds import api
+    purged = api.purge_unconfirmed(_config(config_path), now or utc_now())
+    click.echo(f"Purged {_plural(len(purged), 'unconfirmed sign-up')}.")
+
+
 @cli.group()
 def inbox() -> None:
     """Act on what came back to the digest's From address: bounces, complaints, unsubscribes.

@@ -70,6 +70,19 @@ class ServeConfig:
     cache_seconds: int = 300
 
 
+@dataclass(frozen=True)
+class SignupConfig:
+    """Readers' own sign-up on ``feeds serve`` (double opt-in). Rates are the ``limits``
+    library's notation ("10/hour", "3 per minute")."""
+
+    confirm_within_hours: float = 48.0  # a confirmation link works this long
+    resend_after_hours: float = 12.0  # at most one confirmation mail per address per this
+    purge_after_hours: float = 168.0  # unconfirmed addresses are deleted this long after their request
+    rate_per_ip: str = "10/hour"  # sign-up requests per client address
+    rate_per_email: str = "5/hour"  # sign-up requests per e-mail address
+    rate_limit_storage: str = "memory://"  # a limits storage URI: memory://, redis://host:6379, ...
+
+
 _TIME_OF_DAY = re.compile(r"(?:(mon|tue|wed|thu|fri|sat|sun) )?([01]?\d|2[0-3]):([0-5]\d)")
 
 
@@ -112,6 +125,7 @@ class Config:
     smtp: SmtpConfig = SmtpConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     serve: ServeConfig = ServeConfig()
+    signup: SignupConfig = SignupConfig()
     source: Path | None = None  # the file this came from, for messages
 
     @property
@@ -345,6 +359,7 @@ VALIDATORS: dict[str, Callable[[Any, _Key], Any]] = {
     "smtp": lambda value, at: _smtp(value, at.fail),
     "schedule": lambda value, at: _schedule(value, at.fail),
     "serve": lambda value, at: _serve(value, at.fail),
+    "signup": lambda value, at: _signup(value, at.fail),
 }
 _KEYS = set(VALIDATORS)
 
@@ -427,6 +442,25 @@ def _serve(value: Any, fail: Fail) -> ServeConfig:
     if not _is_whole(serve.cache_seconds, 0):
         raise fail("cache_seconds: expected a whole number of seconds")
     return serve
+
+
+def _signup(value: Any, fail: Fail) -> SignupConfig:
+    signup: SignupConfig = _section(value, SignupConfig, fail)
+    for name in ("confirm_within_hours", "resend_after_hours", "purge_after_hours"):
+        if not _is_positive(getattr(signup, name)):
+            raise fail(f"{name}: expected a number of hours greater than 0")
+    if signup.purge_after_hours < signup.confirm_within_hours:
+        raise fail("purge_after_hours: must be at least confirm_within_hours, or a valid link would find nobody")
+    from limits import parse  # only when the config has a signup section
+
+    for name in ("rate_per_ip", "rate_per_email"):
+        try:
+            parse(str(getattr(signup, name)))
+        except ValueError as e:
+            raise fail(f"{name}: expected a rate such as 10/hour ({e})") from e
+    if not isinstance(signup.rate_limit_storage, str) or "://" not in signup.rate_limit_storage:
+        raise fail("rate_limit_storage: expected a storage URI such as memory:// or redis://localhost:6379")
+    return signup
 
 
 _MAILBOX = re.compile(r"(?:[^<>]*<)?([^@\s<>]+@[^@\s<>]+)>?")

@@ -119,6 +119,13 @@ def build_job(config_path: str | None) -> str:
             f"{len(report.skipped)} skipped, {len(report.written)} files written")
 
 
+def purge_job(config_path: str | None) -> str:
+    """Delete the web sign-ups nobody confirmed in time (``signup.purge_after_hours``)."""
+    config = load_config(Path(config_path) if config_path else None)
+    purged = api.purge_unconfirmed(config, datetime.now(UTC))
+    return f"{len(purged)} unconfirmed sign-ups purged"
+
+
 def digest_job(config_path: str | None, cadence: str) -> str:
     """Send this period's digest to every subscriber of ``cadence``."""
     config = load_config(Path(config_path) if config_path else None)
@@ -165,6 +172,9 @@ def job_specs(config: Config, config_path: str | None) -> list[JobSpec]:
     if s.weekly_digest_at:
         specs.append(JobSpec("digest-weekly", digest_job, (config_path, "weekly"),
                              LocalTimeTrigger.parse(s.weekly_digest_at, config.timezone)))
+    # Unconfirmed sign-ups are deleted once signup.purge_after_hours old; hourly is soon enough.
+    specs.append(JobSpec("purge-unconfirmed", purge_job, (config_path,),
+                         IntervalTrigger(hours=1, start_date=datetime(2000, 1, 1, tzinfo=UTC))))
     return specs
 
 

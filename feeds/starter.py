@@ -67,6 +67,14 @@ serve:                          # the HTTP server of feeds serve and feeds run
   host: 127.0.0.1               # address to listen on (feeds serve --host wins)
   port: 8000                    # port (--port wins)
   cache_seconds: 300            # Cache-Control max-age for feeds and pages
+
+signup:                         # readers' own sign-up on feeds serve (double opt-in)
+  confirm_within_hours: 48      # a confirmation link works this long
+  resend_after_hours: 12        # at most one confirmation mail per address per this
+  purge_after_hours: 168        # unconfirmed sign-ups are deleted this long after their request
+  rate_per_ip: 10/hour          # sign-up requests per client address
+  rate_per_email: 5/hour        # sign-up requests per e-mail address
+  rate_limit_storage: memory:// # where rate limits count: memory://, redis://host:6379, ...
 """
 
 

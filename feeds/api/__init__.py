@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from feeds.api.explain import Explanation, Placement, explain
     from feeds.api.inbox import InboxReport, process_inbox
     from feeds.api.service import ServiceStatus, init, serve, service_status
+    from feeds.api.signup import SignUpResult, confirm, purge_unconfirmed, sign_up
     from feeds.api.subscribers import (
         ImportReport,
         SubscriberError,
@@ -57,6 +58,7 @@ _MODULES = {
     **dict.fromkeys(["ImportReport", "SubscriberError", "Subscription", "add_subscriber", "check_subscription",
                      "import_subscribers", "known_topics", "list_subscribers", "remove_subscriber"],
                     "feeds.api.subscribers"),
+    **dict.fromkeys(["SignUpResult", "confirm", "purge_unconfirmed", "sign_up"], "feeds.api.signup"),
     **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
     **dict.fromkeys(["ServiceStatus", "init", "serve", "service_status"], "feeds.api.service"),
     "FeedDoc": "feeds.render.feeds",
@@ -86,11 +88,13 @@ __all__ = [
     "Placement",
     "Progress",
     "ServiceStatus",
+    "SignUpResult",
     "SubscriberError",
     "Subscription",
     "add_subscriber",
     "build",
     "check_subscription",
+    "confirm",
     "digest",
     "digest_secret",
     "explain",
@@ -102,11 +106,13 @@ __all__ = [
     "plan_feeds",
     "preview",
     "process_inbox",
+    "purge_unconfirmed",
     "remove_subscriber",
     "render_site",
     "send_test",
     "serve",
     "service_status",
+    "sign_up",
     "stable_until",
     "unsubscribe_url",
     "write_archive",

@@ -100,6 +100,12 @@ def subscribe(engine: Engine, address: str, slugs: tuple[str, ...], cadence: str
     if existing is None:
         state.add_subscriber(engine, address, slugs, cadence, now, source=source)
         return Subscription(_fresh(engine, address), ADDED)
+    if existing.status == state.UNCONFIRMED:
+        # Signed up on the web but not confirmed: the operator's (or an import's) say is
+        # the confirmation, as for anyone they add.
+        state.add_subscriber(engine, address, slugs, cadence, now, source=source)
+        state.set_status(engine, existing.id, state.ACTIVE, source=source, now=now, reason="added by the operator")
+        return Subscription(_fresh(engine, address), ADDED)
     if not existing.active and not reactivate:
         return Subscription(existing, NOT_REACTIVATED, how_they_left(engine, existing))
     changed = (existing.topics, existing.cadence) != (slugs, cadence)

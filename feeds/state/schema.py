@@ -40,6 +40,17 @@ subscriber_events = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# A reader's own sign-up (issue 14): when they asked, when a confirmation was last mailed
+# (at most one per signup.resend_after_hours, whoever asks how often) and when they
+# confirmed. One row per subscriber; no IP address or browser detail is kept.
+signups = sa.Table(
+    "signups", metadata,
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),  # the latest request
+    sa.Column("mailed_at", sa.DateTime(timezone=True)),  # the latest confirmation mailed
+    sa.Column("confirmed_at", sa.DateTime(timezone=True)),
+)
+
 # The ledger. Its primary key is the claim: a sender inserts (subscriber, edition) as
 # "claimed" before composing the message, so two senders at once split the work instead of
 # both sending. A claim expires (claim_expires) so that a killed sender's is taken over.
@@ -106,10 +117,11 @@ ACTIVE = "active"
 UNSUBSCRIBED = "unsubscribed"  # they asked to leave (one-click, mailto, the operator)
 BOUNCED = "bounced"  # the receiving server refused the address for good (5xx, a DSN)
 COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
-STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED)
+UNCONFIRMED = "unconfirmed"  # signed up on the web, not yet confirmed: never mailed a digest
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, UNCONFIRMED)
 LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
 # Where a status change came from, kept in subscriber_events.
-SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce")
+SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce", "sign-up", "confirmed")
 
 
 def open_state(url: str) -> Engine:

@@ -16,6 +16,7 @@ from feeds.state.schema import (
     STATUSES,
     UNSUBSCRIBED,
     deliveries,
+    signups,
     subscriber_events,
     subscribers,
     transaction,
@@ -98,6 +99,7 @@ def remove_subscriber(engine: Engine, email: str) -> bool:
         if row is None:
             return False
         db.execute(deliveries.delete().where(deliveries.c.subscriber_id == row.id))
+        db.execute(signups.delete().where(signups.c.subscriber_id == row.id))
         db.execute(subscriber_events.delete().where(subscriber_events.c.subscriber_id == row.id))
         db.execute(subscribers.delete().where(subscribers.c.id == row.id))
         return True

@@ -1,0 +1,138 @@
+"""Readers' own sign-ups (issue 14): an unconfirmed subscriber per new address, when a
+confirmation was last mailed, and when it was confirmed.
+
+The rules that need the database's word, so that they hold across processes and
+restarts: one subscriber per address however many requests race (the address is unique),
+and at most one confirmation mail per address per period (a conditional UPDATE: of many
+concurrent requests, one wins)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from feeds.state.schema import (
+    ACTIVE,
+    UNCONFIRMED,
+    UNSUBSCRIBED,
+    deliveries,
+    signups,
+    subscriber_events,
+    subscribers,
+    transaction,
+    utc,
+)
+from feeds.state.subscribers import Subscriber, _subscriber
+
+
+@dataclass(frozen=True, slots=True)
+class SignUpRecord:
+    """What the sign-up of one subscriber left: all UTC; None for what has not happened."""
+
+    subscriber_id: int
+    requested_at: datetime
+    mailed_at: datetime | None
+    confirmed_at: datetime | None
+
+
+def request_signup(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime) -> Subscriber:
+    """The subscriber with ``email``, made ``unconfirmed`` (with these topics and cadence,
+    and a ``sign-up`` event) if the address is new; an existing one is left as they are,
+    whatever their status: what they asked for takes effect only when they confirm. The
+    request's time is kept either way."""
+    for _ in range(2):  # a concurrent request may insert the same address first: then read theirs
+        try:
+            with transaction(engine) as db:
+                row = db.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
+                if row is None:
+                    row = _insert_unconfirmed(db, email, topics, cadence, now)
+                _touch(db, row.id, now)
+                return _subscriber(row)
+        except sa.exc.IntegrityError:
+            continue
+    raise RuntimeError(f"could not record the sign-up of {email}")  # pragma: no cover - two lost races
+
+
+def _insert_unconfirmed(db: Connection, email: str, topics: Sequence[str], cadence: str,
+                        now: datetime) -> sa.Row:  # type: ignore[type-arg]
+    inserted = db.execute(subscribers.insert().values(
+        email=email, topics=",".join(topics), cadence=cadence, created_at=now, status=UNCONFIRMED,
+        unsubscribed_at=now, status_reason="waiting for confirmation"))
+    new_id = inserted.inserted_primary_key[0]  # type: ignore[index]  # one row, always a key
+    db.execute(subscriber_events.insert().values(subscriber_id=new_id, status=UNCONFIRMED, source="sign-up",
+                                                 reason="signed up on the web", at=now))
+    row = db.execute(sa.select(subscribers).where(subscribers.c.id == new_id)).first()
+    assert row is not None
+    return row
+
+
+def _touch(db: Connection, subscriber_id: int, now: datetime) -> None:
+    updated = db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id).values(requested_at=now))
+    if updated.rowcount == 0:
+        db.execute(signups.insert().values(subscriber_id=subscriber_id, requested_at=now))
+
+
+def claim_confirmation_mail(engine: Engine, subscriber_id: int, now: datetime, every: timedelta) -> bool:
+    """Take the right to mail ``subscriber_id`` a confirmation now: True at most once per
+    ``every``, however many processes ask at once."""
+    with transaction(engine) as db:
+        claimed = db.execute(signups.update().where(
+            signups.c.subscriber_id == subscriber_id,
+            sa.or_(signups.c.mailed_at.is_(None), signups.c.mailed_at <= now - every),
+        ).values(mailed_at=now))
+        return bool(claimed.rowcount)
+
+
+def release_confirmation_mail(engine: Engine, subscriber_id: int, claimed_at: datetime,
+                              previous: datetime | None) -> None:
+    """Give back a claim whose mail could not be sent, so that the next request may try."""
+    with transaction(engine) as db:
+        db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id,
+                                          signups.c.mailed_at == claimed_at).values(mailed_at=previous))
+
+
+def get_signup(engine: Engine, subscriber_id: int) -> SignUpRecord | None:
+    with engine.connect() as db:
+        row = db.execute(sa.select(signups).where(signups.c.subscriber_id == subscriber_id)).first()
+    if row is None:
+        return None
+    return SignUpRecord(row.subscriber_id, utc(row.requested_at), utc(row.mailed_at),  # type: ignore[arg-type]
+                        utc(row.confirmed_at))
+
+
+def confirm_signup(engine: Engine, subscriber_id: int, topics: Sequence[str], cadence: str, now: datetime) -> bool:
+    """Make the subscriber active with the topics and cadence they confirmed, and keep the
+    confirmation's time; False if they were not unconfirmed or unsubscribed (someone who
+    bounced or complained is never brought back by a link)."""
+    with transaction(engine) as db:
+        changed = db.execute(subscribers.update().where(
+            subscribers.c.id == subscriber_id, subscribers.c.status.in_((UNCONFIRMED, UNSUBSCRIBED)),
+        ).values(status=ACTIVE, status_reason=None, unsubscribed_at=None, topics=",".join(topics), cadence=cadence))
+        if not changed.rowcount:
+            return False
+        db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=ACTIVE, source="confirmed",
+                                                     reason="confirmed by the link in the confirmation mail", at=now))
+        db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id).values(confirmed_at=now))
+        return True
+
+
+def purge_unconfirmed(engine: Engine, before: datetime) -> list[str]:
+    """Delete every subscriber still unconfirmed whose latest request is older than
+    ``before``, with their history; returns their addresses. They were never mailed a
+    digest, so nothing of exactly-once delivery depends on them."""
+    with transaction(engine) as db:
+        rows = db.execute(sa.select(subscribers.c.id, subscribers.c.email)
+                          .join(signups, signups.c.subscriber_id == subscribers.c.id, isouter=True)
+                          .where(subscribers.c.status == UNCONFIRMED,
+                                 sa.func.coalesce(signups.c.requested_at, subscribers.c.created_at) < before)).all()
+        ids = [row.id for row in rows]
+        if ids:
+            for table, column in ((deliveries, deliveries.c.subscriber_id), (signups, signups.c.subscriber_id),
+                                  (subscriber_events, subscriber_events.c.subscriber_id)):
+                db.execute(table.delete().where(column.in_(ids)))
+            db.execute(subscribers.delete().where(subscribers.c.id.in_(ids)))
+        return sorted(row.email for row in rows)

@@ -1,0 +1,276 @@
+"""Readers sign themselves up: double opt-in through the digests' own delivery (issue 14).
+
+Real files, a real state database, the real CLI and a real SMTP server on loopback; each
+confirmation mail is parsed by the stdlib email parser and its link followed by the API."""
+
+from __future__ import annotations
+
+import email
+import threading
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from feeds import state
+from feeds.api import signup
+from feeds.api.subscribers import SubscriberError
+from feeds.config import load_config
+from feeds.errors import ConfigError
+from tests.conftest import SEEDS, run_cli
+from tests.mail import smtp_server
+
+SECRET = "a-test-secret-that-is-long-enough"
+NOW = datetime(2020, 6, 18, 9, 0, tzinfo=UTC)
+DATE = "2020-06-18T00:00:00Z"
+
+
+def write_config(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("\n".join([
+        "title: AI Digest",
+        "base_url: https://news.example.org/",
+        f"seeds: {SEEDS}",
+        f"out: {tmp_path / 'out'}",
+        f"state_db: {tmp_path / 'state.db'}",
+        f"secret: {SECRET}",
+        "mail_from: AI Digest <digest@news.example.org>",
+        *lines,
+    ]) + "\n", encoding="utf-8")
+    assert run_cli("build", "--config", str(path), "--now", DATE).exit_code == 0
+    return path
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[object, object]:
+    config = load_config(write_config(tmp_path))
+    return config, state.open_state(config.state_db)
+
+
+def read_eml(path: Path) -> EmailMessage:
+    return email.message_from_bytes(path.read_bytes(), policy=default)  # type: ignore[return-value]
+
+
+def link_token(message: EmailMessage) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    [url] = [word for word in body.get_content().split() if word.startswith("https://")]
+    assert url.startswith("https://news.example.org/confirm?token=")
+    return parse_qs(urlsplit(url).query)["token"][0]
+
+
+def status(engine: object, address: str) -> str | None:
+    person = state.find_subscriber(engine, address)  # type: ignore[arg-type]
+    return person.status if person else None
+
+
+def test_a_sign_up_is_unconfirmed_until_the_link_is_confirmed(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    done = signup.sign_up(config, engine, "Ada@Example.org", ["ai", "computer-vision"], "weekly", NOW)
+    assert done.outcome == signup.MAILED and done.written == "outbox/confirmations/ada-at-example.org.eml"
+    assert status(engine, "ada@example.org") == state.UNCONFIRMED
+    message = read_eml(tmp_path / "out" / done.written)
+    assert message["To"] == "ada@example.org" and message["From"].addresses[0].addr_spec == "digest@news.example.org"
+    assert message["Subject"] == "Confirm your subscription to AI Digest"
+    assert message["Auto-Submitted"] == "auto-generated"
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "weekly" in text and "AI" in text and "Computer Vision" in text and "48 hours" in text
+
+    # Unconfirmed: no digest.
+    config_path = str(tmp_path / "feeds.yaml")
+    result = run_cli("digest", "--date", DATE, "--config", config_path)
+    assert result.exit_code == 0, result.output
+    assert not list((tmp_path / "out/outbox/2020-06-18").glob("*.eml"))
+
+    token = link_token(message)
+    assert signup.pending(config, engine, token, NOW + timedelta(hours=1)) is not None
+    assert status(engine, "ada@example.org") == state.UNCONFIRMED  # looking at the link confirms nothing
+    confirmed = signup.confirm(config, engine, token, NOW + timedelta(hours=1))
+    assert confirmed is not None
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.active and person.topics == ("ai", "computer-vision")
+    assert person.cadence == "weekly"
+    assert [(c.status, c.source) for c in state.status_history(engine, person.id)] == [
+        (state.UNCONFIRMED, "sign-up"), (state.ACTIVE, "confirmed")]
+    record = state.get_signup(engine, person.id)
+    assert record is not None and record.confirmed_at == NOW + timedelta(hours=1)
+
+    result = run_cli("digest", "--date", DATE, "--config", config_path)
+    assert result.exit_code == 0, result.output
+    [eml] = (tmp_path / "out/outbox/2020-06-18").glob("*.eml")
+    assert read_eml(eml)["To"] == "ada@example.org"
+    # The same link again changes nothing and is still welcome.
+    assert signup.confirm(config, engine, token, NOW + timedelta(hours=2)) is not None
+
+
+def test_a_link_expires(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    token = link_token(read_eml(tmp_path / "out" / done.written))
+    assert signup.confirm(config, engine, token, NOW + timedelta(hours=48, seconds=1)) is None
+    assert status(engine, "ada@example.org") == state.UNCONFIRMED
+    assert signup.confirm(config, engine, token, NOW + timedelta(hours=47)) is not None
+
+
+def test_a_forged_or_tampered_link_confirms_nothing(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    token = link_token(read_eml(tmp_path / "out" / done.written))
+    ident, issued, cadence, topics, mac = token.split(".")
+    for bad in (f"{ident}.{issued}.weekly.{topics}.{mac}", f"{ident}.{issued}.{cadence}.all.{mac}",
+                f"{ident}.{int(issued) + 1}.{cadence}.{topics}.{mac}", token[:-1] + "0", "", "1.2.3"):
+        if bad != token:
+            assert signup.confirm(config, engine, bad, NOW) is None, bad
+    assert status(engine, "ada@example.org") == state.UNCONFIRMED
+
+
+def test_bad_forms_are_refused_and_nothing_is_stored(site: tuple) -> None:
+    config, engine = site
+    for address, topics, cadence in (("not-an-address", ["ai"], "daily"), ("ada@example.org", ["nope"], "daily"),
+                                     ("ada@example.org", [], "daily"), ("ada@example.org", ["ai"], "hourly")):
+        with pytest.raises(SubscriberError):
+            signup.sign_up(config, engine, address, topics, cadence, NOW)
+    assert state.list_subscribers(engine) == []
+
+
+def test_people_who_left_for_good_get_nothing_and_active_ones_no_new_link(tmp_path: Path) -> None:
+    with smtp_server() as (recorder, port):
+        config = load_config(write_config(tmp_path, "smtp:", "  host: 127.0.0.1", f"  port: {port}"))
+        engine = state.open_state(config.state_db)
+        for address in ("bo@example.org", "cy@example.org", "di@example.org"):
+            state.add_subscriber(engine, address, ["ai"], "daily", NOW)
+        state.set_status(engine, state.find_subscriber(engine, "bo@example.org").id, state.BOUNCED,  # type: ignore[union-attr]
+                         source="bounce", now=NOW)
+        state.set_status(engine, state.find_subscriber(engine, "cy@example.org").id, state.COMPLAINED,  # type: ignore[union-attr]
+                         source="complaint", now=NOW)
+        outcomes = {address: signup.sign_up(config, engine, address, ["computer-vision"], "weekly", NOW).outcome
+                    for address in ("bo@example.org", "cy@example.org", "di@example.org")}
+        assert outcomes == {"bo@example.org": signup.LEFT_FOR_GOOD, "cy@example.org": signup.LEFT_FOR_GOOD,
+                            "di@example.org": signup.ALREADY_ACTIVE}
+        assert recorder.received() == []
+        # Nothing about them changed: not their status, not their topics.
+        assert [(p.email, p.status, p.topics) for p in state.list_subscribers(engine)] == [
+            ("bo@example.org", state.BOUNCED, ("ai",)), ("cy@example.org", state.COMPLAINED, ("ai",)),
+            ("di@example.org", state.ACTIVE, ("ai",))]
+
+
+def test_an_unsubscribed_address_comes_back_only_by_confirming(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", NOW)
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and state.unsubscribe(engine, person.id, NOW)
+    done = signup.sign_up(config, engine, "ada@example.org", ["computer-vision"], "weekly", NOW)
+    assert done.outcome == signup.MAILED and status(engine, "ada@example.org") == state.UNSUBSCRIBED
+    token = link_token(read_eml(tmp_path / "out" / done.written))
+    assert signup.confirm(config, engine, token, NOW + timedelta(minutes=5)) is not None
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.active and person.topics == ("computer-vision",)
+    # Leaving again sticks: the used link does not bring them back a second time.
+    assert state.unsubscribe(engine, person.id, NOW + timedelta(minutes=10))
+    assert signup.confirm(config, engine, token, NOW + timedelta(minutes=15)) is None
+    assert status(engine, "ada@example.org") == state.UNSUBSCRIBED
+
+
+def test_only_the_latest_link_is_good(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    first = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    old = link_token(read_eml(tmp_path / "out" / first.written))
+    later = NOW + timedelta(hours=13)  # past signup.resend_after_hours (12 by default)
+    second = signup.sign_up(config, engine, "ada@example.org", ["all"], "weekly", later)
+    assert second.outcome == signup.MAILED
+    new = link_token(read_eml(tmp_path / "out" / second.written))
+    assert signup.confirm(config, engine, old, later) is None
+    assert signup.confirm(config, engine, new, later) is not None
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.topics == ("all",) and person.cadence == "weekly"
+
+
+def test_a_flood_of_sign_ups_sends_one_confirmation_per_period(tmp_path: Path) -> None:
+    with smtp_server() as (recorder, port):
+        config = load_config(write_config(tmp_path, "smtp:", "  host: 127.0.0.1", f"  port: {port}",
+                                          "signup:", "  resend_after_hours: 1"))
+        engine = state.open_state(config.state_db)
+        outcomes: list[str] = []
+
+        def one() -> None:
+            result = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+            outcomes.append(result.outcome)
+
+        threads = [threading.Thread(target=one) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for minutes in (1, 30, 59):
+            outcomes.append(signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily",
+                                           NOW + timedelta(minutes=minutes)).outcome)
+        assert sorted(outcomes) == [signup.MAILED] + [signup.RECENTLY_MAILED] * 14
+        assert len(recorder.to("ada@example.org")) == 1
+        assert len(state.list_subscribers(engine)) == 1
+        # The next period may send one more.
+        assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily",
+                              NOW + timedelta(hours=1)).outcome == signup.MAILED
+        assert len(recorder.to("ada@example.org")) == 2
+
+
+def test_a_mail_the_server_refuses_may_be_asked_for_again(tmp_path: Path) -> None:
+    with smtp_server() as (recorder, port):
+        config = load_config(write_config(tmp_path, "smtp:", "  host: 127.0.0.1", f"  port: {port}",
+                                          "  retries: 0"))
+        engine = state.open_state(config.state_db)
+        recorder.scripted["ada@example.org"] = ["451 4.3.0 try again later"]
+        assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW).outcome == signup.NOT_SENT
+        later = NOW + timedelta(minutes=1)
+        assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", later).outcome == signup.MAILED
+        [message] = recorder.to("ada@example.org")
+        assert signup.confirm(config, engine, link_token(message), later) is not None
+
+
+def test_purge_deletes_unconfirmed_sign_ups_after_their_time(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
+    signup.sign_up(config, engine, "new@example.org", ["ai"], "daily", NOW + timedelta(days=6))
+    state.add_subscriber(engine, "op@example.org", ["ai"], "daily", NOW - timedelta(days=30))
+    config_path = str(tmp_path / "feeds.yaml")
+    result = run_cli("subscribers", "purge", "--now", "2020-06-25T09:00:01Z", "--config", config_path)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "Purged 1 unconfirmed sign-up."
+    assert [p.email for p in state.list_subscribers(engine)] == ["new@example.org", "op@example.org"]
+    result = run_cli("subscribers", "purge", "--now", "2020-07-25T00:00:00Z", "--config", config_path)
+    assert result.output.strip() == "Purged 1 unconfirmed sign-up."
+    assert [p.email for p in state.list_subscribers(engine)] == ["op@example.org"]
+
+
+def test_the_operator_adding_an_unconfirmed_address_makes_it_active(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    result = run_cli("subscribers", "add", "ada@example.org", "--topics", "computer-vision",
+                     "--config", str(tmp_path / "feeds.yaml"))
+    assert result.exit_code == 0, result.output
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.active and person.topics == ("computer-vision",)
+
+
+def test_the_daemon_has_a_purge_job(tmp_path: Path) -> None:
+    from feeds.scheduler import job_specs, purge_job
+
+    config_path = write_config(tmp_path)
+    assert "purge-unconfirmed" in [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
+    assert purge_job(str(config_path)) == "0 unconfirmed sign-ups purged"
+
+
+@pytest.mark.parametrize("lines, key", [
+    (["signup:", "  confirm_within_hours: 0"], "confirm_within_hours"),
+    (["signup:", "  rate_per_ip: lots"], "rate_per_ip"),
+    (["signup:", "  purge_after_hours: 1"], "purge_after_hours"),
+    (["signup:", "  rate_limit_storage: redis"], "rate_limit_storage"),
+    (["signup:", "  colour: red"], "colour"),
+])
+def test_bad_signup_settings_name_their_key(tmp_path: Path, lines: list[str], key: str) -> None:
+    path = tmp_path / "feeds.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=key):
+        load_config(path)
