@@ -165,3 +165,26 @@ def test_one_click_unsubscribe_through_the_proxy(proxy: Proxy) -> None:
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert reply.status == 200 and b"You are unsubscribed" in reply.body
     assert not active(proxy.site, "ada@example.org") and active(proxy.site, "bob@example.org")
+
+
+def test_sign_up_through_the_proxy(proxy: Proxy) -> None:
+    """The static index page's form posts to /subscribe through nginx, which passes the
+    browser's Host (port included) on, so that the same-origin check holds."""
+    from urllib.parse import urlencode
+
+    index = request(proxy.base)
+    assert index.headers["x-content-type-options"] == "nosniff"  # nginx's own static files too
+    assert "frame-ancestors 'none'" in index.headers["content-security-policy"]
+    form = request(proxy.base + "subscribe/ai")
+    assert form.status == 200 and form.headers["cache-control"] == "no-store"
+    assert "style-src 'sha256-" in form.headers["content-security-policy"]
+    data = urlencode({"email": "new@example.org", "topics": "ai", "cadence": "daily", "website": ""}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": proxy.base.rstrip("/")}
+    reply = request(proxy.base + "subscribe", method="POST", data=data, headers=headers)
+    assert reply.status == 200, reply.body
+    assert reply.headers["cache-control"] == "no-store" and reply.headers["referrer-policy"] == "no-referrer"
+    eml = proxy.site.tmp / "out/outbox/confirmations/new-at-example.org.eml"
+    wait_for(eml.exists, what="the confirmation mail")
+    evil = request(proxy.base + "subscribe", method="POST", data=data,
+                   headers={**headers, "Origin": "https://evil.example"})
+    assert evil.status == 403
