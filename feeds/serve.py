@@ -1,5 +1,6 @@
-"""``feeds serve``: ``out/`` over HTTP with the right types and caching, and the one-click
-unsubscribe endpoint (RFC 8058).
+"""``feeds serve``: ``out/`` over HTTP with the right types and caching, the one-click
+unsubscribe endpoint (RFC 8058) and the sign-up pages (:mod:`feeds.pages`), every response
+with the security headers of :mod:`feeds.websecurity`.
 
 Starlette does the HTTP; we only choose types, headers and what is private. ETag and
 Last-Modified come from each file's size and mtime, and since unchanged feeds are never
@@ -28,14 +29,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feeds import state
 from feeds.api import digest_secret
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
 from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
+from feeds.pages import Pages, SignupPages
+from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
+from feeds.websecurity import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +304,15 @@ async def one_click_values(request: Request) -> list[str]:
     return parse_qs(body[:4096].decode("utf-8", "replace")).get("List-Unsubscribe", [])
 
 
-def create_app(config: Config, engine: Engine | None = None) -> Starlette:
+def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
     engine = engine or state.open_state(config.state_db)
     secret = digest_secret(config, engine)
     env = jinja_env()
 
+    pages = Pages(config, env)
+
     def page(status: int, **context: Any) -> HTMLResponse:
-        body = env.get_template("unsubscribe.html").render(
-            site_title=config.title, language=config.language, **context)
-        return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+        return pages.render("unsubscribe.html", status, **context)
 
     async def unsubscribe(request: Request) -> Response:
         token = request.query_params.get("token", "")
@@ -340,12 +344,15 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             log.info("unsubscribed", extra={"subscriber": person.id})
         return page(200, step="done", heading="You are unsubscribed", email=person.email)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+            *signup_routes(SignupPages(config, engine, secret, pages)),
             Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
         ],
     )
+    # Outside Starlette's own error handling, so that its 500 page has the headers too.
+    return SecurityHeaders(app)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -1,0 +1,200 @@
+"""The pages ``feeds serve`` renders itself: sign-up (``/subscribe``, ``/subscribe/<topic>``)
+and its confirmation (``/confirm``), on the shared base ``templates/page.html``.
+
+Thin over :mod:`feeds.api.signup`: a handler checks the request (same origin and CSRF,
+rate limits, the honeypot, the form), calls the library and renders a page. What a
+sign-up did is never shown: every usable form gets the same "check your inbox" page, the
+sign-up itself runs after the response is sent (so that its time tells nothing either),
+and a form with a filled honeypot gets that page too, with nothing stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+from sqlalchemy.engine import Engine
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from feeds.api import signup
+from feeds.config import Config
+from feeds.signup import SignUpForm
+from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
+
+log = logging.getLogger(__name__)
+
+FORM_LIMITS = {"max_files": 0, "max_fields": 200, "max_part_size": 4096}
+HONEYPOT = "website"  # a field people never see; bots that fill every field fill it
+
+
+class Pages:
+    """Renders a page on the base template with the headers every rendered page has: its
+    own Content-Security-Policy (the base's style by hash, no script) and no caching."""
+
+    def __init__(self, config: Config, env: jinja2.Environment) -> None:
+        self.config, self.env = config, env
+
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        style = self.env.get_template("page.css").render()
+        body = self.env.get_template(template).render(
+            site_title=self.config.title, language=self.config.language, home=self.config.base_url, **context)
+        return HTMLResponse(body, status_code=status, headers={
+            "cache-control": "no-store", "content-security-policy": page_policy(style)})
+
+
+class SignupPages:
+    """The handlers of the sign-up routes (see :func:`routes`)."""
+
+    def __init__(self, config: Config, engine: Engine, secret: str, pages: Pages,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config, self.engine, self.pages, self.now = config, engine, pages, now
+        self.csrf = Csrf(secret, config.base_url)
+        s = config.signup
+        self.limits = RateLimits(s.rate_per_ip, s.rate_per_email, s.rate_limit_storage)
+        self.root = urlsplit(config.base_url).path or "/"  # forms post here, whatever host serves them
+
+    def topics(self) -> dict[str, str]:
+        return signup.published_topics(self.config.out)
+
+    def form_page(self, request: Request, form: SignUpForm, *, status: int = 200, errors: dict[str, str] | None = None,
+                  page_topic: str | None = None) -> Response:
+        topics = self.topics()
+        heading = f"Subscribe to {topics[page_topic]}" if page_topic in topics else f"Subscribe to {self.config.title}"
+        cookie = self.csrf.cookie_of(request)
+        response = self.pages.render(
+            "subscribe.html", status, step="form", heading=heading, form=form, errors=errors or {},
+            topics=list(topics.items()), csrf=self.csrf.field_for(cookie), action=self.root + "subscribe",
+            page_topic=page_topic or "")
+        self.csrf.set_cookie(response, cookie)
+        return response
+
+    def message(self, status: int, heading: str, message: str) -> Response:
+        return self.pages.render("subscribe.html", status, step="message", heading=heading, message=message)
+
+    async def subscribe_page(self, request: Request) -> Response:
+        """GET /subscribe and /subscribe/<topic>: the form, the topic ticked."""
+        slug = request.path_params.get("topic")
+        if slug is not None and slug not in self.topics():
+            return self.message(404, "No such topic", "There is no topic here by that name.")
+        return self.form_page(request, SignUpForm(topics=(slug,) if slug else ()), page_topic=slug)
+
+    async def subscribe(self, request: Request) -> Response:
+        """POST /subscribe: check, count, and answer "check your inbox" whatever the address."""
+        form_data = await read_form(request)
+        if form_data is None or not self.csrf.allows(request, form_data):
+            log.info("sign-up refused", extra={"reason": "not from our own page"})
+            return self.message(403, "Nothing was sent",
+                                "This form did not come from our own page. Open the sign-up page and try again.")
+        if not self.limits.hit_ip(client_address(request)):
+            return self.limited()
+        form = SignUpForm(email=_text(form_data, "email")[:320],
+                          topics=tuple(v for v in form_data.getlist("topics") if isinstance(v, str))[:100],
+                          cadence=_text(form_data, "cadence") or "daily")
+        if _text(form_data, HONEYPOT):
+            log.info("sign-up ignored", extra={"reason": "honeypot"})
+            return self.sent(form.email)
+        address, slugs, errors = signup.check_form(form, self.topics())
+        if errors:
+            page = _text(form_data, "page")
+            return self.form_page(request, form, status=400, errors=errors, page_topic=page or None)
+        if not self.limits.hit_email(address):
+            return self.limited()
+        task = BackgroundTask(self.sign_up, address, slugs, form.cadence)
+        response = self.sent(form.email)
+        response.background = task
+        return response
+
+    def sign_up(self, address: str, slugs: tuple[str, ...], cadence: str) -> None:
+        """After the response: record the request and mail the link (or not; see api.signup)."""
+        try:
+            done = signup.sign_up(self.config, self.engine, address, slugs, cadence, self.now())
+        except Exception:  # the reader has their page; the operator gets the log
+            log.exception("sign-up failed")
+            return
+        log.info("sign-up", extra={"outcome": done.outcome})
+
+    def sent(self, email: str) -> Response:
+        return self.pages.render("subscribe.html", step="sent", heading="Check your inbox", email=email,
+                                 hours=f"{self.config.signup.confirm_within_hours:g}")
+
+    def limited(self) -> Response:
+        response = self.message(429, "Too many sign-ups", "There have been too many sign-ups from here or for "
+                                "this address. Please try again in an hour.")
+        response.headers["retry-after"] = "3600"
+        return response
+
+    async def confirm_page(self, request: Request) -> Response:
+        """GET /confirm?token=: what the link would confirm, and a Confirm button. Nothing
+        changes on a GET: mail scanners follow links."""
+        token = request.query_params.get("token", "")
+        found = await run_in_threadpool(signup.pending, self.config, self.engine, token, self.now())
+        if found is None:
+            return self.invalid()
+        if found.subscriber.active:
+            return self.done(found)
+        cookie = self.csrf.cookie_of(request)
+        topics = self.topics()
+        response = self.pages.render(
+            "confirm.html", step="confirm", heading="Confirm your subscription", email=found.subscriber.email,
+            cadence=found.cadence, topics=[topics.get(t, t) for t in found.topics], token=token,
+            csrf=self.csrf.field_for(cookie), action=self.root + "confirm")
+        self.csrf.set_cookie(response, cookie)
+        return response
+
+    async def confirm(self, request: Request) -> Response:
+        """POST /confirm: the only request that confirms."""
+        form_data = await read_form(request)
+        if form_data is None or not self.csrf.allows(request, form_data):
+            return self.message(403, "Nothing was changed",
+                                "This form did not come from our own page. Open the link in the mail again.")
+        found = await run_in_threadpool(signup.confirm, self.config, self.engine, _text(form_data, "token"),
+                                        self.now())
+        return self.invalid() if found is None else self.done(found)
+
+    def done(self, found: signup.Pending) -> Response:
+        return self.pages.render("confirm.html", step="done", heading="You are subscribed",
+                                 email=found.subscriber.email, cadence=found.cadence)
+
+    def invalid(self) -> Response:
+        return self.pages.render(
+            "confirm.html", 400, step="invalid", heading="This link is not valid",
+            message="This confirmation link has expired, was replaced by a newer one, or was not issued by us. "
+                    "Sign up again to get a new one.")
+
+
+async def read_form(request: Request) -> FormData | None:
+    """A small urlencoded or multipart form; None for anything else (files, other types,
+    a malformed body)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return None
+    try:
+        async with request.form(**FORM_LIMITS) as form:
+            return form
+    except HTTPException:
+        return None
+
+
+def _text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def routes(handlers: SignupPages) -> list[Route]:
+    return [
+        Route("/subscribe", handlers.subscribe_page, methods=["GET"]),
+        Route("/subscribe", handlers.subscribe, methods=["POST"]),
+        Route("/subscribe/{topic}", handlers.subscribe_page, methods=["GET"]),
+        Route("/confirm", handlers.confirm_page, methods=["GET"]),
+        Route("/confirm", handlers.confirm, methods=["POST"]),
+    ]
