@@ -38,12 +38,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Every response: no sniffing of types, no framing (clickjacking), no Referer (links carry
-# tokens: a confirm or unsubscribe page must not leak its URL to the next site), its own
-# browsing context group, and no powerful features.
+# Every response: no sniffing of types, no framing (clickjacking), no Referer to other sites
+# (links carry tokens: a confirm or unsubscribe page must not leak its URL to the next site),
+# its own browsing context group, and no powerful features. Not "no-referrer": under it a
+# browser sends "Origin: null" with a form's POST (Fetch, "serializing a request origin"),
+# and the same-origin check below could not tell our own form from a sandboxed stranger.
 COMMON_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=(), usb=()"),

@@ -298,7 +298,7 @@ def test_every_response_has_strict_security_headers(server: Server) -> None:
     for label, _method, reply in paths_and_methods(server):
         h = reply.headers
         assert h["x-content-type-options"] == "nosniff", label
-        assert h["referrer-policy"] == "no-referrer", label
+        assert h["referrer-policy"] == "same-origin", label
         assert h["x-frame-options"] == "DENY", label
         policy = dict(p.strip().split(" ", 1) for p in h["content-security-policy"].split(";"))
         assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'", label

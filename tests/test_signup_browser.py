@@ -1,0 +1,138 @@
+"""A reader's whole journey in Chromium, as a person would make it, against a real `feeds
+serve`: the index page's form, the confirmation mail in the outbox, its link, the Confirm
+button. With JavaScript off (there is none to need). axe-core checks every page at 375 and
+1280 px, and the keyboard reaches every field in order with a visible focus."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feeds import state
+from tests.test_email_in_browser import browser as browser  # the fixture: Debian's Chromium
+from tests.test_signup import link_token, read_eml
+from tests.test_signup_web import Server, start_server, wait_for_mail
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+WIDTHS = (375, 1280)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    yield from start_server(tmp_path, "signup:", "  rate_per_ip: 1000/hour", "  rate_per_email: 100/hour")
+
+
+def heading(page: Any) -> str:
+    return str(page.locator("h1").inner_text())
+
+
+def sign_up_on_the_index_page(page: Any, server: Server, address: str) -> None:
+    page.goto(server.base)
+    page.get_by_label("Email address").fill(address)
+    page.get_by_label("AI", exact=True).check()
+    page.get_by_label("Computer Vision", exact=True).check()
+    page.get_by_label("Weekly").check()
+    page.get_by_role("button", name="Subscribe").click()
+
+
+def test_a_reader_signs_up_and_confirms_with_javascript_off(browser: Any, server: Server) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    sign_up_on_the_index_page(page, server, "ada@example.org")
+    assert heading(page) == "Check your inbox"
+    assert "ada@example.org" in page.locator("main").inner_text()
+
+    url = f"{server.base}confirm?token={link_token(read_eml(wait_for_mail(server, 'ada@example.org')))}"
+    page.goto(url)
+    assert heading(page) == "Confirm your subscription"
+    assert page.locator("li").all_inner_texts() == ["AI", "Computer Vision"]
+    assert server.status("ada@example.org") == state.UNCONFIRMED  # opening the link confirmed nothing
+    page.get_by_role("button", name="Confirm").click()
+    assert heading(page) == "You are subscribed"
+    person = state.find_subscriber(server.engine(), "ada@example.org")  # type: ignore[arg-type]
+    assert person is not None and person.active and person.topics == ("ai", "computer-vision")
+    assert person.cadence == "weekly"
+    context.close()
+
+
+def test_errors_come_back_beside_their_fields_without_javascript(browser: Any, server: Server) -> None:
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(server.base + "subscribe/ai")
+    page.get_by_label("Email address").fill("ada@example")
+    page.get_by_label("AI", exact=True).uncheck()
+    page.get_by_role("button", name="Subscribe").click()
+    assert page.title().startswith("Error: ")
+    email = page.get_by_label("Email address")
+    assert email.input_value() == "ada@example" and email.get_attribute("aria-invalid") == "true"
+    assert "email address like" in page.locator(f"#{email.get_attribute('aria-describedby')}").inner_text()
+    assert "Choose at least one topic" in page.locator("#topics-error").inner_text()
+    assert heading(page) == "Subscribe to AI"  # still the topic's page
+    context.close()
+
+
+TAB_ORDER = """() => document.activeElement.id || document.activeElement.tagName"""
+FOCUS_RING = """() => { const s = getComputedStyle(document.activeElement);
+  return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2; }"""
+
+
+def test_the_keyboard_reaches_every_field_in_order_with_a_visible_focus(browser: Any, server: Server) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server.base + "subscribe")
+    topics = page.locator("input[name=topics]").evaluate_all("boxes => boxes.map(b => b.id)")
+    order, rings = [], []
+    for _ in range(len(topics) + 4):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate(TAB_ORDER))
+        rings.append(page.evaluate(FOCUS_RING))
+    # The honeypot is never reached; the radio group is one stop (its checked radio).
+    assert order == ["email", *topics, "cadence-daily", "BUTTON", "A"], order
+    assert all(rings), list(zip(order, rings, strict=True))
+    page.close()
+
+
+def serious(page: Any) -> list[str]:
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']]}"
+            for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_axe_finds_nothing_serious_on_any_page(browser: Any, server: Server, width: int) -> None:
+    from tests.test_serve import token_for
+
+    state.add_subscriber(server.engine(), "bob@example.org", ["ai"], "daily", datetime.now(UTC))  # type: ignore[arg-type]
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    found: dict[str, list[str]] = {}
+
+    def check(name: str) -> None:
+        found[name] = serious(page)
+        overflow = page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        assert overflow, f"{name} scrolls sideways at {width} px"
+
+    page.goto(server.base)
+    check("index")
+    page.goto(server.base + "subscribe/ai")
+    check("topic")
+    page.goto(server.base + "subscribe")
+    page.get_by_role("button", name="Subscribe").click()
+    check("form with errors")
+    sign_up_on_the_index_page(page, server, "ada@example.org")
+    check("check your inbox")
+    page.goto(f"{server.base}confirm?token={link_token(read_eml(wait_for_mail(server, 'ada@example.org')))}")
+    check("confirm")
+    page.get_by_role("button", name="Confirm").click()
+    check("confirmed")
+    page.goto(server.base + "confirm?token=nonsense")
+    check("bad link")
+    page.goto(f"{server.base}unsubscribe?token={token_for(server, 'bob@example.org')[1]}")  # type: ignore[arg-type]
+    check("unsubscribe")
+    page.close()
+    assert {name: v for name, v in found.items() if v} == {}
