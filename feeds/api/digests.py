@@ -60,6 +60,11 @@ def unsubscribe_url(config: Config, token: str) -> str:
     return f"{config.base_url}unsubscribe?token={token}"
 
 
+def preferences_url(config: Config, token: str) -> str:
+    """The preferences page of the subscriber a :func:`feeds.digest.preferences_token` names."""
+    return f"{config.base_url}preferences?token={token}"
+
+
 class _EditionMaker:
     """Plans and renders each distinct edition once: subscribers who share topics, cadence
     and period share the work, whatever their number.
