@@ -26,6 +26,7 @@ from feeds.digest import (
     message_id,
     period,
     plan_edition,
+    preferences_token,
     stories_left_out,
     unsubscribe_token,
     verp_sender,
@@ -269,6 +270,7 @@ class _Letters:
             to=person.email, message_id=self.message_id(person.id, key), date=self.now,
             unsubscribe_url=unsubscribe_url(self.config, token),
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
+            preferences_url=preferences_url(self.config, preferences_token(self.secret, person.id, person.email)),
         )
         # A signed envelope sender per subscriber (VERP): a bounce that quotes nothing of
         # the message still names who it is about (see feeds.inbox).
@@ -282,6 +284,7 @@ class _Letters:
             to=to, message_id=f"<test.{edition.key}.{self.now:%Y%m%dT%H%M%S%f}@{self.domain}>", date=self.now,
             unsubscribe_url=unsubscribe_url(self.config, TEST_TOKEN),
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{TEST_TOKEN}",
+            preferences_url=preferences_url(self.config, TEST_TOKEN),
         )
 
 
@@ -323,7 +326,7 @@ class TestMessage:
     outcome: Outcome
 
 
-# A test message's unsubscribe links: no token, so following them unsubscribes nobody (the
+# A test message's unsubscribe and preferences links: no token, so following them reaches nobody (the
 # test recipient may be a real subscriber, or not the subscriber the edition was made for).
 TEST_TOKEN = "test-message"
 
