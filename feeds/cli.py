@@ -384,6 +384,10 @@ def print_digest_report(report: api.DigestReport, out: Path, *, sent: bool) -> N
         click.echo(f"deferred {line} (the next run tries again)", err=True)
     for address in report.elsewhere:
         click.echo(f"elsewhere {address}: another run is sending it", err=True)
+    for line in report.paused:
+        click.echo(f"paused  {line}", err=True)
+    for line in report.resumed:
+        click.echo(f"resumed {line} (the pause is over)", err=True)
     if sent:
         parts = [f"Sent {_plural(len(report.sent), 'message')}"]
     else:

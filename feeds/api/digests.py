@@ -190,8 +190,12 @@ def digest(
     engine = state.open_state(config.state_db)
     maker = _EditionMaker(config, load_corpus(config), out, engine)
     letters = _Letters(config, maker, digest_secret(config, engine), now)
+    # A pause ends when the run meets it (the run is the one that would mail them), so
+    # `--date`/`--now` decide it as they decide everything else about the edition.
+    resumed = state.end_pauses(engine, edition_day(end, maker.zone), now)
     subscribers = state.list_subscribers(engine)
     people, report = _recipients(subscribers, cadence)
+    report.resumed = [f"{p.email}: paused until {p.paused_until}" for p in resumed]
     if send:
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
@@ -211,10 +215,12 @@ def digest(
 def _recipients(subscribers: Sequence[state.Subscriber],
                 cadence: str | None) -> tuple[list[state.Subscriber], DigestReport]:
     """The active subscribers (of ``cadence``, if given) by id, and a report that names the
-    others as suppressed."""
+    paused ones and the others as suppressed."""
     everyone = [s for s in subscribers if cadence is None or s.cadence == cadence]
     people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
-    return people, DigestReport(suppressed=[s.email for s in everyone if not s.active])
+    return people, DigestReport(
+        suppressed=[s.email for s in everyone if not s.active and s.status != state.PAUSED],
+        paused=[f"{s.email}: until {s.paused_until}" for s in everyone if s.status == state.PAUSED])
 
 
 def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,

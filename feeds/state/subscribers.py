@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from feeds.state.schema import (
     ACTIVE,
     LEFT,
+    PAUSED,
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
@@ -31,6 +32,7 @@ class Subscriber:
     cadence: str
     status: str = ACTIVE
     status_reason: str | None = None
+    paused_until: date | None = None  # status "paused": mailed again from this edition day on
 
     @property
     def active(self) -> bool:
@@ -77,10 +79,52 @@ def set_status(engine: Engine, subscriber_id: int, status: str, *, source: str, 
         if row is None or row.status == status or (status in LEFT and row.status in LEFT):
             return False
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
-            status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now))
+            status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now,
+            paused_until=None))
         db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=status, source=source,
                                                      reason=reason, at=now))
         return True
+
+
+def update_choices(engine: Engine, subscriber_id: int, topics: Sequence[str], cadence: str) -> bool:
+    """Set a subscriber's topics and cadence, whatever their status; True if they changed."""
+    values = {"topics": ",".join(topics), "cadence": cadence}
+    with transaction(engine) as db:
+        changed = db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).where(
+            sa.or_(subscribers.c.topics != values["topics"], subscribers.c.cadence != cadence)).values(**values))
+        return bool(changed.rowcount)
+
+
+def pause(engine: Engine, subscriber_id: int, until: date, *, now: datetime, source: str = "preferences") -> bool:
+    """Pause an active (or paused) subscriber until the edition day ``until``, kept in their
+    history; True if it changed. Someone who left is not paused: that would be a way back
+    to being mailed that skips resubscribing."""
+    reason = f"until {until.isoformat()}"
+    with transaction(engine) as db:
+        row = db.execute(sa.select(subscribers.c.status, subscribers.c.paused_until)
+                         .where(subscribers.c.id == subscriber_id)).first()
+        if row is None or row.status not in (ACTIVE, PAUSED) or (row.status, row.paused_until) == (PAUSED, until):
+            return False
+        db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
+            status=PAUSED, status_reason=reason, paused_until=until, unsubscribed_at=now))
+        db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=PAUSED, source=source,
+                                                     reason=reason, at=now))
+        return True
+
+
+def end_pauses(engine: Engine, day: date, now: datetime) -> list[Subscriber]:
+    """Make active again everyone paused until ``day`` or earlier, each with a history
+    event; returns them as they were (their ``paused_until`` says since when)."""
+    with engine.connect() as db:
+        due = [_subscriber(row) for row in db.execute(
+            sa.select(subscribers).where(subscribers.c.status == PAUSED)
+            .where(subscribers.c.paused_until <= day).order_by(subscribers.c.id))]
+    ended = []
+    for person in due:
+        until = person.paused_until.isoformat() if person.paused_until else "?"
+        if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}"):
+            ended.append(person)
+    return ended
 
 
 def status_history(engine: Engine, subscriber_id: int) -> list[StatusChange]:
@@ -141,4 +185,5 @@ def _subscriber(row: sa.Row) -> Subscriber:  # type: ignore[type-arg]
     return Subscriber(
         id=row.id, email=row.email, topics=tuple(t for t in row.topics.split(",") if t),
         cadence=row.cadence, status=row.status, status_reason=row.status_reason,
+        paused_until=row.paused_until,
     )
