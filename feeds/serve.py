@@ -319,9 +319,11 @@ def same_origin(request: Request, base_url: str) -> bool:
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    netloc = urlsplit(origin).netloc
+    netloc, host = urlsplit(origin).netloc, request.headers.get("host", "")
     base = urlsplit(base_url)
-    return origin == f"{base.scheme}://{base.netloc}" or netloc == request.headers.get("host")
+    # A proxy may pass the Host without its port (nginx's $host): then the names must match.
+    return origin == f"{base.scheme}://{base.netloc}" or netloc == host or (
+        ":" not in host and urlsplit(origin).hostname == host)
 
 
 def create_app(config: Config, engine: Engine | None = None) -> Starlette:
