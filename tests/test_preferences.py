@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email
 import shutil
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
@@ -298,3 +298,33 @@ def test_a_pause_skips_digests_until_its_day_then_they_resume_with_history(site:
     shutil.rmtree(site.tmp / "out/outbox", ignore_errors=True)
     assert cli(site.config, "digest", "--date", DATE)[0] == 0
     assert "ada@example.org" in outbox(site.tmp)
+
+
+# --------------------------------------------------------------------- statuses in the list
+
+
+def test_subscribers_list_shows_every_status_and_with_history_its_changes(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    for address in ("ada@example.org", "bob@example.org", "cy@example.org", "dee@example.org"):
+        subscribe(config, address, "ai", "weekly")
+    engine = state.open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    ids = {p.email: p.id for p in state.list_subscribers(engine)}
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)  # after `add`'s, in the history
+    state.pause(engine, ids["bob@example.org"], date(2020, 7, 1), now=now)
+    state.set_status(engine, ids["cy@example.org"], state.BOUNCED, source="bounce", now=now,
+                     reason="550 5.1.1 user unknown")
+    state.unsubscribe(engine, ids["dee@example.org"], now)
+
+    code, out, err = cli(config, "subscribers", "list")
+    assert code == 0, out + err
+    statuses = {line.split("\t")[0]: line.rsplit("  (", 1)[1].rstrip(")") for line in out.splitlines()}
+    assert statuses == {"ada@example.org": "active", "bob@example.org": "paused until 2020-07-01",
+                        "cy@example.org": "bounced: 550 5.1.1 user unknown", "dee@example.org": "unsubscribed"}
+    assert "4 subscribers, 1 active, 1 bounced, 1 paused, 1 unsubscribed." in err
+
+    code, out, err = cli(config, "subscribers", "list", "--history")
+    assert code == 0, out + err
+    lines = out.splitlines()
+    bob = lines.index(next(line for line in lines if line.startswith("bob@example.org\t")))
+    assert lines[bob + 2] == f"  {now:%Y-%m-%dT%H:%M:%SZ}  paused (preferences)  until 2020-07-01"
+    assert lines[bob + 1].split("  ")[2:] == ["active (operator)", "subscribed"]

@@ -108,11 +108,12 @@ UNSUBSCRIBED = "unsubscribed"  # they asked to leave (one-click, mailto, the ope
 BOUNCED = "bounced"  # the receiving server refused the address for good (5xx, a DSN)
 COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
 PAUSED = "paused"  # they asked for no digest until paused_until (the preferences page)
-STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, PAUSED)
+ERASED = "erased"  # erased while subscribed: address replaced by a keyed hash, never mailed
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, PAUSED, ERASED)
 LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
 # Where a status change came from, kept in subscriber_events.
 SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce",
-           "preferences", "pause-ended")
+           "preferences", "pause-ended", "erase")
 
 
 def open_state(url: str) -> Engine:

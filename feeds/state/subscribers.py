@@ -4,19 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from feeds.state.schema import (
     ACTIVE,
+    ERASED,
     LEFT,
     PAUSED,
     SOURCES,
     STATUSES,
     UNSUBSCRIBED,
     deliveries,
+    job_runs,
+    metadata,
     subscriber_events,
     subscribers,
     transaction,
@@ -125,6 +129,99 @@ def end_pauses(engine: Engine, day: date, now: datetime) -> list[Subscriber]:
         if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}"):
             ended.append(person)
     return ended
+
+
+def held_about(engine: Engine, subscriber_id: int, email: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row any table holds about one person, by table name: rows keyed by their
+    ``subscriber_id``, and rows of any other table with an ``email`` column naming their
+    address. Found by the tables' columns, so a table added later is included unasked."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as db:
+        for table in metadata.sorted_tables:
+            where = _rows_about(table, subscriber_id, email)
+            if where is None:
+                continue
+            order = list(table.primary_key.columns) or list(table.columns)[:1]
+            held[table.name] = [{k: _plain(v) for k, v in row._mapping.items()}
+                                for row in db.execute(sa.select(table).where(where).order_by(*order))]
+    return held
+
+
+def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, now: datetime) -> None:
+    """Forget a person but for what "never mail again" and exactly-once delivery need.
+
+    Their row stays under the same id with the address replaced by ``key`` (a keyed hash
+    of it, see :func:`feeds.api.subscribers.erased_key`), their topics and every reason
+    (replies quote addresses) blanked. Someone who had left keeps that status, so the same
+    address added again is recognised and stays suppressed; anyone else becomes ``erased``.
+    Their history keeps its statuses, sources and times; their ledger rows keep editions,
+    Message-IDs and statuses (so an edition already sent is never sent again) without the
+    server's replies. Rows of any other table about them are deleted, and their address
+    blanked out of text that names others too (a digest job's summary of failures)."""
+    with transaction(engine) as db:
+        row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
+        if row is None:
+            return
+        status = row.status if row.status in LEFT else ERASED
+        db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
+            email=key, topics="", status=status, status_reason=None, paused_until=None,
+            unsubscribed_at=now if status == ERASED else subscribers.c.unsubscribed_at))
+        db.execute(subscriber_events.update().where(subscriber_events.c.subscriber_id == subscriber_id)
+                   .values(reason=None))
+        db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=status, source="erase",
+                                                     reason=None, at=now))
+        db.execute(deliveries.update().where(deliveries.c.subscriber_id == subscriber_id).values(detail=None))
+        for table in metadata.sorted_tables:
+            where = _rows_about(table, subscriber_id, email)
+            if where is None or table.name in _KEPT_ON_ERASE:
+                continue
+            if table.name in _MENTIONS:
+                column = table.c[_MENTIONS[table.name]]
+                db.execute(table.update().where(where).values({column: sa.func.replace(column, email, ERASED_MENTION)}))
+            else:
+                db.execute(table.delete().where(where))
+
+
+# Kept (scrubbed) by erase_subscriber: the person's row, history and ledger.
+_KEPT_ON_ERASE = frozenset({subscribers.name, subscriber_events.name, deliveries.name})
+# Text that may name an address among others' (a digest job's failures): the address is
+# blanked out there, the rows kept.
+_MENTIONS = {job_runs.name: "summary"}
+ERASED_MENTION = "[erased address]"
+
+
+def restore_erased(engine: Engine, subscriber_id: int, email: str, topics: Sequence[str], cadence: str,
+                   now: datetime, *, source: str) -> None:
+    """Give an erased row its address back, subscribed and active: the same id, so its
+    ledger still says which editions they were sent. Only on a subscribing act (see
+    :func:`feeds.api.subscribers.subscribe`)."""
+    with transaction(engine) as db:
+        db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
+            email=email, topics=",".join(topics), cadence=cadence, status=ACTIVE, status_reason=None,
+            unsubscribed_at=None, paused_until=None))
+        db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=ACTIVE, source=source,
+                                                     reason="subscribed again after being erased", at=now))
+
+
+def _rows_about(table: sa.Table, subscriber_id: int, email: str) -> sa.ColumnElement[bool] | None:
+    if table.name == subscribers.name:
+        return subscribers.c.id == subscriber_id
+    if table.name in _MENTIONS:
+        return table.c[_MENTIONS[table.name]].contains(email, autoescape=True)
+    if "subscriber_id" in table.c:
+        return table.c.subscriber_id == subscriber_id
+    if "email" in table.c:
+        return table.c.email == email
+    return None
+
+
+def _plain(value: object) -> object:
+    """A column's value as JSON has it: times in UTC ISO 8601, dates ISO 8601."""
+    if isinstance(value, datetime):
+        return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def status_history(engine: Engine, subscriber_id: int) -> list[StatusChange]:
