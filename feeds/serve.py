@@ -352,7 +352,7 @@ def create_app(config: Config, engine: Engine | None = None) -> Starlette:
             # RFC 8058: only a POST unsubscribes; a GET must not, as mail scanners follow links.
             # Starlette answers HEAD with this GET handler, and a HEAD may carry a body
             # (`curl -X HEAD -d List-Unsubscribe=One-Click`): ask for POST, not "not GET".
-            if not person.active:
+            if person.status not in (state.ACTIVE, state.PAUSED):  # a paused subscriber may still leave
                 return page(200, step="done", heading="You are unsubscribed", email=person.email)
             return page(200, step="confirm", heading="Unsubscribe", email=person.email, cadence=person.cadence)
         try:

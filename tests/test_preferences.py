@@ -328,3 +328,20 @@ def test_subscribers_list_shows_every_status_and_with_history_its_changes(tmp_pa
     bob = lines.index(next(line for line in lines if line.startswith("bob@example.org\t")))
     assert lines[bob + 2] == f"  {now:%Y-%m-%dT%H:%M:%SZ}  paused (preferences)  until 2020-07-01"
     assert lines[bob + 1].split("  ")[2:] == ["active (operator)", "subscribed"]
+
+
+def test_a_paused_subscriber_can_still_leave_in_one_click_and_be_updated_by_the_operator(site: Site) -> None:
+    until = datetime.now(UTC).date() + timedelta(days=10)
+    link = page_link(site, "ada@example.org")
+    assert post(link, fields_of(form_of(request(link)), paused_until=until.isoformat())).status == 200
+    code, out, err = cli(site.config, "subscribers", "add", "ada@example.org", "--topics", "ai,computer-vision",
+                         "--cadence", "weekly")
+    assert code == 0 and out.startswith("Updated ada@example.org"), out + err
+    ada = person(site, "ada@example.org")
+    assert (ada.status, ada.paused_until, ada.topics) == (state.PAUSED, until, ("ai", "computer-vision"))
+    unsubscribe = outbox(site.tmp)["ada@example.org"]["List-Unsubscribe"].split("<")[1].split(">")[0]
+    confirm = lxml_html.fromstring(request(unsubscribe).body)
+    assert confirm.xpath("//form//input[@name='List-Unsubscribe']/@value") == ["One-Click"]
+    reply = request(unsubscribe, method="POST", data=b"List-Unsubscribe=One-Click",
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert reply.status == 200 and person(site, "ada@example.org").status == state.UNSUBSCRIBED

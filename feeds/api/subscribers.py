@@ -108,12 +108,14 @@ def subscribe(engine: Engine, address: str, slugs: tuple[str, ...], cadence: str
     if existing.email != address:  # an erased person, recognised by the keyed hash
         return _subscribe_erased(engine, address, slugs, cadence, now=now, erased=existing,
                                  reactivate=reactivate, source=source)
-    if not existing.active and not reactivate:
+    # A paused subscriber has not left: their choices are updated and their pause kept.
+    receiving = existing.status in (state.ACTIVE, state.PAUSED)
+    if not receiving and not reactivate:
         return Subscription(existing, NOT_REACTIVATED, how_they_left(engine, existing))
     changed = (existing.topics, existing.cadence) != (slugs, cadence)
     if changed:
         state.add_subscriber(engine, address, slugs, cadence, now, source=source)
-    if not existing.active:
+    if not receiving:
         state.set_status(engine, existing.id, state.ACTIVE, source="operator", now=now,
                          reason="reactivated by the operator")
         return Subscription(_fresh(engine, address), REACTIVATED)
