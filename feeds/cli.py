@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -222,16 +223,53 @@ def subscribers_remove(email: str, config_path: Path | None) -> None:
 
 
 @subscribers.command("list")
+@click.option("--history", is_flag=True, help="Under each subscriber, every change of their status.")
 @config_option
-def subscribers_list(config_path: Path | None) -> None:
-    """List every subscriber: address, cadence, topics, and whether they left."""
+def subscribers_list(history: bool, config_path: Path | None) -> None:
+    """List every subscriber: address, cadence, topics and status (active, paused, or how
+    they left).  Example: feeds subscribers list --history"""
     from feeds import api
-    people = api.list_subscribers(_config(config_path))
-    for person in people:
-        reason = f": {person.status_reason}" if person.status_reason else ""
-        left = "" if person.active else f"  ({person.status}{reason})"
-        click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}{left}")
-    click.echo(f"{_plural(len(people), 'subscriber')}, {sum(p.active for p in people)} active.", err=True)
+    people = api.list_histories(_config(config_path))
+    for person, changes in people:
+        click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}  ({api.describe_status(person)})")
+        for change in changes if history else ():
+            reason = f"  {change.reason}" if change.reason else ""
+            click.echo(f"  {change.at:%Y-%m-%dT%H:%M:%SZ}  {change.status} ({change.source}){reason}")
+    counts = Counter(person.status for person, _ in people)
+    others = "".join(f", {counts[status]} {status}" for status in sorted(counts) if status != "active")
+    click.echo(f"{_plural(len(people), 'subscriber')}, {counts['active']} active{others}.", err=True)
+
+
+@subscribers.command("export")
+@click.argument("email")
+@config_option
+def subscribers_export(email: str, config_path: Path | None) -> None:
+    """Print everything held about EMAIL as JSON: their row, status history, delivery
+    ledger, anything else keyed to them, and outbox files addressed to them.
+
+    Example: feeds subscribers export ada@example.org > ada.json
+    """
+    import json
+
+    from feeds import api
+    data = api.export_subscriber(_config(config_path), email)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@config_option
+def subscribers_erase(email: str, config_path: Path | None) -> None:
+    """Erase EMAIL: keep only what exactly-once delivery and "never mail again" need,
+    the address replaced by a keyed hash (HMAC-SHA256 under the state secret).
+
+    Added again later, someone who had left stays suppressed (without --reactivate);
+    someone erased while subscribed is subscribed afresh. Example: feeds subscribers erase ada@example.org
+    """
+    from feeds import api
+    erased = api.erase_subscriber(_config(config_path), email, now=utc_now())
+    click.echo(f"Erased {email.strip()}: kept as {erased.email[:19]}… ({erased.status}), "
+               "with its status history and delivery ledger and no address in clear")
 
 
 @subscribers.command("import")
@@ -398,6 +436,10 @@ def print_digest_report(report: api.DigestReport, out: Path, *, sent: bool) -> N
         click.echo(f"deferred {line} (the next run tries again)", err=True)
     for address in report.elsewhere:
         click.echo(f"elsewhere {address}: another run is sending it", err=True)
+    for line in report.paused:
+        click.echo(f"paused  {line}", err=True)
+    for line in report.resumed:
+        click.echo(f"resumed {line} (the pause is over)", err=True)
     if sent:
         parts = [f"Sent {_plural(len(report.sent), 'message')}"]
     else:

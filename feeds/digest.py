@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from email.utils import parseaddr
@@ -200,6 +200,26 @@ def token_subscriber(token: str) -> int | None:
 
 def verify_token(secret: str, token: str, subscriber_id: int, email: str) -> bool:
     return hmac.compare_digest(token, unsubscribe_token(secret, subscriber_id, email))
+
+
+def preferences_token(secret: str, subscriber_id: int, email: str) -> str:
+    """``<id>.<hmac>`` for the preferences page. It never expires (every digest carries
+    it) and has a purpose of its own in the HMAC, so it is no unsubscribe token, nor one
+    of sign-up's confirmation tokens; the address is signed, as in :func:`unsubscribe_token`."""
+    return f"{subscriber_id}.{_mac(secret, f'preferences:{subscriber_id}:{email.casefold()}')[:32]}"
+
+
+def verify_preferences_token(secret: str, token: str, email_of: Callable[[int], str | None]) -> int | None:
+    """The subscriber id a preferences token names if it is genuine, else None.
+    ``email_of`` looks up the address the id has now (None: no such subscriber), so a
+    token for an erased or recycled id is refused."""
+    subscriber_id = token_subscriber(token)
+    if subscriber_id is None:
+        return None
+    email = email_of(subscriber_id)
+    if email is None or not hmac.compare_digest(token, preferences_token(secret, subscriber_id, email)):
+        return None
+    return subscriber_id
 
 
 def message_id(secret: str, subscriber_id: int, edition: str, domain: str) -> str:

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feeds import state
 from feeds.api import digest_secret
+from feeds.api import preferences as prefs
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
 from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
@@ -304,6 +306,30 @@ async def one_click_values(request: Request) -> list[str]:
     return parse_qs(body[:4096].decode("utf-8", "replace")).get("List-Unsubscribe", [])
 
 
+async def form_values(request: Request) -> dict[str, list[str]]:
+    """A small form's text fields by name (files refused, sizes capped)."""
+    async with request.form(max_files=0, max_fields=512, max_part_size=4096) as form:
+        return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
+
+
+def same_origin(request: Request, base_url: str) -> bool:
+    """Whether a form POST comes from our own pages. Browsers say so in Sec-Fetch-Site, or
+    else in Origin (ours: the request's host, or base_url's behind a proxy). A request with
+    neither (an old browser, curl) is let through: the signed token is the defence that
+    an attacker cannot get round; this check only stops a page elsewhere replaying a link."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    netloc, host = urlsplit(origin).netloc, request.headers.get("host", "")
+    base = urlsplit(base_url)
+    # A proxy may pass the Host without its port (nginx's $host): then the names must match.
+    return origin == f"{base.scheme}://{base.netloc}" or netloc == host or (
+        ":" not in host and urlsplit(origin).hostname == host)
+
+
 def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
     engine = engine or state.open_state(config.state_db)
     secret = digest_secret(config, engine)
@@ -330,7 +356,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             # RFC 8058: only a POST unsubscribes; a GET must not, as mail scanners follow links.
             # Starlette answers HEAD with this GET handler, and a HEAD may carry a body
             # (`curl -X HEAD -d List-Unsubscribe=One-Click`): ask for POST, not "not GET".
-            if not person.active:
+            if person.status not in (state.ACTIVE, state.PAUSED):  # a paused subscriber may still leave
                 return page(200, step="done", heading="You are unsubscribed", email=person.email)
             return page(200, step="confirm", heading="Unsubscribe", email=person.email, cadence=person.cadence)
         try:
@@ -344,9 +370,47 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             log.info("unsubscribed", extra={"subscriber": person.id})
         return page(200, step="done", heading="You are unsubscribed", email=person.email)
 
+    topics = prefs.TopicChoices(config)
+    zone = ZoneInfo(config.timezone)
+
+    def preferences_page(status: int, heading: str, **context: Any) -> HTMLResponse:
+        body = env.get_template("preferences.html").render(
+            site_title=config.title, language=config.language, heading=heading,
+            **{"step": "page", "notice": None, **context})
+        return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+
+    async def preferences(request: Request) -> Response:
+        """GET shows the page of the token's subscriber; POST (the form, carrying the token)
+        changes it. The token is the login and, being unforgeable, the CSRF defence too."""
+        form: dict[str, list[str]] = {}
+        if request.method == "POST":
+            if not same_origin(request, config.base_url):
+                log.warning("preferences refused", extra={"reason": "cross-site form"})
+                return preferences_page(403, "Nothing was changed", step="invalid",
+                                        message="This form was sent from another site.")
+            try:
+                form = await form_values(request)
+            except HTTPException:
+                form = {}
+        token = (form.get("token") or [request.query_params.get("token", "")])[0]
+        person = prefs.token_holder(engine, secret, token)
+        if person is None:
+            log.info("preferences refused", extra={"reason": "bad token"})
+            return preferences_page(403 if token else 400, "This link is not valid", step="invalid",
+                                    message="Use the preferences link at the foot of a digest.")
+        known, names = topics.get()
+        now = datetime.now(UTC)
+        if request.method != "POST":
+            page = prefs.show(engine, person, token, known, today=now.astimezone(zone).date())
+        else:
+            page = prefs.submit(engine, person, token, form, known, names, today=now.astimezone(zone).date(), now=now)
+        return preferences_page(400 if page.errors else 200, "Your digest preferences", page=page,
+                                notice=page.notice)
+
     app = Starlette(
         routes=[
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
+            Route("/preferences", preferences, methods=["GET", "POST"]),
             *signup_routes(SignupPages(config, engine, secret, pages)),
             Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
         ],

@@ -80,7 +80,7 @@ def test_subscribers_add_list_remove(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     subscribe(config, "Ada@Example.org", "ai,Computer Vision", "weekly")
     code, out, err = cli(config, "subscribers", "list")
-    assert code == 0 and out.splitlines() == ["ada@example.org\tweekly\tai,computer-vision"]
+    assert code == 0 and out.splitlines() == ["ada@example.org\tweekly\tai,computer-vision  (active)"]
     assert "1 subscriber, 1 active." in err
     code, out, _ = cli(config, "subscribers", "remove", "ada@example.org")
     assert code == 0

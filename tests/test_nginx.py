@@ -10,14 +10,18 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 import feedparser
 import pytest
 
+from feeds import state
+from feeds.config import load_config
+from feeds.digest import preferences_token
 from tests.conftest import ROOT
 from tests.mail import free_port
 from tests.test_daemon import wait_for
-from tests.test_serve import MEDIA_TYPES, Site, active, request, token_for
+from tests.test_serve import MEDIA_TYPES, SECRET, Site, active, request, token_for
 from tests.test_serve import site as site  # the fixture: a built site and its feeds serve
 
 CONFIG = ROOT / "deploy" / "nginx" / "feeds.conf"
@@ -170,8 +174,6 @@ def test_one_click_unsubscribe_through_the_proxy(proxy: Proxy) -> None:
 def test_sign_up_through_the_proxy(proxy: Proxy) -> None:
     """The static index page's form posts to /subscribe through nginx, which passes the
     browser's Host (port included) on, so that the same-origin check holds."""
-    from urllib.parse import urlencode
-
     index = request(proxy.base)
     assert index.headers["x-content-type-options"] == "nosniff"  # nginx's own static files too
     assert "frame-ancestors 'none'" in index.headers["content-security-policy"]
@@ -188,3 +190,20 @@ def test_sign_up_through_the_proxy(proxy: Proxy) -> None:
     evil = request(proxy.base + "subscribe", method="POST", data=data,
                    headers={**headers, "Origin": "https://evil.example"})
     assert evil.status == 403
+
+
+def test_the_preferences_page_through_the_proxy(proxy: Proxy) -> None:
+    """The page and its form's POST reach the daemon: a change made through the proxy is saved."""
+    engine = state.open_state(load_config(proxy.site.config).state_db)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None
+    token = preferences_token(SECRET, ada.id, ada.email)
+    page = request(f"{proxy.base}preferences?token={token}")
+    assert page.status == 200 and b"ada@example.org" in page.body
+    assert page.headers["cache-control"] == "no-store"
+    form = urlencode([("token", token), ("topics", "computer-vision"), ("cadence", "daily"), ("action", "save")])
+    reply = request(f"{proxy.base}preferences", method="POST", data=form.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": proxy.base.rstrip("/")})
+    assert reply.status == 200, reply.body
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None and (ada.topics, ada.cadence) == (("computer-vision",), "daily")

@@ -82,6 +82,12 @@ def test_subscriber_statuses_on_postgres(database: str) -> None:
     check_statuses_and_history(state.open_state(database))
 
 
+def test_export_and_erase_on_postgres(database: str, tmp_path: Path) -> None:
+    from tests.test_subscriber_data import check_export_and_erase
+
+    check_export_and_erase(tmp_path, database)
+
+
 def test_the_inbox_lookups_on_postgres(database: str) -> None:
     engine = state.open_state(database)
     now = datetime(2020, 6, 18, tzinfo=UTC)

@@ -26,6 +26,7 @@ from feeds.digest import (
     message_id,
     period,
     plan_edition,
+    preferences_token,
     stories_left_out,
     unsubscribe_token,
     verp_sender,
@@ -58,6 +59,11 @@ def digest_secret(config: Config, engine: Engine) -> str:
 
 def unsubscribe_url(config: Config, token: str) -> str:
     return f"{config.base_url}unsubscribe?token={token}"
+
+
+def preferences_url(config: Config, token: str) -> str:
+    """The preferences page of the subscriber a :func:`feeds.digest.preferences_token` names."""
+    return f"{config.base_url}preferences?token={token}"
 
 
 class _EditionMaker:
@@ -184,8 +190,12 @@ def digest(
     engine = state.open_state(config.state_db)
     maker = _EditionMaker(config, load_corpus(config), out, engine)
     letters = _Letters(config, maker, digest_secret(config, engine), now)
+    # A pause ends when the run meets it (the run is the one that would mail them), so
+    # `--date`/`--now` decide it as they decide everything else about the edition.
+    resumed = state.end_pauses(engine, edition_day(end, maker.zone), now)
     subscribers = state.list_subscribers(engine)
     people, report = _recipients(subscribers, cadence)
+    report.resumed = [f"{p.email}: paused until {p.paused_until}" for p in resumed]
     if send:
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
@@ -205,10 +215,12 @@ def digest(
 def _recipients(subscribers: Sequence[state.Subscriber],
                 cadence: str | None) -> tuple[list[state.Subscriber], DigestReport]:
     """The active subscribers (of ``cadence``, if given) by id, and a report that names the
-    others as suppressed."""
+    paused ones and the others as suppressed."""
     everyone = [s for s in subscribers if cadence is None or s.cadence == cadence]
     people = sorted((s for s in everyone if s.active), key=lambda s: s.id)
-    return people, DigestReport(suppressed=[s.email for s in everyone if not s.active])
+    return people, DigestReport(
+        suppressed=[s.email for s in everyone if not s.active and s.status != state.PAUSED],
+        paused=[f"{s.email}: until {s.paused_until}" for s in everyone if s.status == state.PAUSED])
 
 
 def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,
@@ -264,6 +276,7 @@ class _Letters:
             to=person.email, message_id=self.message_id(person.id, key), date=self.now,
             unsubscribe_url=unsubscribe_url(self.config, token),
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{token}",
+            preferences_url=preferences_url(self.config, preferences_token(self.secret, person.id, person.email)),
         )
         # A signed envelope sender per subscriber (VERP): a bounce that quotes nothing of
         # the message still names who it is about (see feeds.inbox).
@@ -277,6 +290,7 @@ class _Letters:
             to=to, message_id=f"<test.{edition.key}.{self.now:%Y%m%dT%H%M%S%f}@{self.domain}>", date=self.now,
             unsubscribe_url=unsubscribe_url(self.config, TEST_TOKEN),
             unsubscribe_mailto=f"mailto:{self.mailto}?subject=unsubscribe%20{TEST_TOKEN}",
+            preferences_url=preferences_url(self.config, TEST_TOKEN),
         )
 
 
@@ -318,7 +332,7 @@ class TestMessage:
     outcome: Outcome
 
 
-# A test message's unsubscribe links: no token, so following them unsubscribes nobody (the
+# A test message's unsubscribe and preferences links: no token, so following them reaches nobody (the
 # test recipient may be a real subscriber, or not the subscriber the edition was made for).
 TEST_TOKEN = "test-message"
 

@@ -49,6 +49,8 @@ class DigestReport:
     elsewhere: list[str] = field(default_factory=list)  # addresses another sender is handling now
     failed_before: list[str] = field(default_factory=list)  # "address: reason" from an earlier run
     suppressed: list[str] = field(default_factory=list)  # not active: unsubscribed, bounced, complained
+    paused: list[str] = field(default_factory=list)  # "address: until 2020-06-25" (the preferences page)
+    resumed: list[str] = field(default_factory=list)  # "address: paused until 2020-06-18" (ended by this run)
     web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
     stopped: bool = False  # asked to stop (or the server went away) before everyone was handled
     stop_reason: str = ""  # why the run stopped by itself, as one line (empty: asked to, or not stopped)

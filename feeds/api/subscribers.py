@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
+from email.parser import BytesHeaderParser
+from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.engine import Engine
@@ -100,27 +105,47 @@ def subscribe(engine: Engine, address: str, slugs: tuple[str, ...], cadence: str
     if existing is None:
         state.add_subscriber(engine, address, slugs, cadence, now, source=source)
         return Subscription(_fresh(engine, address), ADDED)
+    if existing.email != address:  # an erased person, recognised by the keyed hash
+        return _subscribe_erased(engine, address, slugs, cadence, now=now, erased=existing,
+                                 reactivate=reactivate, source=source)
     if existing.status == state.UNCONFIRMED:
         # Signed up on the web but not confirmed: the operator's (or an import's) say is
         # the confirmation, as for anyone they add.
         state.add_subscriber(engine, address, slugs, cadence, now, source=source)
         state.set_status(engine, existing.id, state.ACTIVE, source=source, now=now, reason="added by the operator")
         return Subscription(_fresh(engine, address), ADDED)
-    if not existing.active and not reactivate:
+    # A paused subscriber has not left: their choices are updated and their pause kept.
+    receiving = existing.status in (state.ACTIVE, state.PAUSED)
+    if not receiving and not reactivate:
         return Subscription(existing, NOT_REACTIVATED, how_they_left(engine, existing))
     changed = (existing.topics, existing.cadence) != (slugs, cadence)
     if changed:
         state.add_subscriber(engine, address, slugs, cadence, now, source=source)
-    if not existing.active:
+    if not receiving:
         state.set_status(engine, existing.id, state.ACTIVE, source="operator", now=now,
                          reason="reactivated by the operator")
         return Subscription(_fresh(engine, address), REACTIVATED)
     return Subscription(_fresh(engine, address) if changed else existing, UPDATED if changed else UNCHANGED)
 
 
+def _subscribe_erased(engine: Engine, address: str, slugs: tuple[str, ...], cadence: str, *, now: datetime,
+                      erased: state.Subscriber, reactivate: bool, source: str) -> Subscription:
+    """Subscribing an address that was erased. Erased while subscribed: they are new again
+    (erasure forgot them; it did not refuse mail), on the same row so the ledger still
+    knows what they were sent. Erased after leaving: they stay gone, as anyone who left,
+    unless ``reactivate``."""
+    if erased.status in state.LEFT and not reactivate:
+        left = f"{how_they_left(engine, erased)}, then erased"
+        return Subscription(replace(erased, email=address), NOT_REACTIVATED, left)
+    state.restore_erased(engine, erased.id, address, slugs, cadence, now,
+                         source="operator" if erased.status in state.LEFT else source)
+    return Subscription(_fresh(engine, address), REACTIVATED if erased.status in state.LEFT else ADDED)
+
+
 def how_they_left(engine: Engine, person: state.Subscriber) -> str:
     """``unsubscribed (one-click)``: the status and the source of the change that made it."""
-    changes = [c for c in state.status_history(engine, person.id) if c.status == person.status]
+    changes = [c for c in state.status_history(engine, person.id)
+               if c.status == person.status and c.source != "erase"]  # erasing is not how they left
     return f"{person.status} ({changes[-1].source})" if changes else person.status
 
 
@@ -136,7 +161,7 @@ def add_subscriber(config: Config, email: str, topics: Sequence[str], cadence: s
     corpus = load_corpus(config)
     address, slugs = check_subscription(email, topics, cadence, known_topics(corpus), corpus.taxonomy.names)
     engine = state.open_state(config.state_db)
-    return subscribe(engine, address, slugs, cadence, now=now, existing=state.find_subscriber(engine, address),
+    return subscribe(engine, address, slugs, cadence, now=now, existing=find_person(config, engine, address),
                      reactivate=reactivate)
 
 
@@ -159,6 +184,7 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
     known, names = known_topics(corpus), corpus.taxonomy.names
     engine = state.open_state(config.state_db)
     people = {person.email: person for person in state.list_subscribers(engine)}
+    key = _erased_keys(config, engine)
     counts: Counter[str] = Counter()
     left: list[str] = []
     errors: list[str] = []
@@ -177,9 +203,12 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
                 except SubscriberError as e:
                     errors.append(f"{path}:{reader.line_num}: {e}")
                     continue
-                done = subscribe(engine, address, slugs, cadence, now=now, existing=people.get(address),
+                known_as = people.get(address) or people.get(key(address))
+                done = subscribe(engine, address, slugs, cadence, now=now, existing=known_as,
                                  reactivate=reactivate, source="import")
                 people[address] = done.subscriber
+                if done.outcome in (ADDED, REACTIVATED):
+                    people.pop(key(address), None)  # an erased row given its address back
                 counts[done.outcome] += 1
                 if done.outcome == NOT_REACTIVATED:
                     left.append(done.describe())
@@ -195,3 +224,102 @@ def remove_subscriber(config: Config, email: str) -> bool:
 
 def list_subscribers(config: Config) -> list[state.Subscriber]:
     return state.list_subscribers(state.open_state(config.state_db))
+
+
+def list_histories(config: Config) -> list[tuple[state.Subscriber, list[state.StatusChange]]]:
+    """Every subscriber, by address, with their status history, oldest change first."""
+    engine = state.open_state(config.state_db)
+    return [(person, state.status_history(engine, person.id)) for person in state.list_subscribers(engine)]
+
+
+def describe_status(person: state.Subscriber) -> str:
+    """``active``, ``paused until 2020-06-25``, ``bounced: 550 5.1.1 User unknown``."""
+    if person.status == state.PAUSED and person.paused_until is not None:
+        return f"paused until {person.paused_until.isoformat()}"
+    return f"{person.status}: {person.status_reason}" if person.status_reason and not person.active else person.status
+
+
+# ------------------------------------------------------------------ their data: export, erase
+
+ERASED_PREFIX = "erased:"
+
+
+def erased_key(secret: str, address: str) -> str:
+    """What an erased address is kept as: ``erased:`` and its HMAC-SHA256 under the state
+    secret, so the address is not in clear but the same address is recognised when added
+    or signing up again. Without the secret nobody can test guesses against it."""
+    return ERASED_PREFIX + hmac.new(secret.encode(), f"erase:{address}".encode(), hashlib.sha256).hexdigest()
+
+
+def _erased_keys(config: Config, engine: Engine) -> Callable[[str], str]:
+    from feeds.api.digests import digest_secret  # the secret the tokens use
+
+    secret = digest_secret(config, engine)
+    return lambda address: erased_key(secret, address)
+
+
+def find_person(config: Config, engine: Engine, address: str) -> state.Subscriber | None:
+    """The subscriber with this (normalised) address, or the erased row it was, if any."""
+    found = state.find_subscriber(engine, address)
+    return found or state.find_subscriber(engine, _erased_keys(config, engine)(address))
+
+
+def _address(email: str) -> str:
+    """The normalised form of an address as given to export or erase (any case)."""
+    return email.strip().lower()
+
+
+def _person(config: Config, engine: Engine, email: str) -> state.Subscriber:
+    person = find_person(config, engine, _address(email))
+    if person is None:
+        raise SubscriberError(f"{email.strip()} is not a subscriber (nor an erased one)", email)
+    return person
+
+
+def export_subscriber(config: Config, email: str) -> dict[str, Any]:
+    """Everything held about one person, as JSON-ready data: their row, its status history
+    and every ledger row (under their table names), anything else any table keys to them,
+    and the digest files in ``out/outbox/`` addressed to them. SubscriberError if unknown."""
+    engine = state.open_state(config.state_db)
+    person = _person(config, engine, email)
+    held = state.held_about(engine, person.id, person.email)
+    return {
+        "email": _address(email),
+        "erased": person.email != _address(email),
+        "subscriber": held.pop("subscribers")[0],
+        "status_history": held.pop("subscriber_events", []),
+        "deliveries": held.pop("deliveries", []),
+        "other": held,
+        "outbox_files": [str(path) for path in outbox_files(config.out, _address(email))],
+    }
+
+
+def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subscriber:
+    """Erase one person (see :func:`feeds.state.erase_subscriber` for what is kept) and
+    delete the digest files in ``out/outbox/`` addressed to them; the row as it now is.
+    SubscriberError if unknown. Erasing again changes nothing."""
+    engine = state.open_state(config.state_db)
+    person = _person(config, engine, email)
+    address = _address(email)
+    if person.email == address:
+        state.erase_subscriber(engine, person.id, address, _erased_keys(config, engine)(address), now)
+    for path in outbox_files(config.out, address):
+        path.unlink(missing_ok=True)
+    erased = state.get_subscriber(engine, person.id)
+    assert erased is not None, person.id  # kept, by design
+    return erased
+
+
+def outbox_files(out: Path, address: str) -> list[Path]:
+    """The ``.eml`` files under ``out/outbox/`` whose To is ``address`` (headers only read)."""
+    parser = BytesHeaderParser(policy=default_policy)
+    found = []
+    for path in sorted((out / "outbox").glob("*/*.eml")):
+        try:
+            with path.open("rb") as f:
+                to = str(parser.parse(f).get("To", ""))
+        except OSError:
+            continue
+        if to.strip().lower() == address:
+            found.append(path)
+    return found

@@ -2,7 +2,7 @@
 
 Pure: returns strings and an EmailMessage; :mod:`feeds.deliver` writes or sends them.
 An edition is rendered once for everyone who shares it; :func:`personalise` then swaps in
-each subscriber's unsubscribe link, which is the only personal thing in it.
+each subscriber's unsubscribe and preferences links, the only personal things in it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from feeds.render import shorten
 # Stands in for a subscriber's unsubscribe URL until personalise(); plain URL characters
 # only, so escaping and MJML leave it untouched.
 UNSUBSCRIBE_PLACEHOLDER = "https://unsubscribe.invalid/feeds-subscriber-link"
+PREFERENCES_PLACEHOLDER = "https://preferences.invalid/feeds-subscriber-link"
 
 # The stdlib's SMTP policy folds long headers at 78 characters, and folds a long
 # List-Unsubscribe into an encoded form Gmail and Outlook ignore; RFC 5322 allows 998.
@@ -49,11 +50,13 @@ class RenderedEdition:
     html: str
     text: str
 
-    def personalise(self, unsubscribe_url: str) -> RenderedEdition:
+    def personalise(self, unsubscribe_url: str, preferences_url: str) -> RenderedEdition:
         return replace(
             self,
-            html=self.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(unsubscribe_url)),
-            text=self.text.replace(UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url),
+            html=self.html.replace(UNSUBSCRIBE_PLACEHOLDER, escape(unsubscribe_url))
+                          .replace(PREFERENCES_PLACEHOLDER, escape(preferences_url)),
+            text=self.text.replace(UNSUBSCRIBE_PLACEHOLDER, unsubscribe_url)
+                          .replace(PREFERENCES_PLACEHOLDER, preferences_url),
         )
 
 
@@ -89,8 +92,8 @@ def render_edition(
     personal: bool,
     left_out: int = 0,
 ) -> RenderedEdition:
-    """HTML and text of an edition. ``personal`` editions carry a placeholder for the
-    unsubscribe link; the web copy has none. ``left_out`` stories were trimmed from this
+    """HTML and text of an edition. ``personal`` editions carry placeholders for the
+    unsubscribe and preferences links; the web copy has neither. ``left_out`` stories were trimmed from this
     email: it says so and links to ``web_url``, whose copy has them all."""
     subject = subject_line(site_title, edition)
     context = {
@@ -105,6 +108,7 @@ def render_edition(
         "web_url": web_url,
         "archive_url": archive_url,
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER if personal else None,
+        "preferences_url": PREFERENCES_PLACEHOLDER if personal else None,
     }
     try:
         markup = env.get_template("digest.mjml").render(context)
@@ -195,7 +199,7 @@ class MessageTemplate:
     subscriber.
 
     Everyone who shares an edition gets the same headers and body but for To, Date,
-    Message-ID, List-Unsubscribe and the unsubscribe link. Composing a whole message with
+    Message-ID, List-Unsubscribe and the unsubscribe and preferences links. Composing a whole message with
     ``email`` for each of thousands of subscribers was most of the cost of a digest run;
     so the shared headers are serialised once, and each message is the per-subscriber
     headers, those bytes and the two parts, base64-encoded (in C) with the subscriber's
@@ -221,10 +225,10 @@ class MessageTemplate:
                         + bytes(shared).rstrip(b"\r\n") + b"\r\n")
 
     def fill(self, *, to: str, message_id: str, date: datetime, unsubscribe_url: str,
-             unsubscribe_mailto: str) -> Outgoing:
+             unsubscribe_mailto: str, preferences_url: str) -> Outgoing:
         """The message to ``to`` (as subscribed; its domain may be Unicode). Raises
         AddressError for an address no header can carry."""
-        personal = self.rendered.personalise(unsubscribe_url)
+        personal = self.rendered.personalise(unsubscribe_url, preferences_url)
         boundary = f"==feeds-{hashlib.sha256(message_id.encode()).hexdigest()[:24]}=="
         recipient, utf8 = envelope_address(to)
         if recipient.isascii():  # the common case, kept off the slower header machinery

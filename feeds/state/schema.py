@@ -26,6 +26,7 @@ subscribers = sa.Table(
     # change's, for `subscribers list` ("550 5.1.1 no such user", "one-click").
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("status_reason", sa.Text),
+    sa.Column("paused_until", sa.Date),  # status "paused": mailed again from this edition day on
 )
 
 # Every change of a subscriber's status, with its time and source: who left, when and how
@@ -118,10 +119,13 @@ UNSUBSCRIBED = "unsubscribed"  # they asked to leave (one-click, mailto, the ope
 BOUNCED = "bounced"  # the receiving server refused the address for good (5xx, a DSN)
 COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
 UNCONFIRMED = "unconfirmed"  # signed up on the web, not yet confirmed: never mailed a digest
-STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, UNCONFIRMED)
+PAUSED = "paused"  # they asked for no digest until paused_until (the preferences page)
+ERASED = "erased"  # erased while subscribed: address replaced by a keyed hash, never mailed
+STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, UNCONFIRMED, PAUSED, ERASED)
 LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
 # Where a status change came from, kept in subscriber_events.
-SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce", "sign-up", "confirmed")
+SOURCES = ("operator", "import", "one-click", "mailto", "complaint", "bounce", "sign-up", "confirmed",
+           "preferences", "pause-ended", "erase")
 
 
 def open_state(url: str) -> Engine:
@@ -133,7 +137,8 @@ def open_state(url: str) -> Engine:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         metadata.create_all(engine)
         _add_status_columns(engine)
-        _add_ledger_columns(engine)
+        _add_columns(engine, "subscribers", _SUBSCRIBER_COLUMNS)
+        _add_columns(engine, "deliveries", _LEDGER_COLUMNS)
     except (sa.exc.SQLAlchemyError, ValueError) as e:
         raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}",
                          safe_url(url)) from e
@@ -163,19 +168,25 @@ _LEDGER_COLUMNS = {
 }
 
 
-def _add_ledger_columns(engine: Engine) -> None:
-    """Ledgers made before claims and retries: add the columns (create_all never adds
-    columns). Their rows are sent or failed, which need none of them."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}
-    for name, kind in _LEDGER_COLUMNS.items():
+# Columns subscribers gained later, all nullable: older rows need none of them.
+_SUBSCRIBER_COLUMNS = {
+    "paused_until": "DATE",
+}
+
+
+def _add_columns(engine: Engine, table: str, wanted: dict[str, str]) -> None:
+    """Tables made before some of their columns: add them (create_all never adds columns).
+    Ledger rows made before claims and retries are sent or failed, which need none of them."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    for name, kind in wanted.items():
         if name in columns:
             continue
         try:
             with transaction(engine) as db:
-                db.execute(sa.text(f"ALTER TABLE deliveries ADD COLUMN {name} {kind}"))
+                db.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
         except sa.exc.DBAPIError:
             # Another process opening the same database added it first.
-            if name not in {c["name"] for c in sa.inspect(engine).get_columns("deliveries")}:
+            if name not in {c["name"] for c in sa.inspect(engine).get_columns(table)}:
                 raise
 
 
