@@ -374,10 +374,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
     zone = ZoneInfo(config.timezone)
 
     def preferences_page(status: int, heading: str, **context: Any) -> HTMLResponse:
-        body = env.get_template("preferences.html").render(
-            site_title=config.title, language=config.language, heading=heading,
-            **{"step": "page", "notice": None, **context})
-        return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+        return pages.render("preferences.html", status, heading=heading, **{"step": "page", "notice": None, **context})
 
     async def preferences(request: Request) -> Response:
         """GET shows the page of the token's subscriber; POST (the form, carrying the token)
