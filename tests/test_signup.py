@@ -22,6 +22,7 @@ from feeds.config import load_config
 from feeds.errors import ConfigError
 from tests.conftest import SEEDS, run_cli
 from tests.mail import smtp_server
+from tests.test_postgres import database as database  # the fixture: a throwaway PostgreSQL database
 
 SECRET = "a-test-secret-that-is-long-enough"
 NOW = datetime(2020, 6, 18, 9, 0, tzinfo=UTC)
@@ -35,7 +36,7 @@ def write_config(tmp_path: Path, *lines: str) -> Path:
         "base_url: https://news.example.org/",
         f"seeds: {SEEDS}",
         f"out: {tmp_path / 'out'}",
-        f"state_db: {tmp_path / 'state.db'}",
+        *([] if any(line.startswith("state_db:") for line in lines) else [f"state_db: {tmp_path / 'state.db'}"]),
         f"secret: {SECRET}",
         "mail_from: AI Digest <digest@news.example.org>",
         *lines,
@@ -274,3 +275,90 @@ def test_bad_signup_settings_name_their_key(tmp_path: Path, lines: list[str], ke
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=key):
         load_config(path)
+
+
+def test_a_paused_subscriber_is_subscribed_already(site: tuple) -> None:
+    config, engine = site
+    state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", NOW)
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and state.pause(engine, person.id, NOW.date() + timedelta(days=9), now=NOW)
+    done = signup.sign_up(config, engine, "ada@example.org", ["computer-vision"], "weekly", NOW)
+    assert done.outcome == signup.ALREADY_ACTIVE and done.written is None
+    after = state.find_subscriber(engine, "ada@example.org")
+    assert after is not None and (after.status, after.topics) == (state.PAUSED, ("ai",))
+
+
+def test_what_sign_up_stores_is_exported_and_erased(site: tuple, tmp_path: Path) -> None:
+    from feeds.api.subscribers import erase_subscriber, export_subscriber
+
+    config, engine = site
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    signup.confirm(config, engine, link_token(read_eml(tmp_path / "out" / done.written)), NOW + timedelta(hours=1))
+    exported = export_subscriber(config, "ada@example.org")
+    [row] = exported["other"]["signups"]
+    assert set(row) == {"subscriber_id", "requested_at", "mailed_at", "confirmed_at"}  # no IP, no browser
+    assert row["confirmed_at"].startswith("2020-06-18T10:00")
+    erase_subscriber(config, "ada@example.org", now=NOW + timedelta(days=1))
+    person = state.get_subscriber(engine, row["subscriber_id"])
+    assert person is not None and person.email.startswith("erased:")
+    assert state.get_signup(engine, person.id) is None
+
+
+def test_an_erased_address_signing_up_again_is_recognised(site: tuple, tmp_path: Path) -> None:
+    from feeds.api.subscribers import erase_subscriber
+
+    config, engine = site
+    for address in ("ada@example.org", "bo@example.org"):
+        state.add_subscriber(engine, address, ["ai"], "daily", NOW)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    bo = state.find_subscriber(engine, "bo@example.org")
+    assert ada is not None and bo is not None
+    state.record_delivery(engine, subscriber_id=ada.id, edition="daily-2020-06-18", message_id="<m@x>",
+                          status=state.SENT, period_end=NOW, now=NOW)
+    state.set_status(engine, bo.id, state.BOUNCED, source="bounce", now=NOW)
+    for address in ("ada@example.org", "bo@example.org"):
+        erase_subscriber(config, address, now=NOW)
+    later = NOW + timedelta(days=2)
+
+    # Erased after a bounce: nothing, and still erased.
+    assert signup.sign_up(config, engine, "bo@example.org", ["ai"], "daily", later).outcome == signup.LEFT_FOR_GOOD
+    assert state.find_subscriber(engine, "bo@example.org") is None
+    # Erased while subscribed: a new sign-up, on the same row (its ledger kept), confirmed by the link.
+    done = signup.sign_up(config, engine, "ada@example.org", ["computer-vision"], "weekly", later)
+    assert done.outcome == signup.MAILED
+    again = state.find_subscriber(engine, "ada@example.org")
+    assert again is not None and again.id == ada.id and again.status == state.UNCONFIRMED
+    # Never confirmed: purged by erasing again, since the ledger must keep what was sent.
+    assert signup.purge_unconfirmed(config, later + timedelta(days=8), engine) == ["ada@example.org"]
+    erased = state.get_subscriber(engine, ada.id)
+    assert erased is not None and erased.email.startswith("erased:")
+    assert state.delivered_editions(engine, "daily-2020-06-18") == {ada.id: state.SENT}
+    # Signing up again and confirming this time: active, same row.
+    done = signup.sign_up(config, engine, "ada@example.org", ["computer-vision"], "weekly", later + timedelta(days=9))
+    assert signup.confirm(config, engine, link_token(read_eml(tmp_path / "out" / done.written)),
+                          later + timedelta(days=9, hours=1)) is not None
+    back = state.find_subscriber(engine, "ada@example.org")
+    assert back is not None and back.id == ada.id and back.active and back.topics == ("computer-vision",)
+
+
+def test_sign_up_on_postgres(database: str, tmp_path: Path) -> None:
+    """The same rules on PostgreSQL: one row however many race, one mail per period, and
+    confirm and purge."""
+    with smtp_server() as (recorder, port):
+        config = load_config(write_config(tmp_path, f"state_db: {database}", "smtp:", "  host: 127.0.0.1",
+                                          f"  port: {port}"))
+        engine = state.open_state(config.state_db)
+        outcomes: list[str] = []
+        threads = [threading.Thread(target=lambda: outcomes.append(
+            signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW).outcome)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == [signup.MAILED] + [signup.RECENTLY_MAILED] * 7
+        [message] = recorder.to("ada@example.org")
+        assert signup.confirm(config, engine, link_token(message), NOW + timedelta(hours=1)) is not None
+        assert status(engine, "ada@example.org") == state.ACTIVE
+        signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
+        assert signup.purge_unconfirmed(config, NOW + timedelta(days=8), engine) == ["old@example.org"]
+        assert [p.email for p in state.list_subscribers(engine)] == ["ada@example.org"]

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from feeds import state
 from feeds.api.digests import digest_secret
-from feeds.api.subscribers import SubscriberError, check_subscription
+from feeds.api.subscribers import SubscriberError, check_subscription, erased_key, find_person
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import DeliveryError, SmtpSender, write_outbox
 from feeds.errors import FeedsError
@@ -48,6 +48,9 @@ RECENTLY_MAILED = "recently mailed"  # one went out less than signup.resend_afte
 ALREADY_ACTIVE = "already active"  # nothing to confirm, nothing sent
 LEFT_FOR_GOOD = "left for good"  # bounced or complained: never mailed again from a form
 NOT_SENT = "not sent"  # the mail could not be delivered (logged); the next request may try
+
+# Subscribed already: a paused subscriber has not left (the preferences page ends a pause).
+RECEIVING = (state.ACTIVE, state.PAUSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +109,15 @@ def sign_up(config: Config, engine: Engine, email: str, topics: Sequence[str], c
     cannot be used (a bad address, an unknown topic)."""
     known = published_topics(config.out) if known is None else known
     address, slugs = check_subscription(email, topics, cadence, known)
+    erased = find_person(config, engine, address)
+    if erased is not None and erased.email != address:  # erased before, recognised by the keyed hash
+        if erased.status in (state.BOUNCED, state.COMPLAINED):
+            return SignUpResult(address, LEFT_FOR_GOOD)
+        state.reclaim_erased(engine, erased.id, address, now)
     person = state.request_signup(engine, address, slugs, cadence, now)
     if person.status in (state.BOUNCED, state.COMPLAINED):
         return SignUpResult(address, LEFT_FOR_GOOD)
-    if person.status == state.ACTIVE:
+    if person.status in RECEIVING:
         return SignUpResult(address, ALREADY_ACTIVE)
     every = timedelta(hours=config.signup.resend_after_hours)
     before = state.get_signup(engine, person.id)
@@ -184,7 +192,7 @@ def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     if claim is None:
         return None
     person = state.get_subscriber(engine, claim.subscriber_id)
-    if person is None or person.status not in (state.UNCONFIRMED, state.UNSUBSCRIBED, state.ACTIVE):
+    if person is None or person.status not in (state.UNCONFIRMED, state.UNSUBSCRIBED, *RECEIVING):
         return None
     valid_for = timedelta(hours=config.signup.confirm_within_hours)
     if not verify_confirmation(digest_secret(config, engine), token, person.email, now=now, valid_for=valid_for):
@@ -192,7 +200,7 @@ def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     record = state.get_signup(engine, person.id)
     if record is None or record.mailed_at is None or int(record.mailed_at.timestamp()) != int(claim.issued.timestamp()):
         return None  # an older link than the latest mailed: only one is ever good
-    if record.confirmed_at is not None and record.confirmed_at >= claim.issued and not person.active:
+    if record.confirmed_at is not None and record.confirmed_at >= claim.issued and person.status not in RECEIVING:
         return None  # used, and they left since: leaving sticks
     return Pending(person, claim.topics, claim.cadence, token)
 
@@ -203,7 +211,7 @@ def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     found = pending(config, engine, token, now)
     if found is None:
         return None
-    if not found.subscriber.active:
+    if found.subscriber.status not in RECEIVING:
         state.confirm_signup(engine, found.subscriber.id, found.topics, found.cadence, now)
         log.info("sign-up confirmed", extra={"subscriber": found.subscriber.id})
     return found
@@ -211,6 +219,13 @@ def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
 
 def purge_unconfirmed(config: Config, now: datetime, engine: Engine | None = None) -> list[str]:
     """Delete the sign-ups nobody confirmed within ``signup.purge_after_hours``; returns
-    their addresses."""
+    their addresses. Someone erased who signed up again and never confirmed is erased
+    again rather than deleted: their ledger keeps exactly-once delivery."""
     engine = engine or state.open_state(config.state_db)
-    return state.purge_unconfirmed(engine, now - timedelta(hours=config.signup.purge_after_hours))
+    stale = state.stale_unconfirmed(engine, now - timedelta(hours=config.signup.purge_after_hours))
+    secret = digest_secret(config, engine)
+    for subscriber_id, address, mailed in stale:
+        if mailed:
+            state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now)
+    state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, mailed in stale if not mailed])
+    return [address for _, address, _ in stale]

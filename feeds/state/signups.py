@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from feeds.state.schema import (
     ACTIVE,
+    ERASED,
     UNCONFIRMED,
     UNSUBSCRIBED,
     deliveries,
@@ -70,6 +71,25 @@ def _insert_unconfirmed(db: Connection, email: str, topics: Sequence[str], caden
     return row
 
 
+def reclaim_erased(engine: Engine, subscriber_id: int, email: str, now: datetime) -> None:
+    """An erased row whose address signs up again gets the address back, so that the
+    sign-up goes on on the same row (its ledger still says which editions were sent).
+    Erased while subscribed: they become ``unconfirmed``, like anyone new; erased after
+    unsubscribing: still unsubscribed, back only by confirming. (Someone erased after a
+    bounce or complaint is never reclaimed: see :func:`feeds.api.signup.sign_up`.)"""
+    with transaction(engine) as db:
+        row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
+        if row is None:
+            return
+        values: dict[str, object] = {"email": email}
+        if row.status == ERASED:
+            values.update(status=UNCONFIRMED, status_reason="waiting for confirmation")
+            db.execute(subscriber_events.insert().values(subscriber_id=subscriber_id, status=UNCONFIRMED,
+                                                         source="sign-up", reason="signed up again after being "
+                                                         "erased", at=now))
+        db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(**values))
+
+
 def _touch(db: Connection, subscriber_id: int, now: datetime) -> None:
     updated = db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id).values(requested_at=now))
     if updated.rowcount == 0:
@@ -120,19 +140,29 @@ def confirm_signup(engine: Engine, subscriber_id: int, topics: Sequence[str], ca
         return True
 
 
-def purge_unconfirmed(engine: Engine, before: datetime) -> list[str]:
-    """Delete every subscriber still unconfirmed whose latest request is older than
-    ``before``, with their history; returns their addresses. They were never mailed a
-    digest, so nothing of exactly-once delivery depends on them."""
-    with transaction(engine) as db:
+def stale_unconfirmed(engine: Engine, before: datetime) -> list[tuple[int, str, bool]]:
+    """Every subscriber still unconfirmed whose latest request is older than ``before``:
+    (id, address, whether the ledger has deliveries to them: someone erased who signed up
+    again and never confirmed), by address."""
+    with engine.connect() as db:
         rows = db.execute(sa.select(subscribers.c.id, subscribers.c.email)
                           .join(signups, signups.c.subscriber_id == subscribers.c.id, isouter=True)
                           .where(subscribers.c.status == UNCONFIRMED,
-                                 sa.func.coalesce(signups.c.requested_at, subscribers.c.created_at) < before)).all()
-        ids = [row.id for row in rows]
+                                 sa.func.coalesce(signups.c.requested_at, subscribers.c.created_at) < before)
+                          .order_by(subscribers.c.email)).all()
+        mailed = set(db.execute(sa.select(deliveries.c.subscriber_id).distinct()
+                                .where(deliveries.c.subscriber_id.in_([r.id for r in rows]))).scalars())
+    return [(row.id, row.email, row.id in mailed) for row in rows]
+
+
+def delete_unconfirmed(engine: Engine, ids: Sequence[int]) -> None:
+    """Delete these subscribers, if still unconfirmed, with their sign-up and history.
+    Never mailed a digest: nothing of exactly-once delivery depends on them."""
+    with transaction(engine) as db:
+        ids = list(db.execute(sa.select(subscribers.c.id).where(
+            subscribers.c.id.in_(list(ids)), subscribers.c.status == UNCONFIRMED)).scalars())
         if ids:
-            for table, column in ((deliveries, deliveries.c.subscriber_id), (signups, signups.c.subscriber_id),
+            for table, column in ((signups, signups.c.subscriber_id),
                                   (subscriber_events, subscriber_events.c.subscriber_id)):
                 db.execute(table.delete().where(column.in_(ids)))
             db.execute(subscribers.delete().where(subscribers.c.id.in_(ids)))
-        return sorted(row.email for row in rows)
