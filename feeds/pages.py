@@ -27,7 +27,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from feeds.api import signup
+from feeds.api.digests import preferences_url
 from feeds.config import Config
+from feeds.digest import preferences_token
 from feeds.signup import SignUpForm
 from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
 
@@ -163,7 +165,9 @@ class SignupPages:
 
     def done(self, found: signup.Pending) -> Response:
         return self.pages.render("confirm.html", step="done", heading="You are subscribed",
-                                 email=found.subscriber.email, cadence=found.cadence)
+                                 email=found.subscriber.email, cadence=found.cadence,
+                                 preferences_url=preferences_url(self.config, preferences_token(
+                                     self.csrf.secret, found.subscriber.id, found.subscriber.email)))
 
     def invalid(self) -> Response:
         return self.pages.render(

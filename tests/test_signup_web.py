@@ -131,6 +131,10 @@ def test_sign_up_then_confirm_only_by_the_button(server: Server) -> None:
     done = server.post("confirm", fields, headers={"Cookie": f"feeds_csrf={cookie.value}"})
     assert done.status == 200 and page(done).findtext(".//h1") == "You are subscribed"
     assert server.status("ada@example.org") == state.ACTIVE
+    # Its link to the preferences page works: the contract's preferences_token.
+    [link] = [a.get("href") for a in page(done).iterfind(".//a") if "preferences?token=" in a.get("href")]
+    preferences = request(link)
+    assert preferences.status == 200 and b"ada@example.org" in preferences.body
 
 
 def test_a_bad_link_gets_a_page_that_says_so(server: Server) -> None:
