@@ -11,6 +11,7 @@ and a form with a filled honeypot gets that page too, with nothing stored.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
 log = logging.getLogger(__name__)
 
 FORM_LIMITS = {"max_files": 0, "max_fields": 200, "max_part_size": 4096}
+MAX_FORM_BYTES = 64 << 10  # a sign-up form is well under 1 KiB, even with every topic ticked
 HONEYPOT = "website"  # a field people never see; bots that fill every field fill it
 
 
@@ -64,9 +66,18 @@ class SignupPages:
         s = config.signup
         self.limits = RateLimits(s.rate_per_ip, s.rate_per_email, s.rate_limit_storage)
         self.root = urlsplit(config.base_url).path or "/"  # forms post here, whatever host serves them
+        self._topics: tuple[tuple[int, int, int] | None, dict[str, str]] = (None, {})
 
     def topics(self) -> dict[str, str]:
-        return signup.published_topics(self.config.out)
+        """The topics of the last build, read again only when its feeds.opml changed."""
+        try:
+            info = os.stat(self.config.out / "feeds.opml")
+            version = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            version = None
+        if version is None or version != self._topics[0]:
+            self._topics = (version, signup.published_topics(self.config.out))
+        return self._topics[1]
 
     def form_page(self, request: Request, form: SignUpForm, *, status: int = 200, errors: dict[str, str] | None = None,
                   page_topic: str | None = None) -> Response:
@@ -181,6 +192,9 @@ async def read_form(request: Request) -> FormData | None:
     a malformed body)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return None
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_FORM_BYTES:  # read whole before parsing: refuse big ones first
         return None
     try:
         async with request.form(**FORM_LIMITS) as form:

@@ -318,3 +318,10 @@ def test_rendered_pages_allow_only_their_own_style_by_hash(server: Server) -> No
         digest = base64.b64encode(hashlib.sha256(styles[0].text.encode()).digest()).decode()
         assert f"style-src 'sha256-{digest}'" in reply.headers["content-security-policy"], path
         assert "unsafe-inline" not in reply.headers["content-security-policy"], path
+
+
+def test_a_huge_form_is_refused_unread(server: Server) -> None:
+    reply = server.post("subscribe", sign_up_fields("ada@example.org", website="", filler="x" * 100_000))
+    assert reply.status == 403
+    time.sleep(0.3)
+    assert server.status("ada@example.org") is None
