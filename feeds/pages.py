@@ -153,7 +153,7 @@ class SignupPages:
         found = await run_in_threadpool(signup.pending, self.config, self.engine, token, self.now())
         if found is None:
             return self.invalid()
-        if found.subscriber.active:
+        if found.subscriber.status in signup.RECEIVING:  # confirmed already (or paused since)
             return self.done(found)
         cookie = self.csrf.cookie_of(request)
         topics = self.topics()
