@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+from limits.errors import ConfigurationError as LimitsConfigurationError
 from sqlalchemy.engine import Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +32,7 @@ from feeds.api import signup
 from feeds.api.digests import preferences_url
 from feeds.config import Config
 from feeds.digest import preferences_token
+from feeds.errors import ConfigError
 from feeds.signup import SignUpForm
 from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
 
@@ -64,7 +66,10 @@ class SignupPages:
         self.config, self.engine, self.pages, self.now = config, engine, pages, now
         self.csrf = Csrf(secret, config.base_url)
         s = config.signup
-        self.limits = RateLimits(s.rate_per_ip, s.rate_per_email, s.rate_limit_storage)
+        try:
+            self.limits = RateLimits(s.rate_per_ip, s.rate_per_email, s.rate_limit_storage)
+        except LimitsConfigurationError as e:  # redis:// without the redis package, an unknown scheme
+            raise ConfigError(config.source, f"signup.rate_limit_storage: {e}", key="signup") from e
         self.root = urlsplit(config.base_url).path or "/"  # forms post here, whatever host serves them
         self._topics: tuple[tuple[int, int, int] | None, dict[str, str]] = (None, {})
 

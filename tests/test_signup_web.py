@@ -325,3 +325,14 @@ def test_a_huge_form_is_refused_unread(server: Server) -> None:
     assert reply.status == 403
     time.sleep(0.3)
     assert server.status("ada@example.org") is None
+
+
+def test_a_rate_limit_storage_that_cannot_be_used_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\nstate_db: {tmp_path / 'state.db'}\nserve:\n  port: {free_port()}\n"
+                      "signup:\n  rate_limit_storage: nope://localhost\n")
+    result = subprocess.run([sys.executable, "-m", "feeds", "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "signup.rate_limit_storage: unknown storage scheme" in result.stderr
+    assert "Traceback" not in result.stderr
