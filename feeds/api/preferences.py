@@ -77,13 +77,14 @@ class TopicChoices:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._built: object = object()  # the manifest's inputs the topics were read for
+        self._built: object = object()  # the manifest file's identity when the topics were read
         self._topics: dict[str, str] = {}
         self._names: dict[str, str] = {}
 
     def get(self) -> tuple[dict[str, str], dict[str, str]]:
         """(slug -> name with "all" first, the taxonomy's casefolded names -> slug).
-        FeedsError if the records cannot be read (and none were read before)."""
+        FeedsError if the records cannot be read. The first request after a build reads
+        them (through the parse cache), blocking the server for that long."""
         try:  # a build rewrites its manifest; one stat per request, not a parse of it
             info = os.stat(self.config.out / MANIFEST)
             built: object = (info.st_mtime_ns, info.st_size, info.st_ino)
