@@ -37,7 +37,7 @@ from feeds.api import digest_secret
 from feeds.api import preferences as prefs
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
-from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
+from feeds.errors import AddressInUse, FeedsError, OutputFolderError, ServerStopped
 from feeds.pages import Pages, SignupPages
 from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
@@ -395,7 +395,12 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             log.info("preferences refused", extra={"reason": "bad token"})
             return preferences_page(403 if token else 400, "This link is not valid", step="invalid",
                                     message="Use the preferences link at the foot of a digest.")
-        known, names = topics.get()
+        try:
+            known, names = topics.get()
+        except FeedsError as e:  # the records folder is gone or unreadable: nothing to choose from
+            log.error("preferences unavailable", extra={"reason": str(e)})
+            return preferences_page(503, "Preferences are unavailable", step="invalid",
+                                    message="The list of topics cannot be read just now. Please try again later.")
         now = datetime.now(UTC)
         if request.method != "POST":
             page = prefs.show(engine, person, token, known, today=now.astimezone(zone).date())

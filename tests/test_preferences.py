@@ -16,8 +16,11 @@ from lxml import html as lxml_html
 
 from feeds import state
 from feeds.api.digests import preferences_url
+from feeds.api.preferences import TopicChoices
 from feeds.config import load_config
 from feeds.digest import preferences_token, unsubscribe_token, verify_preferences_token
+from feeds.errors import FeedsError
+from tests.conftest import run_cli, write_record
 from tests.test_digest import SECRET, cli, parts, subscribe, write_config
 from tests.test_serve import Reply, Site, request
 from tests.test_serve import site as served_site  # noqa: F401  (a fixture: pytest finds it by this name)
@@ -345,3 +348,22 @@ def test_a_paused_subscriber_can_still_leave_in_one_click_and_be_updated_by_the_
     reply = request(unsubscribe, method="POST", data=b"List-Unsubscribe=One-Click",
                     headers={"content-type": "application/x-www-form-urlencoded"})
     assert reply.status == 200 and person(site, "ada@example.org").status == state.UNSUBSCRIBED
+
+
+def test_the_page_offers_the_topics_of_the_latest_build(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Robots", webUrl="https://example.com/a", topics=["AI"])
+    config_path = write_config(tmp_path, seeds=seeds)
+    assert run_cli("build", "--config", str(config_path)).exit_code == 0
+    choices = TopicChoices(load_config(config_path))
+    assert list(choices.get()[0]) == ["all", "ai"]
+    write_record(seeds / "b.md", title="Ships", webUrl="https://example.com/b", topics=["Robotics"])
+    assert list(choices.get()[0]) == ["all", "ai"]  # what the site has is what the last build made
+    assert run_cli("build", "--config", str(config_path)).exit_code == 0
+    assert list(choices.get()[0]) == ["all", "ai", "robotics"]
+
+
+def test_unreadable_records_are_a_clear_error_for_the_page(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path, seeds=tmp_path / "no-such-folder")
+    with pytest.raises(FeedsError, match="no-such-folder: no such folder of records"):
+        TopicChoices(load_config(config_path)).get()

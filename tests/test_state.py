@@ -65,3 +65,29 @@ def test_a_database_from_before_statuses_keeps_who_left(tmp_path: Path) -> None:
     state.open_state(f"sqlite:///{path}")  # and opening it again changes nothing
     with sa.create_engine(f"sqlite:///{path}").connect() as db:
         assert db.execute(sa.text("SELECT count(*) FROM subscribers WHERE status = 'unsubscribed'")).scalar() == 1
+
+
+def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """The daemon starting while an operator adds a subscriber: both create the tables.
+    Threads stand in for the processes; a barrier lines them up, and several rounds make
+    the race (which lost every round before the fix) certain to be run."""
+    import threading
+
+    failures: list[str] = []
+    for round_ in range(10):
+        url = f"sqlite:///{tmp_path / f'state-{round_}.db'}"
+        barrier = threading.Barrier(6)
+
+        def open_it(url: str = url, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                state.open_state(url)
+            except state.StateError as e:
+                failures.append(str(e))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -101,17 +101,18 @@ def check_export_and_erase(tmp_path: Path, url: str) -> None:
         engine = state.open_state(url)
         bob = state.find_subscriber(engine, "bob@example.org")
         assert bob is not None
-        state.unsubscribe(engine, bob.id, datetime.now(UTC))
+        state.set_status(engine, bob.id, state.BOUNCED, source="bounce", now=datetime.now(UTC),
+                         reason="550 5.1.1 <bob@example.org>: no such user")  # replies quote addresses
         assert feeds(config, "subscribers", "erase", "bob@example.org")[0] == 0
         assert "bob@example.org" not in everything_stored(url)
         code, out, err = feeds(config, "subscribers", "add", "bob@example.org", "--topics", "ai")
         assert code == 1 and err.splitlines() == [
-            "left bob@example.org: unsubscribed (one-click), then erased; not reactivated (use --reactivate)"]
+            "left bob@example.org: bounced (bounce), then erased; not reactivated (use --reactivate)"]
         people = tmp_path / "people.csv"
         people.write_text("email,topics\nbob@example.org,ai\n", encoding="utf-8")
         code, out, err = feeds(config, "subscribers", "import", str(people))
         assert code == 0 and "1 not reactivated" in out and "bob@example.org" not in everything_stored(url)
-        assert export(config, "bob@example.org")["subscriber"]["status"] == "unsubscribed"
+        assert export(config, "bob@example.org")["subscriber"]["status"] == "bounced"
         code, out, err = feeds(config, "subscribers", "add", "bob@example.org", "--topics", "ai", "--reactivate")
         assert code == 0 and out.startswith("Reactivated bob@example.org"), out + err
         bob_now = export(config, "bob@example.org")

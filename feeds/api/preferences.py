@@ -8,6 +8,7 @@ day it is where the digests are made (``today``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -20,7 +21,7 @@ from feeds.api.subscribers import check_subscription, known_topics
 from feeds.config import CADENCES, Config
 from feeds.digest import verify_preferences_token
 from feeds.errors import SubscriberError
-from feeds.manifest import read as read_manifest
+from feeds.manifest import NAME as MANIFEST
 
 # The buttons of the form (the name "action"; each a submit button's value).
 SAVE, UNSUBSCRIBE, RESUBSCRIBE = "save", "unsubscribe", "resubscribe"
@@ -71,19 +72,24 @@ class Page:
 
 
 class TopicChoices:
-    """The topics the site has, as the last build saw them: read from the corpus once per
-    build (the build's manifest says when there was one), not once per request."""
+    """The topics the site has, read from the corpus once per build (when the build's
+    manifest changes), not once per request."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._built: object = object()  # the manifest's inputs the topics were read for
+        self._built: object = object()  # the manifest file's identity when the topics were read
         self._topics: dict[str, str] = {}
         self._names: dict[str, str] = {}
 
     def get(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(slug -> name with "all" first, the taxonomy's casefolded names -> slug)."""
-        manifest = read_manifest(self.config.out)
-        built = manifest.get("inputs") if manifest else None
+        """(slug -> name with "all" first, the taxonomy's casefolded names -> slug).
+        FeedsError if the records cannot be read. The first request after a build reads
+        them (through the parse cache), blocking the server for that long."""
+        try:  # a build rewrites its manifest; one stat per request, not a parse of it
+            info = os.stat(self.config.out / MANIFEST)
+            built: object = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            built = None
         if built != self._built or not self._topics:
             corpus = load_corpus(self.config)
             self._topics, self._names, self._built = known_topics(corpus), dict(corpus.taxonomy.names), built

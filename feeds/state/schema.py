@@ -135,7 +135,7 @@ def open_state(url: str) -> Engine:
         if engine.dialect.name == "sqlite":
             # Concurrent readers (the server, a status command) while a digest is sending.
             sa.event.listen(engine, "connect", _sqlite_pragmas)
-        metadata.create_all(engine)
+        _create_tables(engine)
         _add_status_columns(engine)
         _add_columns(engine, "subscribers", _SUBSCRIBER_COLUMNS)
         _add_columns(engine, "deliveries", _LEDGER_COLUMNS)
@@ -143,6 +143,19 @@ def open_state(url: str) -> Engine:
         raise StateError(f"state database {safe_url(url)}: {e.__class__.__name__}: {_first_line(e)}",
                          safe_url(url)) from e
     return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """create_all looks, then creates: two processes opening a new database at once (the
+    daemon starting and a `subscribers add`) may both decide to create a table, and the
+    second one's CREATE fails. Then the table exists, so looking again settles it."""
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.DBAPIError:
+            if attempt == 4:
+                raise
 
 
 def _add_status_columns(engine: Engine) -> None:

@@ -164,8 +164,11 @@ def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, n
         if row is None:
             return
         status = row.status if row.status in LEFT else ERASED
+        # Every optional column is blanked, not only those known here: a column added
+        # later (sign-up's, say) is personal until shown otherwise.
+        blanked = {c.name: None for c in subscribers.c if c.nullable and c.name not in _KEPT_COLUMNS}
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
-            email=key, topics="", status=status, status_reason=None, paused_until=None,
+            **blanked, email=key, topics="", status=status,
             unsubscribed_at=now if status == ERASED else subscribers.c.unsubscribed_at))
         db.execute(subscriber_events.update().where(subscriber_events.c.subscriber_id == subscriber_id)
                    .values(reason=None))
@@ -183,6 +186,8 @@ def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, n
                 db.execute(table.delete().where(where))
 
 
+# Kept by erase_subscriber on the person's row: when they came and left, nothing about who.
+_KEPT_COLUMNS = frozenset({"created_at", "unsubscribed_at"})
 # Kept (scrubbed) by erase_subscriber: the person's row, history and ledger.
 _KEPT_ON_ERASE = frozenset({subscribers.name, subscriber_events.name, deliveries.name})
 # Text that may name an address among others' (a digest job's failures): the address is
