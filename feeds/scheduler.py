@@ -173,7 +173,7 @@ def job_specs(config: Config, config_path: str | None) -> list[JobSpec]:
         specs.append(JobSpec("digest-weekly", digest_job, (config_path, "weekly"),
                              LocalTimeTrigger.parse(s.weekly_digest_at, config.timezone)))
     # Unconfirmed sign-ups are deleted once signup.purge_after_hours old; hourly is soon enough.
-    specs.append(JobSpec("purge-unconfirmed", purge_job, (config_path,),
+    specs.append(JobSpec("purge-signups", purge_job, (config_path,),
                          IntervalTrigger(hours=1, start_date=datetime(2000, 1, 1, tzinfo=UTC))))
     return specs
 

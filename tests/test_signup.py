@@ -259,7 +259,7 @@ def test_the_daemon_has_a_purge_job(tmp_path: Path) -> None:
     from feeds.scheduler import job_specs, purge_job
 
     config_path = write_config(tmp_path)
-    assert "purge-unconfirmed" in [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
+    assert "purge-signups" in [spec.id for spec in job_specs(load_config(config_path), str(config_path))]
     assert purge_job(str(config_path)) == "0 unconfirmed sign-ups purged"
 
 
