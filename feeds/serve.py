@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -41,7 +41,7 @@ from feeds.errors import AddressInUse, FeedsError, OutputFolderError, ServerStop
 from feeds.pages import Pages, SignupPages
 from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
-from feeds.websecurity import SecurityHeaders
+from feeds.websecurity import SecurityHeaders, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -310,24 +310,6 @@ async def form_values(request: Request) -> dict[str, list[str]]:
     """A small form's text fields by name (files refused, sizes capped)."""
     async with request.form(max_files=0, max_fields=512, max_part_size=4096) as form:
         return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
-
-
-def same_origin(request: Request, base_url: str) -> bool:
-    """Whether a form POST comes from our own pages. Browsers say so in Sec-Fetch-Site, or
-    else in Origin (ours: the request's host, or base_url's behind a proxy). A request with
-    neither (an old browser, curl) is let through: the signed token is the defence that
-    an attacker cannot get round; this check only stops a page elsewhere replaying a link."""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None:
-        return fetch_site in ("same-origin", "none")
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    netloc, host = urlsplit(origin).netloc, request.headers.get("host", "")
-    base = urlsplit(base_url)
-    # A proxy may pass the Host without its port (nginx's $host): then the names must match.
-    return origin == f"{base.scheme}://{base.netloc}" or netloc == host or (
-        ":" not in host and urlsplit(origin).hostname == host)
 
 
 def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
