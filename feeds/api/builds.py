@@ -32,7 +32,7 @@ from feeds.select import (
     rank_stories,
 )
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
-from feeds.write import remove_leftovers, remove_output, write_output
+from feeds.write import remove_leftovers, remove_output, write_all
 
 # The renderers (Jinja, feedgen, lxml: ~50 ms of imports) are imported where a feed or
 # page is rendered: a rebuild whose feeds all stand unchanged renders nothing.
@@ -169,8 +169,9 @@ def write_outputs(out: Path, files: Mapping[str, bytes], same: Set[str]) -> Writ
     unchanged: list[str] = []
     for leftover in remove_leftovers(out, ["topics"]):  # the folders a build writes in
         log.info("removed a killed build's temporary file", extra={"path": str(out / leftover)})
-    for relative, data in files.items():
-        (written if write_output(out, relative, data) else unchanged).append(relative)  # with .gz/.br copies
+    changed = write_all(out, files)  # with their .gz/.br copies
+    for relative in files:
+        (written if relative in changed else unchanged).append(relative)
     sizes = {name: len(data) for name, data in files.items()}
     for name in same:  # not rendered: the files from the last build are these already
         for relative in outputs_of(name):
