@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -245,7 +246,12 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
 
 def _ratio(a: str, b: str, score_cutoff: float) -> float:
     """rapidfuzz's ``fuzz.ratio``, imported (~9 ms) only when a pair of titles needs it:
-    most candidates are told apart by their numbers, or by one title holding the other."""
+    most candidates are told apart by their numbers, by one title holding the other, or by
+    their lengths. The ratio is ``200 * LCS / (len(a) + len(b))`` and a common subsequence
+    is no longer than the shorter title, so titles whose lengths alone keep them under
+    ``score_cutoff`` get 0 without it, as rapidfuzz gives any pair under the cutoff."""
+    if 200 * min(len(a), len(b)) < score_cutoff * (len(a) + len(b)):
+        return 0.0
     from rapidfuzz.fuzz import ratio
 
     return float(ratio(a, b, score_cutoff=score_cutoff))
@@ -253,21 +259,23 @@ def _ratio(a: str, b: str, score_cutoff: float) -> float:
 
 def _shared_edges(articles: Sequence[Foldable]) -> list[list[int]]:
     """Groups of indices of articles whose title keys (of enough words) share their first or
-    their last ``_EDGE`` characters. Lists only for groups: most titles share neither."""
-    first: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    blocks: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
-    heads, tails = first
-    for index, article in enumerate(articles):
-        key = article.title_key
-        if key.count(" ") + 1 < SIMILAR_MIN_WORDS:
+    their last ``_EDGE`` characters. Lists only for groups: most titles share neither.
+    Counted by :class:`~collections.Counter` (its loop is C), so only the few shared edges
+    cost a loop in Python: this runs over every article on every rebuild."""
+    keys = [article.title_key for article in articles]
+    spaces = SIMILAR_MIN_WORDS - 1
+    enough = [index for index, key in enumerate(keys) if key.count(" ") >= spaces]
+    blocks: list[list[int]] = []
+    for edges in ([keys[i][:_EDGE] for i in enough], [keys[i][-_EDGE:] for i in enough]):
+        shared = {edge for edge, count in Counter(edges).items() if count > 1}
+        if not shared:
             continue
-        head = heads.setdefault(key[:_EDGE], index)
-        if head != index:
-            blocks[0].setdefault(key[:_EDGE], [head]).append(index)
-        tail = tails.setdefault(key[-_EDGE:], index)
-        if tail != index:
-            blocks[1].setdefault(key[-_EDGE:], [tail]).append(index)
-    return [block for side in blocks for block in side.values()]
+        found: dict[str, list[int]] = {}
+        for index, edge in zip(enough, edges, strict=True):
+            if edge in shared:
+                found.setdefault(edge, []).append(index)
+        blocks += found.values()
+    return blocks
 
 
 def is_near_identical(a: str, b: str, ratio: Callable[..., float]) -> bool:
