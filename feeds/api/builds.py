@@ -24,7 +24,6 @@ from feeds.select import (
     F,
     R,
     assume_quality,
-    duplicate_notices,
     link_similar,
     merge_duplicates,
     merge_summaries,
@@ -109,7 +108,7 @@ class Ranked:
     """A build's records ranked: duplicates merged, near-identical titles linked, the
     topics they make, and each topic's feed planned (see :func:`rank_site`)."""
 
-    merged: list[Summary]  # one per page, before near-identical titles are linked
+    folded: list[tuple[str, str]]  # (folded, kept): each record file merged into another of its page
     stories: Prepared[Summary]
     taxonomy: Taxonomy
     plans: list[FeedPlan[Summary]]
@@ -117,10 +116,11 @@ class Ranked:
 
 def rank_site(config: Config, index: Index, now: datetime) -> Ranked:
     """Every feed's stories, from the Summaries alone (no Article is read to rank)."""
-    merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+    folded: list[tuple[str, str]] = []
+    merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life, folded)
     stories = prepare_stories(merged)
     taxonomy = build_taxonomy(config.topics, stories.articles)
-    return Ranked(merged, stories, taxonomy, plan_topics(config, taxonomy, stories.articles, now))
+    return Ranked(folded, stories, taxonomy, plan_topics(config, taxonomy, stories.articles, now))
 
 
 def content_digests(config: Config, plans: Sequence[FeedPlan[Summary]], index: Index) -> dict[str, str]:
@@ -208,7 +208,7 @@ def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked
                  *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
         notes=tuple(note for e in index.entries if e.notes for note in e.record_notes)
-        + folded_notices(index, ranked.merged, config),
+        + folded_notices(index, ranked.folded),
         topics=tuple(ranked.taxonomy.topics),
         written=tuple(written.written),
         unchanged=tuple(written.unchanged),
@@ -231,20 +231,20 @@ def misnamed(scanned: manifest.Scanned) -> list[RecordError]:
               for path in scanned.dangling)]
 
 
-def folded_notices(index: Index, merged: Sequence[Summary], config: Config) -> tuple[RecordNotice, ...]:
+def folded_notices(index: Index, folded: Sequence[tuple[str, str]]) -> tuple[RecordNotice, ...]:
     """One notice per record file folded into another of the same page (the same
     canonical URL), naming the file that was kept, by the names the caller gave.
-    ``merged``: the Summaries after merging; only those of several files are looked at."""
-    groups = [s.sources for s in merged if len(s.sources) > 1]
-    if not groups:
+    ``folded``: (folded, kept) sources, as :func:`merge_summaries` found them."""
+    if not folded:
         return ()
-    entries = {e.key: e for e in index.entries}  # only now: a rebuild with no duplicates pays nothing
-    pairs = duplicate_notices((summary for sources in groups for k in sources
-                               if (summary := entries[k].summary) is not None), config.half_life)
+    wanted = {source for pair in folded for source in pair}
+    # Only now, and only these: a rebuild with no duplicates pays nothing, one with a few
+    # no dictionary of every record.
+    entries = {e.key: e for e in index.entries if e.key in wanted}
     return tuple(
-        RecordNotice(entries[folded].path, f"same page as {entries[kept].name} (one canonical URL); "
-                                           f"{entries[kept].name} was kept, the better ranked")
-        for folded, kept in pairs)
+        RecordNotice(entries[gone].path, f"same page as {entries[kept].name} (one canonical URL); "
+                                         f"{entries[kept].name} was kept, the better ranked")
+        for gone, kept in folded)
 
 
 def unrenderable(dropped: Sequence[Dropped[Summary]], paths: Mapping[str, Path]) -> list[RecordError]:
