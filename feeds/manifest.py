@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import datetime
@@ -121,12 +122,14 @@ def _scan_into(folder: str, fd: int, found: Scanned) -> None:
                 except OSError:  # dangling: an unreadable record file, to report as one
                     found.dangling.append(prefix + name)
                     continue
-            if not _is_utf8(name):
+            if not name.isascii() and not _is_utf8(name):  # most names are ASCII: no call for them
                 found.misnamed.append(prefix + name)
                 continue
             # The later of mtime and ctime: touch -r, cp -p or an unpacked backup can give new
-            # bytes the old size and mtime, never the old ctime (which no one can set).
-            append((prefix + name, stat.st_size, max(stat.st_mtime_ns, stat.st_ctime_ns)))
+            # bytes the old size and mtime, never the old ctime (which no one can set). Not
+            # max(): a call per record file costs a no-change rebuild more than this.
+            mtime_ns, ctime_ns = stat.st_mtime_ns, stat.st_ctime_ns
+            append((prefix + name, stat.st_size, ctime_ns if ctime_ns > mtime_ns else mtime_ns))
 
 
 def fingerprint(config: Config, seeds: Path, templates: Path, scanned: Scanned | None = None) -> str:
@@ -164,15 +167,99 @@ def package_fingerprint() -> str:
     """A hash of this package's code by content (not mtime: a checkout or a reinstall of
     the same code changes nothing, an edit changes it), Python's version and the installed
     versions of :data:`LIBRARIES`. Parse-cache entries and outputs made under another
-    fingerprint are not trusted."""
+    fingerprint are not trusted.
+
+    Reading and hashing the code (~430 KB) costs each build ~2 ms, a no-change rebuild's
+    fiftieth, so the last build's manifest remembers it by :func:`package_stamp` (see
+    :func:`remember_package`): with the same stamp, no file of the package can have
+    changed, and the content is not read again."""
+    stamp = package_stamp()
+    _STAMP[:] = [stamp.digest] if stamp is not None else []
+    if stamp is not None and _REMEMBERED.get(stamp.digest) is not None:
+        return _REMEMBERED[stamp.digest]
+    started = time.time_ns()
     digest = hashlib.sha256(f"{sys.version}\n{library_versions()!r}\n".encode())
-    _hash_tree(digest, str(_PACKAGE), (".py", ".html", ".mjml", ".txt"))
-    return digest.hexdigest()
+    for relative, path in _package_files():
+        _hash_file(digest, relative, path)
+    fingerprint = digest.hexdigest()
+    # Remembered only if no file changed while it was read, and the newest is older than
+    # the read by more than a clock tick of the filesystem ("racy git"): an edit after the
+    # read then always gives a newer ctime, and another stamp, even on a coarse clock.
+    if stamp is not None and package_stamp() == stamp and stamp.newest_ns < started - RACY_NS:
+        _TRUSTED[stamp.digest] = fingerprint
+    return fingerprint
 
 
-def _hash_tree(digest: Any, folder: str, suffixes: tuple[str, ...], relative: str = "") -> None:
-    # Names relative to the folder (a checkout elsewhere is the same code), in sorted
-    # order, each with its length: about 0.5 ms for the package's ~30 files.
+RACY_NS = 2_000_000_000  # FAT's 2 s; ext4, XFS and APFS tick in nanoseconds or jiffies
+_REMEMBERED: dict[str, str] = {}  # stamp digest -> fingerprint, as the last build's manifest has them
+_TRUSTED: dict[str, str] = {}  # stamp digest -> fingerprint, hashed by this process: for the next manifest
+_STAMP: list[str] = []  # the stamp package_fingerprint() last found, if any
+
+
+class Stamp(NamedTuple):
+    digest: str  # a hash of every package file's name, size, inode, mtime and ctime, and the versions
+    newest_ns: int  # the latest mtime or ctime among them
+
+
+def package_stamp() -> Stamp | None:
+    """What identifies this package's files without reading them: each one's name, size,
+    device, inode, mtime and ctime (no one can set a ctime: any write or replacement moves
+    it), with Python's version and :data:`LIBRARIES`' versions. None if a file cannot be
+    looked at (then the content is hashed every time)."""
+    digest = hashlib.sha256(f"{sys.version}\n{library_versions()!r}\n".encode())
+    newest = 0
+    try:
+        for relative, path in _package_files():
+            st = os.stat(path)
+            digest.update(f"{relative}\0{st.st_size}\0{st.st_dev}\0{st.st_ino}\0"
+                          f"{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+            newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
+    except OSError:
+        return None
+    return Stamp(digest.hexdigest(), newest)
+
+
+def remember_package(remembered: object) -> None:
+    """Take the stamp and fingerprint a manifest keeps (see :func:`package_fingerprint`)."""
+    if isinstance(remembered, dict) and isinstance(remembered.get("stamp"), str) \
+            and isinstance(remembered.get("fingerprint"), str):
+        _REMEMBERED[remembered["stamp"]] = remembered["fingerprint"]
+
+
+def remembered_package() -> dict[str, str] | None:
+    """The stamp and fingerprint for the next build's manifest to keep, if trustworthy."""
+    package_fingerprint()  # once per process: what it found
+    if not _STAMP:
+        return None
+    fingerprint = _TRUSTED.get(_STAMP[0]) or _REMEMBERED.get(_STAMP[0])
+    return {"stamp": _STAMP[0], "fingerprint": fingerprint} if fingerprint else None
+
+
+def _package_files() -> list[tuple[str, str]]:
+    """The package's files that :func:`package_fingerprint` hashes: (name relative to the
+    package, path), in the order it hashes them."""
+    found: list[tuple[str, str]] = []
+    _list_tree(found, str(_PACKAGE), (".py", ".html", ".mjml", ".txt"))
+    return found
+
+
+def _hash_tree(digest: Any, folder: str, suffixes: tuple[str, ...]) -> None:
+    found: list[tuple[str, str]] = []
+    _list_tree(found, folder, suffixes)
+    for relative, path in found:
+        _hash_file(digest, relative, path)
+
+
+def _hash_file(digest: Any, relative: str, path: str) -> None:
+    # Each name with its length, relative to the folder (a checkout elsewhere is the same code).
+    with open(path, "rb") as f:
+        data = f.read()
+    digest.update(f"{relative}\0{len(data)}\0".encode())
+    digest.update(data)
+
+
+def _list_tree(found: list[tuple[str, str]], folder: str, suffixes: tuple[str, ...], relative: str = "") -> None:
+    # Names in sorted order, sub-folders in their turn.
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except FileNotFoundError:
@@ -181,12 +268,9 @@ def _hash_tree(digest: Any, folder: str, suffixes: tuple[str, ...], relative: st
         if entry.name.startswith((".", "__pycache__")):
             continue
         if entry.is_dir():
-            _hash_tree(digest, entry.path, suffixes, f"{relative}{entry.name}/")
+            _list_tree(found, entry.path, suffixes, f"{relative}{entry.name}/")
         elif entry.name.endswith(suffixes):
-            with open(entry.path, "rb") as f:
-                data = f.read()
-            digest.update(f"{relative}{entry.name}\0{len(data)}\0".encode())
-            digest.update(data)
+            found.append((f"{relative}{entry.name}", entry.path))
 
 
 def library_versions() -> dict[str, str | None]:
@@ -277,14 +361,17 @@ def precheck(config: Config, seeds: Path, out: Path, now: datetime, *, use_cache
     from feeds.paths import templates_dir
 
     scanned = scan(seeds)
+    last = read(out) if use_cache else None
+    if last is not None:
+        remember_package(last.get("package"))  # the code's fingerprint, unread if no file moved
     inputs = fingerprint(config, seeds, templates_dir(), scanned)
-    return Precheck(scanned, inputs, check(inputs, out, now) if use_cache else None)
+    return Precheck(scanned, inputs, check(inputs, out, now, last) if use_cache else None)
 
 
-def check(inputs: str, out: Path, now: datetime) -> BuildReport | None:
+def check(inputs: str, out: Path, now: datetime, manifest: dict[str, Any] | None = None) -> BuildReport | None:
     """The report of the last build if a build now, with these inputs, would write
-    nothing; otherwise None."""
-    manifest = read(out)
+    nothing; otherwise None. ``manifest``: the last build's, if just read."""
+    manifest = manifest or read(out)
     if manifest is None or manifest.get("inputs") != inputs:
         return None
     try:
@@ -331,6 +418,7 @@ def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime 
         "valid_until": valid_until.isoformat() if valid_until else None,
         "outputs": dict(sorted(outputs.items())),
         "contents": dict(sorted(contents.items())),
+        "package": remembered_package(),
         "report": {
             "records": report.records,
             "articles": report.articles,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -124,28 +125,23 @@ def merge_duplicates(articles: Iterable[Article], half_life: timedelta) -> list[
     return _merge(articles, half_life, merge)
 
 
-def merge_summaries(summaries: Iterable[Summary], half_life: timedelta) -> list[Summary]:
+def merge_summaries(summaries: Iterable[Summary], half_life: timedelta,
+                    folded: list[tuple[str, str]] | None = None) -> list[Summary]:
     """:func:`merge_duplicates` for Summaries: the same ranking fields, topics and related
     ids as the merged Article's, and the sources of every record in the group, in their
-    order, so the merged Article can be made from them."""
+    order, so the merged Article can be made from them. ``folded``, if given, gets for each
+    record file folded into another ``(folded, kept)``: its source and the source of the
+    group's best-ranked record, whose fields the merged item has; in the order the files
+    came (a build's note per duplicate page, found while merging rather than again)."""
     def merge(group: list[Summary], ranked: list[Summary]) -> Summary:
         related = tuple(dict.fromkeys(i for s in reversed(ranked) for i in s.related_ids))
         sources = tuple(source for s in group for source in s.sources)
-        return ranked[0]._replace(topics=_topics(ranked), related_ids=related, sources=sources)
+        kept = ranked[0]
+        if folded is not None:
+            folded.extend((source, kept.sources[0]) for s in group if s is not kept for source in s.sources)
+        return kept._replace(topics=_topics(ranked), related_ids=related, sources=sources)
 
     return _merge(summaries, half_life, merge)
-
-
-def duplicate_notices(summaries: Iterable[Summary], half_life: timedelta) -> list[tuple[str, str]]:
-    """For each record file folded into another of the same id, ``(folded, kept)``: its
-    source and the source of the group's best-ranked record, whose fields the merged
-    item has (see :func:`merge_summaries`). In the order the files came."""
-    _, groups = duplicate_groups(summaries)
-    pairs: list[tuple[str, str]] = []
-    for group in groups.values():
-        kept = rank_sorted(group, half_life)[0]
-        pairs.extend((source, kept.sources[0]) for s in group if s is not kept for source in s.sources)
-    return pairs
 
 
 def _merge(items: Iterable[R], half_life: timedelta, merge: Callable[[list[R], list[R]], R]) -> list[R]:
@@ -169,7 +165,8 @@ def _topics(ranked: Sequence[Rankable]) -> tuple[str, ...]:
 def neutral_quality(articles: Iterable[Foldable]) -> float | None:
     """The median quality of the articles that give one (the mean of the middle two for an
     even count); None if none does."""
-    given = sorted(a.quality for a in articles if a.rated)
+    given = [a.quality for a in articles if a.rated]  # a list sorted in place: no generator per build
+    given.sort()
     if not given:
         return None
     middle = len(given) // 2
@@ -245,7 +242,12 @@ def similar_groups(articles: Sequence[Foldable], window: timedelta = SIMILAR_WIN
 
 def _ratio(a: str, b: str, score_cutoff: float) -> float:
     """rapidfuzz's ``fuzz.ratio``, imported (~9 ms) only when a pair of titles needs it:
-    most candidates are told apart by their numbers, or by one title holding the other."""
+    most candidates are told apart by their numbers, by one title holding the other, or by
+    their lengths. The ratio is ``200 * LCS / (len(a) + len(b))`` and a common subsequence
+    is no longer than the shorter title, so titles whose lengths alone keep them under
+    ``score_cutoff`` get 0 without it, as rapidfuzz gives any pair under the cutoff."""
+    if 200 * min(len(a), len(b)) < score_cutoff * (len(a) + len(b)):
+        return 0.0
     from rapidfuzz.fuzz import ratio
 
     return float(ratio(a, b, score_cutoff=score_cutoff))
@@ -253,21 +255,23 @@ def _ratio(a: str, b: str, score_cutoff: float) -> float:
 
 def _shared_edges(articles: Sequence[Foldable]) -> list[list[int]]:
     """Groups of indices of articles whose title keys (of enough words) share their first or
-    their last ``_EDGE`` characters. Lists only for groups: most titles share neither."""
-    first: tuple[dict[str, int], dict[str, int]] = ({}, {})
-    blocks: tuple[dict[str, list[int]], dict[str, list[int]]] = ({}, {})
-    heads, tails = first
-    for index, article in enumerate(articles):
-        key = article.title_key
-        if key.count(" ") + 1 < SIMILAR_MIN_WORDS:
+    their last ``_EDGE`` characters. Lists only for groups: most titles share neither.
+    This runs over every article on every rebuild, so the per-article work is slicing and
+    counting, in C (:class:`~collections.Counter`); only the few articles whose edge another
+    shares are looked at in Python, and only their words counted."""
+    keys = [article.title_key for article in articles]
+    spaces = SIMILAR_MIN_WORDS - 1
+    blocks: list[list[int]] = []
+    for edges in ([key[:_EDGE] for key in keys], [key[-_EDGE:] for key in keys]):
+        shared = {edge for edge, count in Counter(edges).items() if count > 1}
+        if not shared:
             continue
-        head = heads.setdefault(key[:_EDGE], index)
-        if head != index:
-            blocks[0].setdefault(key[:_EDGE], [head]).append(index)
-        tail = tails.setdefault(key[-_EDGE:], index)
-        if tail != index:
-            blocks[1].setdefault(key[-_EDGE:], [tail]).append(index)
-    return [block for side in blocks for block in side.values()]
+        found: dict[str, list[int]] = {}
+        for index in [index for index, edge in enumerate(edges) if edge in shared]:
+            if keys[index].count(" ") >= spaces:
+                found.setdefault(edges[index], []).append(index)
+        blocks += (block for block in found.values() if len(block) > 1)
+    return blocks
 
 
 def is_near_identical(a: str, b: str, ratio: Callable[..., float]) -> bool:

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -522,6 +523,47 @@ def test_a_cache_that_cannot_be_opened_is_an_error_naming_it_not_thrown_away(tmp
     assert result.stderr.splitlines() == [f"Error: {db}: parse cache: unable to open database file"]
     assert (db / "keep.txt").read_text(encoding="utf-8") == "an operator's"
     assert not (tmp_path / "cache.db.corrupt").exists()
+
+
+def test_the_code_fingerprint_is_read_from_the_manifest_only_while_no_package_file_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last build's manifest keeps the package's fingerprint by the files' names, sizes,
+    inodes, mtimes and ctimes, so a build need not read the code again; an edit that keeps
+    a file's size and puts its mtime back still moves its ctime, and the code is read."""
+    from feeds import manifest
+    package = tmp_path / "feeds"
+    (package / "render").mkdir(parents=True)
+    (package / "select.py").write_text("SIMILAR_SCORE = 90.0\n", encoding="utf-8")
+    (package / "render" / "feeds.py").write_text("LIMIT = 20\n", encoding="utf-8")
+    monkeypatch.setattr(manifest, "_PACKAGE", package)
+    monkeypatch.setattr(manifest, "RACY_NS", 0)  # the files were written just now: trust them at once
+
+    def next_process(kept: object) -> str:
+        manifest.package_fingerprint.cache_clear()
+        monkeypatch.setattr(manifest, "_REMEMBERED", {})
+        monkeypatch.setattr(manifest, "_TRUSTED", {})
+        manifest.remember_package(kept)
+        return manifest.package_fingerprint()
+
+    try:
+        first = next_process(None)
+        kept = manifest.remembered_package()
+        assert kept is not None and kept["fingerprint"] == first
+        read: list[str] = []
+        real = manifest._hash_file
+        monkeypatch.setattr(manifest, "_hash_file",
+                            lambda digest, rel, path: read.append(rel) or real(digest, rel, path))
+        assert next_process(kept) == first and read == []  # nothing moved: nothing read
+        edited = package / "select.py"
+        before = edited.stat()
+        while time.time_ns() < before.st_ctime_ns + 20_000_000:  # past the filesystem clock's tick
+            time.sleep(0.005)
+        edited.write_text("SIMILAR_SCORE = 10.0\n", encoding="utf-8")  # same size
+        os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))  # the old mtime
+        assert next_process(kept) != first and "select.py" in read
+    finally:
+        monkeypatch.undo()
+        manifest.package_fingerprint.cache_clear()
 
 
 def test_every_library_that_shapes_the_output_is_in_the_fingerprint(tmp_path: Path,

@@ -12,9 +12,11 @@ import pytest
 
 from feeds.write import (
     OutputError,
+    compressed_copies,
     remove_leftovers,
     remove_output,
     resolve_inside,
+    write_all,
     write_if_changed,
 )
 
@@ -42,6 +44,27 @@ def test_a_concurrent_reader_never_sees_half_a_file(tmp_path: Path) -> None:
         reader.join()
     assert seen <= {b"AA3000000", b"BB3000000"}
     assert [p.name for p in target.parent.iterdir()] == ["rss.xml"]  # no temporary files left
+
+
+def test_files_written_on_threads_are_each_whole_with_current_copies(tmp_path: Path) -> None:
+    files = {f"topics/t{n}/{name}": f"<feed n='{n}'>{name * (n + 200)}</feed>".encode()
+             for n in range(12) for name in ("rss.xml", "atom.xml")} | {"feeds.opml": b"<opml/>"}
+    assert write_all(tmp_path, files) == set(files)
+    for relative, data in files.items():
+        assert (tmp_path / relative).read_bytes() == data
+        for suffix, copy in compressed_copies(relative, data).items():
+            assert (tmp_path / f"{relative}{suffix}").read_bytes() == copy
+    assert write_all(tmp_path, {**files, "feeds.opml": b"<opml v='2'/>"}) == {"feeds.opml"}  # only what changed
+    assert not list(tmp_path.rglob(".*.tmp")) and threading.active_count() == 1
+
+
+def test_a_write_that_fails_on_a_writer_thread_fails_the_call_and_leaves_no_thread(tmp_path: Path) -> None:
+    files = {f"topics/t{n}/rss.xml": f"<rss n='{n}'/>".encode() for n in range(12)}
+    (tmp_path / "topics/t7/rss.xml.gz").mkdir(parents=True)  # in the way of one copy
+    with pytest.raises(OutputError, match=r"t7/rss\.xml\.gz"):
+        write_all(tmp_path, files)
+    assert threading.active_count() == 1
+    assert (tmp_path / "topics/t7/rss.xml").read_bytes() == b"<rss n='7'/>"  # the file itself went first
 
 
 def test_unchanged_bytes_are_not_written(tmp_path: Path) -> None:

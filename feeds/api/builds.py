@@ -24,7 +24,6 @@ from feeds.select import (
     F,
     R,
     assume_quality,
-    duplicate_notices,
     link_similar,
     merge_duplicates,
     merge_summaries,
@@ -32,7 +31,7 @@ from feeds.select import (
     rank_stories,
 )
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
-from feeds.write import remove_leftovers, remove_output, write_output
+from feeds.write import remove_leftovers, remove_output, write_all
 
 # The renderers (Jinja, feedgen, lxml: ~50 ms of imports) are imported where a feed or
 # page is rendered: a rebuild whose feeds all stand unchanged renders nothing.
@@ -109,7 +108,7 @@ class Ranked:
     """A build's records ranked: duplicates merged, near-identical titles linked, the
     topics they make, and each topic's feed planned (see :func:`rank_site`)."""
 
-    merged: list[Summary]  # one per page, before near-identical titles are linked
+    folded: list[tuple[str, str]]  # (folded, kept): each record file merged into another of its page
     stories: Prepared[Summary]
     taxonomy: Taxonomy
     plans: list[FeedPlan[Summary]]
@@ -117,10 +116,11 @@ class Ranked:
 
 def rank_site(config: Config, index: Index, now: datetime) -> Ranked:
     """Every feed's stories, from the Summaries alone (no Article is read to rank)."""
-    merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life)
+    folded: list[tuple[str, str]] = []
+    merged = merge_summaries((e.summary for e in index.entries if e.summary), config.half_life, folded)
     stories = prepare_stories(merged)
     taxonomy = build_taxonomy(config.topics, stories.articles)
-    return Ranked(merged, stories, taxonomy, plan_topics(config, taxonomy, stories.articles, now))
+    return Ranked(folded, stories, taxonomy, plan_topics(config, taxonomy, stories.articles, now))
 
 
 def content_digests(config: Config, plans: Sequence[FeedPlan[Summary]], index: Index) -> dict[str, str]:
@@ -169,8 +169,9 @@ def write_outputs(out: Path, files: Mapping[str, bytes], same: Set[str]) -> Writ
     unchanged: list[str] = []
     for leftover in remove_leftovers(out, ["topics"]):  # the folders a build writes in
         log.info("removed a killed build's temporary file", extra={"path": str(out / leftover)})
-    for relative, data in files.items():
-        (written if write_output(out, relative, data) else unchanged).append(relative)  # with .gz/.br copies
+    changed = write_all(out, files)  # with their .gz/.br copies
+    for relative in files:
+        (written if relative in changed else unchanged).append(relative)
     sizes = {name: len(data) for name, data in files.items()}
     for name in same:  # not rendered: the files from the last build are these already
         for relative in outputs_of(name):
@@ -207,7 +208,7 @@ def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked
                  *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
         notes=tuple(note for e in index.entries if e.notes for note in e.record_notes)
-        + folded_notices(index, ranked.merged, config),
+        + folded_notices(index, ranked.folded),
         topics=tuple(ranked.taxonomy.topics),
         written=tuple(written.written),
         unchanged=tuple(written.unchanged),
@@ -230,20 +231,20 @@ def misnamed(scanned: manifest.Scanned) -> list[RecordError]:
               for path in scanned.dangling)]
 
 
-def folded_notices(index: Index, merged: Sequence[Summary], config: Config) -> tuple[RecordNotice, ...]:
+def folded_notices(index: Index, folded: Sequence[tuple[str, str]]) -> tuple[RecordNotice, ...]:
     """One notice per record file folded into another of the same page (the same
     canonical URL), naming the file that was kept, by the names the caller gave.
-    ``merged``: the Summaries after merging; only those of several files are looked at."""
-    groups = [s.sources for s in merged if len(s.sources) > 1]
-    if not groups:
+    ``folded``: (folded, kept) sources, as :func:`merge_summaries` found them."""
+    if not folded:
         return ()
-    entries = {e.key: e for e in index.entries}  # only now: a rebuild with no duplicates pays nothing
-    pairs = duplicate_notices((summary for sources in groups for k in sources
-                               if (summary := entries[k].summary) is not None), config.half_life)
+    wanted = {source for pair in folded for source in pair}
+    # Only now, and only these: a rebuild with no duplicates pays nothing, one with a few
+    # no dictionary of every record.
+    entries = {e.key: e for e in index.entries if e.key in wanted}
     return tuple(
-        RecordNotice(entries[folded].path, f"same page as {entries[kept].name} (one canonical URL); "
-                                           f"{entries[kept].name} was kept, the better ranked")
-        for folded, kept in pairs)
+        RecordNotice(entries[gone].path, f"same page as {entries[kept].name} (one canonical URL); "
+                                         f"{entries[kept].name} was kept, the better ranked")
+        for gone, kept in folded)
 
 
 def unrenderable(dropped: Sequence[Dropped[Summary]], paths: Mapping[str, Path]) -> list[RecordError]:
