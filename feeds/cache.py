@@ -285,11 +285,17 @@ class RecordCache:
         moved: dict[str, tuple[int, int]] = {}
         changed: list[tuple[str, int, int, str, bytes, bytes]] = []
         restat: list[tuple[int, int, str]] = []
-        for done, (key, size, mtime_ns, digest, payload, summary) in enumerate(parse_all(todo, index.max_bytes), 1):
+        for done, parsed in enumerate(parse_all(todo, index.max_bytes), 1):
+            key, size, mtime_ns, digest, payload, summary = parsed
             name = scanned[where[key]][0]
             if summary is None:  # the bytes the cache has: only size or mtime moved
-                restat.append((size, mtime_ns, key))
                 old = self.db.execute("SELECT summary FROM files WHERE path = ?", (key,)).fetchone()
+                if old is None:
+                    # Another build sharing this cache dropped the row after we read it
+                    # (its file looked gone to that build): parse the file after all.
+                    key, size, mtime_ns, digest, payload, summary = parse_batch([(key, None)], index.max_bytes)[0]
+            if summary is None:
+                restat.append((size, mtime_ns, key))
                 slots[where[key]] = _entry(name, key, digest, old[0])
                 moved[key] = (size, mtime_ns)
             else:

@@ -300,6 +300,36 @@ def test_a_resident_process_reuses_its_last_index_until_another_writes_the_cache
     assert third[4].sha256 != second[4].sha256
 
 
+def test_a_row_another_build_drops_while_this_one_parses_is_parsed_again_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds sharing one cache_db: between this build reading a row and using it,
+    the other (which saw the file as gone) deletes it. The file is parsed after all."""
+    import sqlite3
+
+    from feeds import cache
+    from feeds.manifest import scan
+    records, db = tmp_path / "records", tmp_path / "cache.db"
+    generate(records, 10, seed=14)
+    with cache.RecordCache(db) as first:
+        before = list(first.index(records, scan(records), 100_000).entries)
+    touched = sorted(records.glob("*.md"))[3]
+    os.utime(touched, ns=(touched.stat().st_mtime_ns + 10**9,) * 2)  # same bytes, new mtime
+    cache._MEMORY.clear()  # a new process: it reads the rows from the file
+    real_parse_all = cache.parse_all
+
+    def other_build_drops_the_row(todo: list[tuple[str, str | None]], max_bytes: int):  # type: ignore[no-untyped-def]
+        other = sqlite3.connect(db)
+        with other:
+            other.execute("DELETE FROM files WHERE path = ?", (str(touched.resolve()),))
+        other.close()
+        yield from real_parse_all(todo, max_bytes)
+
+    monkeypatch.setattr(cache, "parse_all", other_build_drops_the_row)
+    with cache.RecordCache(db) as second:
+        after = list(second.index(records, scan(records), 100_000).entries)
+    assert [e.sha256 for e in after] == [e.sha256 for e in before]
+
+
 def test_a_cache_deleted_under_a_resident_process_is_read_again_not_remembered(tmp_path: Path) -> None:
     records = tmp_path / "records"
     generate(records, 25, seed=13)
