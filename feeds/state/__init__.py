@@ -31,9 +31,11 @@ from feeds.state.daemon import (
 )
 from feeds.state.ledger import (
     Delivery,
+    EditionProgress,
     LedgerEnds,
     claim_delivery,
     delivered_editions,
+    edition_progress,
     fail_delivery,
     finish_delivery,
     get_delivery,
@@ -75,6 +77,7 @@ from feeds.state.subscribers import (
     set_status,
     status_history,
     subscriber_status,
+    subscribers_by_id,
     unsubscribe,
 )
 
@@ -92,6 +95,7 @@ __all__ = [
     "STATUSES",
     "UNSUBSCRIBED",
     "Delivery",
+    "EditionProgress",
     "JobRun",
     "Lease",
     "LedgerEnds",
@@ -103,6 +107,7 @@ __all__ = [
     "claim_delivery",
     "current_lease",
     "delivered_editions",
+    "edition_progress",
     "fail_delivery",
     "find_subscriber",
     "finish_delivery",
@@ -128,6 +133,7 @@ __all__ = [
     "set_status",
     "status_history",
     "subscriber_status",
+    "subscribers_by_id",
     "take_over_delivery",
     "transaction",
     "unsubscribe",
