@@ -67,6 +67,13 @@ serve:                          # the HTTP server of feeds serve and feeds run
   host: 127.0.0.1               # address to listen on (feeds serve --host wins)
   port: 8000                    # port (--port wins)
   cache_seconds: 300            # Cache-Control max-age for feeds and pages
+
+# --- Delivery by workers (feeds worker), for lists one machine cannot send alone
+queue:
+  url: null                     # redis://host:6379/0 sends digests through feeds worker; null: inline
+  batch_size: 100               # subscribers per queued batch
+  heartbeat_timeout_seconds: 60 # a worker silent this long is dead: its batches go to another
+  domain_rate_per_second: null  # most messages a second to one recipient domain, all workers together
 """
 
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         list_subscribers,
         remove_subscriber,
     )
+    from feeds.queue import QueueStatus
     from feeds.render.feeds import FeedDoc
     from feeds.report import BuildReport
 
@@ -60,6 +61,7 @@ _MODULES = {
     **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
     **dict.fromkeys(["ServiceStatus", "init", "serve", "service_status"], "feeds.api.service"),
     "FeedDoc": "feeds.render.feeds",
+    "QueueStatus": "feeds.queue",
     "BuildReport": "feeds.report",
 }
 
@@ -85,6 +87,7 @@ __all__ = [
     "InboxReport",
     "Placement",
     "Progress",
+    "QueueStatus",
     "ServiceStatus",
     "SubscriberError",
     "Subscription",
