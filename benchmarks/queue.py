@@ -220,8 +220,8 @@ def report(runs: list[list[Run]], subscribers: int, batch_size: int, database: s
         "here), and the ledger's status check, claim and record (about 2 ms on this PostgreSQL) and the shared "
         "limiter (0.15 ms). A worker mostly waits, so workers add up until the CPU is the limit: worker CPU per "
         "message grows with the count (the processes contend for 2 cores with the sink, Redis, PostgreSQL and "
-        "the other engineers' tests on this machine), which is what keeps 4 workers under 4x here. On more cores or machines the "
-        "per-worker rate should hold (not measured here); the ceiling in production is "
+        "the other engineers' tests on this machine), which is what keeps 4 workers under 4x here. "
+        "On more cores or machines the per-worker rate should hold (not measured here); the ceiling in production is "
         "`smtp.rate_per_second`, which all workers share.",
         "", END]
     return "\n".join(lines)

@@ -384,7 +384,7 @@ def print_digest_report(report: api.DigestReport, out: Path, *, sent: bool) -> N
         click.echo(f"deferred {line} (the next run tries again)", err=True)
     for address in report.elsewhere:
         click.echo(f"elsewhere {address}: another run is sending it", err=True)
-    if report.batches:
+    if report.queued_for_workers:
         click.echo(f"Queued {_plural(report.queued, 'subscriber')} in {_plural(report.batches, 'batch')} "
                    f"for feeds worker, {len(report.suppressed)} suppressed; feeds status shows their progress.")
         if report.web_copies:

@@ -124,7 +124,7 @@ def digest_job(config_path: str | None, cadence: str) -> str:
     config = load_config(Path(config_path) if config_path else None)
     report = api.digest(config, now=datetime.now(UTC), send=True, cadence=cadence,
                         should_stop=STOPPING.is_set)
-    if report.batches:  # queue.url: the workers send them
+    if report.queued_for_workers:  # queue.url: the workers send them
         return (f"{report.queued} subscribers queued in {report.batches} batches for feeds worker, "
                 f"{len(report.suppressed)} suppressed")
     summary = (f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} failed, "

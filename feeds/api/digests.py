@@ -225,7 +225,7 @@ def _queue_all(config: Config, engine: Engine, maker: _EditionMaker, subscribers
     owed = [s for s in subscribers if s.active and s.cadence != cadence and s.id in owed_ids] if cadence else []
     queued = queue_run(config, engine, maker, sorted(people + owed, key=lambda s: s.id), {s.id for s in owed},
                        end=end)
-    report.queued, report.batches = queued.subscribers, queued.batches
+    report.queued, report.batches, report.queued_for_workers = queued.subscribers, queued.batches, True
 
 
 def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,

@@ -54,6 +54,7 @@ class DigestReport:
     stop_reason: str = ""  # why the run stopped by itself, as one line (empty: asked to, or not stopped)
     queued: int = 0  # subscribers queued for `feeds worker` (queue.url set): they send, not this run
     batches: int = 0  # the batches those were queued in
+    queued_for_workers: bool = False  # queue.url: this run queued (maybe nobody) instead of sending
 
 
 # Makes one subscriber's edition (topics, cadence, period): None when it has no stories.
