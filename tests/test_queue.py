@@ -4,6 +4,7 @@ PostgreSQL server, and `kill -9` in the middle of a batch."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from feeds import state
 from feeds.config import load_config
 from feeds.queue import NAMESPACE, QUEUE, connect, queue_status
+from tests.conftest import ROOT, run_cli
 from tests.mail import Recorder, smtp_server
 from tests.test_delivery import DATE, engine_of, recipients, write_site
 from tests.test_digest import cli
@@ -134,6 +136,27 @@ def test_a_digest_through_a_worker_goes_once_and_4xx_come_back_through_the_queue
     assert received["reader03@example.org"] == [row.message_id]
     statuses = {s.email: s.status for s in state.list_subscribers(engine)}
     assert statuses["reader07@example.org"] == "bounced"
+
+
+def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records(
+        tmp_path: Path, redis_url: str) -> None:
+    """The planner's editions wait in Redis; one that is not there (expired, or never
+    planned: a catch-up period, an older edition's retry) is made by the worker itself,
+    the same edition."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        import_people(config, ["ada@example.org", "bob@example.org"])
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0 and "Queued 2 subscribers in 1 batch " in out, out + err
+        client = connect(load_config(config).queue)
+        planned = list(client.scan_iter(match=f"{NAMESPACE}:edition:*"))
+        assert len(planned) == 1
+        subject = json.loads(client.get(planned[0]) or "{}")["subject"]
+        client.delete(*planned)
+        with workers(config, 1):
+            wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+    assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org"]
+    assert {str(m["Subject"]) for m in server.received()} == {subject}
 
 
 def run_status(config: Path) -> str:
@@ -293,3 +316,18 @@ def test_without_a_queue_status_says_inline(tmp_path: Path) -> None:
     (tmp_path / "feeds.yaml").write_text("title: Mine\n")
     assert "Queue: none (digests are sent inline)" in run_status(tmp_path / "feeds.yaml")
 
+
+# ------------------------------------------------------------------------------ deploy
+
+
+UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_each_systemd_unit_is_in_the_readme_and_runs_a_real_command(unit: Path) -> None:
+    text = unit.read_text(encoding="utf-8")
+    shown = text[text.index("[Unit]"):].strip()  # the README shows it without its opening comments
+    assert shown in (ROOT / "README.md").read_text(encoding="utf-8"), unit.name
+    [command] = re.findall(r"^ExecStart=\S+/feeds (.*)$", text, flags=re.M)
+    result = run_cli(*command.split(), "--help")  # every flag it gives is one the command takes
+    assert result.exit_code == 0, result.output
