@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from feeds import state
-from feeds.config import load_config
+from feeds.config import load_config, with_environment
 from feeds.queue import NAMESPACE, QUEUE, connect, queue_status
 from tests.conftest import ROOT, run_cli
 from tests.mail import Recorder, smtp_server
@@ -305,6 +305,12 @@ def test_an_unreachable_queue_is_one_line(tmp_path: Path, command: list[str]) ->
 def test_a_bad_queue_key_is_one_line(tmp_path: Path, queue: str, reason: str) -> None:
     (tmp_path / "feeds.yaml").write_text(f"queue:\n  {queue}\n")
     one_error_line(feeds("worker", "--config", str(tmp_path / "feeds.yaml"), cwd=tmp_path), reason)
+
+
+def test_feeds_queue_url_in_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    (tmp_path / "feeds.yaml").write_text("queue:\n  url: redis://file.example:6379/0\n  batch_size: 7\n")
+    config = with_environment(load_config(tmp_path / "feeds.yaml"), {"FEEDS_QUEUE_URL": "redis://:pw@env.example/1"})
+    assert (config.queue.url, config.queue.batch_size) == ("redis://:pw@env.example/1", 7)
 
 
 def test_a_worker_without_a_queue_says_so(tmp_path: Path) -> None:
