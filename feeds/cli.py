@@ -440,6 +440,12 @@ def print_digest_report(report: api.DigestReport, out: Path, *, sent: bool) -> N
         click.echo(f"paused  {line}", err=True)
     for line in report.resumed:
         click.echo(f"resumed {line} (the pause is over)", err=True)
+    if report.queued_for_workers:
+        click.echo(f"Queued {_plural(report.queued, 'subscriber')} in {_plural(report.batches, 'batch')} "
+                   f"for feeds worker, {len(report.suppressed)} suppressed; feeds status shows their progress.")
+        if report.web_copies:
+            click.echo(f"Web copies: {', '.join(f'{out}/{p}' for p in report.web_copies)}")
+        return
     if sent:
         parts = [f"Sent {_plural(len(report.sent), 'message')}"]
     else:
@@ -518,6 +524,28 @@ def serve(config_path: Path | None, host: str | None, port: int | None) -> None:
 
 @cli.command()
 @config_option
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Batches this worker sends at once, each on an SMTP connection of its own.")
+def worker(config_path: Path | None, threads: int) -> None:
+    """Send the digest batches queued on queue.url, until SIGTERM or Ctrl-C.
+
+    Run as many as the list needs, on as many machines, with one config: they share the
+    state database, the queue and the SMTP rate limits. On SIGTERM the batch in hand
+    finishes its current message and goes back to the queue.
+    Example: feeds --log-level info worker --config /etc/feeds/feeds.yaml
+    """
+    from feeds.queue import run_worker
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+        signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    run_worker(_config(config_path), threads=threads, stop=stop, ready=lambda name: click.echo(
+        f"feeds worker running ({name}, {_plural(threads, 'thread')}); SIGTERM or Ctrl-C stops it.", err=True))
+
+
+@cli.command()
+@config_option
 def status(config_path: Path | None) -> None:
     """Show the files in use (config, state database, cache, output folder), the
     scheduled jobs with their next run and last result, and which daemon runs them."""
@@ -542,6 +570,22 @@ def status(config_path: Path | None) -> None:
         if job.last:
             last = job.last
             click.echo(f"{'':<14} last {last.status} at {last.finished_at:%Y-%m-%d %H:%M:%S} UTC: {last.summary}")
+    print_queue_status(found.queue)
+    for progress in found.editions:
+        counts = progress.counts
+        click.echo(f"Edition {progress.edition}: " + ", ".join(
+            f"{counts.get(status, 0)} {status}" for status in ("claimed", "sent", "deferred", "failed")))
+
+
+def print_queue_status(queue: api.QueueStatus | None) -> None:
+    if queue is None:
+        click.echo("Queue: none (digests are sent inline)")
+        return
+    click.echo(f"Queue: {queue.url}: {_plural(queue.waiting, 'batch')} waiting, {queue.in_hand} in hand, "
+               f"{queue.retrying} waiting to retry, {queue.dead} given up")
+    click.echo(f"Workers: {len(queue.workers)} seen" + (":" if queue.workers else ""))
+    for seen in queue.workers:
+        click.echo(f"  {seen.name}, {_plural(seen.threads, 'thread')}, since {seen.started}, last seen {seen.seen}")
 
 
 @cli.command()
@@ -611,6 +655,8 @@ def _plural(count: int, noun: str) -> str:
     """"1 story", "2 stories", "3 messages"."""
     if count == 1:
         return f"1 {noun}"
+    if noun.endswith(("ch", "sh", "s", "x")):  # "2 batches"
+        return f"{count} {noun}es"
     return f"{count} {noun[:-1]}ies" if noun.endswith("y") and noun[-2:-1] not in "aeiou" else f"{count} {noun}s"
 
 

@@ -64,6 +64,20 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class QueueConfig:
+    """Where digests are delivered from: inline by ``feeds digest --send`` and the daemon
+    (no ``url``, the default), or by ``feeds worker`` processes fed through a Dramatiq
+    queue on Redis (``url: redis://...``). See :mod:`feeds.queue`."""
+
+    url: str | None = None  # redis://[:password@]host:port/db, rediss://..., or unix:///path
+    batch_size: int = 100  # subscribers per queued message
+    # A worker silent this long is taken for dead: its unfinished batches go to another
+    # worker (Dramatiq's RedisBroker heartbeat_timeout).
+    heartbeat_timeout_seconds: float = 60.0
+    domain_rate_per_second: float | None = None  # messages to one recipient domain, all workers together
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -126,6 +140,7 @@ class Config:
     schedule: ScheduleConfig = ScheduleConfig()
     serve: ServeConfig = ServeConfig()
     signup: SignupConfig = SignupConfig()
+    queue: QueueConfig = QueueConfig()
     source: Path | None = None  # the file this came from, for messages
 
     @property
@@ -193,12 +208,15 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
 
 def with_environment(config: Config, environ: Mapping[str, str] = os.environ) -> Config:
     """Secrets from the environment win over the file: ``FEEDS_SECRET`` signs unsubscribe
-    tokens, ``FEEDS_SMTP_PASSWORD`` logs in to the SMTP server."""
+    tokens, ``FEEDS_SMTP_PASSWORD`` logs in to the SMTP server, ``FEEDS_QUEUE_URL`` (with
+    its password) names the queue's Redis."""
     changes: dict[str, Any] = {}
     if environ.get("FEEDS_SECRET"):
         changes["secret"] = environ["FEEDS_SECRET"]
     if environ.get("FEEDS_SMTP_PASSWORD"):
         changes["smtp"] = replace(config.smtp, password=environ["FEEDS_SMTP_PASSWORD"])
+    if environ.get("FEEDS_QUEUE_URL"):  # its password, if any, stays out of the file
+        changes["queue"] = replace(config.queue, url=environ["FEEDS_QUEUE_URL"])
     return replace(config, **changes) if changes else config
 
 
@@ -360,6 +378,7 @@ VALIDATORS: dict[str, Callable[[Any, _Key], Any]] = {
     "schedule": lambda value, at: _schedule(value, at.fail),
     "serve": lambda value, at: _serve(value, at.fail),
     "signup": lambda value, at: _signup(value, at.fail),
+    "queue": lambda value, at: _queue(value, at.fail),
 }
 _KEYS = set(VALIDATORS)
 
@@ -461,6 +480,21 @@ def _signup(value: Any, fail: Fail) -> SignupConfig:
     if not isinstance(signup.rate_limit_storage, str) or "://" not in signup.rate_limit_storage:
         raise fail("rate_limit_storage: expected a storage URI such as memory:// or redis://localhost:6379")
     return signup
+# What redis-py's from_url takes: TCP, TLS, or a Unix socket.
+QUEUE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _queue(value: Any, fail: Fail) -> QueueConfig:
+    queue: QueueConfig = _section(value, QueueConfig, fail)
+    if queue.url is not None and (not isinstance(queue.url, str) or not queue.url.startswith(QUEUE_SCHEMES)):
+        raise fail("url: expected a Redis URL such as redis://localhost:6379/0, or null for inline sending")
+    if not _is_whole(queue.batch_size, 1):
+        raise fail("batch_size: expected a whole number of at least 1")
+    if not _is_positive(queue.heartbeat_timeout_seconds):
+        raise fail("heartbeat_timeout_seconds: expected a number greater than 0")
+    if queue.domain_rate_per_second is not None and not _is_positive(queue.domain_rate_per_second):
+        raise fail("domain_rate_per_second: expected a number greater than 0, or null for no limit")
+    return queue
 
 
 _MAILBOX = re.compile(r"(?:[^<>]*<)?([^@\s<>]+@[^@\s<>]+)>?")

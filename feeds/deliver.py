@@ -63,9 +63,13 @@ class SmtpSender:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        pace: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self.sleep, self.clock = sleep, clock
+        # Waits before each attempt to send to an address; by default, this sender's own
+        # smtp.rate_per_second. Workers sharing one limit across machines pass their own.
+        self.pace = pace or (lambda _recipient: self._pace())
         self.connection: smtplib.SMTP | None = None
         self.last_send: float | None = None
 
@@ -120,7 +124,7 @@ class SmtpSender:
         for attempt in range(attempts):
             if attempt:
                 self.sleep(self.config.backoff_seconds * 2 ** (attempt - 1))
-            self._pace()
+            self.pace(message.recipient)
             try:
                 if self.connection is None:
                     self.connect()

@@ -131,6 +131,9 @@ def digest_job(config_path: str | None, cadence: str) -> str:
     config = load_config(Path(config_path) if config_path else None)
     report = api.digest(config, now=datetime.now(UTC), send=True, cadence=cadence,
                         should_stop=STOPPING.is_set)
+    if report.queued_for_workers:  # queue.url: the workers send them
+        return (f"{report.queued} subscribers queued in {report.batches} batches for feeds worker, "
+                f"{len(report.suppressed)} suppressed")
     summary = (f"{len(report.sent)} sent, {len(report.deferred)} deferred, {len(report.failed)} failed, "
                f"{len(report.suppressed)} suppressed, {len(report.already)} already had it, "
                f"{len(report.no_news)} without news, {len(report.not_due)} not due")

@@ -75,6 +75,13 @@ signup:                         # readers' own sign-up on feeds serve (double op
   rate_per_ip: 10/hour          # sign-up requests per client address
   rate_per_email: 5/hour        # sign-up requests per e-mail address
   rate_limit_storage: memory:// # where rate limits count: memory://, redis://host:6379, ...
+
+# --- Delivery by workers (feeds worker), for lists one machine cannot send alone
+queue:
+  url: null                     # redis://host:6379/0 sends digests through feeds worker; null: inline
+  batch_size: 100               # subscribers per queued batch
+  heartbeat_timeout_seconds: 60 # a worker silent this long is dead: its batches go to another
+  domain_rate_per_second: null  # most messages a second to one recipient domain, all workers together
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,17 @@ def corpus() -> Path:
     if not (CORPUS / "articles").is_dir():
         pytest.skip(f"the shared corpus is not beside the checkout ({CORPUS})")
     return CORPUS
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A redis-server of the test's own, on a free loopback port. Skips where Debian's
+    redis-server is not installed, unless FEEDS_REQUIRE_REDIS is set (.ci/run sets it)."""
+    from tests.redisserver import have_redis, redis_server
+
+    if not have_redis():
+        if os.environ.get("FEEDS_REQUIRE_REDIS"):
+            pytest.fail("FEEDS_REQUIRE_REDIS is set but redis-server is not installed")
+        pytest.skip("no redis-server (apt-get install redis-server)")
+    with redis_server() as url:
+        yield url

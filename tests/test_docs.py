@@ -8,7 +8,7 @@ from dataclasses import fields
 import click
 
 from feeds.cli import cli
-from feeds.config import Config, ScheduleConfig, ServeConfig, SmtpConfig
+from feeds.config import Config, QueueConfig, ScheduleConfig, ServeConfig, SmtpConfig
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -55,7 +55,8 @@ def test_every_config_key_is_documented() -> None:
     for field in fields(Config):
         if field.name not in ("source", "topic_errors"):  # what the file gave, not keys
             assert f"| `{field.name}` |" in README, field.name
-    for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig)):
+    for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig),
+                         ("queue", QueueConfig)):
         for field in fields(cls):
             if field.name != "password":
                 assert f"| `{section}.{field.name}` |" in README, (section, field.name)

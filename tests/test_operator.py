@@ -24,6 +24,7 @@ from feeds.config import (
     CONFIG_NAME,
     VALIDATORS,
     Config,
+    QueueConfig,
     ScheduleConfig,
     ServeConfig,
     SmtpConfig,
@@ -137,7 +138,8 @@ def test_init_writes_a_starter_that_loads_back_to_the_defaults(tmp_path: Path) -
 def test_the_starter_names_every_key() -> None:
     raw = yaml.safe_load(STARTER)
     assert set(raw) == {f.name for f in fields(Config)} - {"source", "topic_errors"}
-    for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig)):
+    for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig),
+                         ("queue", QueueConfig)):
         assert set(raw[section]) == {f.name for f in fields(cls)} - {"password"}, section
     assert "FEEDS_SMTP_PASSWORD" in STARTER and "FEEDS_SECRET" in STARTER
 

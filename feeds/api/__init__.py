@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         list_subscribers,
         remove_subscriber,
     )
+    from feeds.queue import QueueStatus
     from feeds.render.feeds import FeedDoc
     from feeds.report import BuildReport
 
@@ -68,6 +69,7 @@ _MODULES = {
     **dict.fromkeys(["Explanation", "Placement", "explain"], "feeds.api.explain"),
     **dict.fromkeys(["ServiceStatus", "init", "serve", "service_status"], "feeds.api.service"),
     "FeedDoc": "feeds.render.feeds",
+    "QueueStatus": "feeds.queue",
     "BuildReport": "feeds.report",
 }
 
@@ -93,6 +95,7 @@ __all__ = [
     "InboxReport",
     "Placement",
     "Progress",
+    "QueueStatus",
     "ServiceStatus",
     "SignUpResult",
     "SubscriberError",

@@ -196,7 +196,9 @@ def digest(
     subscribers = state.list_subscribers(engine)
     people, report = _recipients(subscribers, cadence)
     report.resumed = [f"{p.email}: paused until {p.paused_until}" for p in resumed]
-    if send:
+    if send and config.queue.url:
+        _queue_all(config, engine, maker, subscribers, people, cadence, end, report)
+    elif send:
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
@@ -221,6 +223,21 @@ def _recipients(subscribers: Sequence[state.Subscriber],
     return people, DigestReport(
         suppressed=[s.email for s in everyone if not s.active and s.status != state.PAUSED],
         paused=[f"{s.email}: until {s.paused_until}" for s in everyone if s.status == state.PAUSED])
+
+
+def _queue_all(config: Config, engine: Engine, maker: _EditionMaker, subscribers: Sequence[state.Subscriber],
+               people: list[state.Subscriber], cadence: str | None, end: datetime, report: DigestReport) -> None:
+    """With ``queue.url``: plan the run once and queue it for ``feeds worker`` (see
+    :mod:`feeds.queue`); those of other cadences with a message owed by an earlier run are
+    queued too, for that message alone, as an inline run retries them."""
+    from feeds.queue import queue_run
+
+    owed_ids = {row.subscriber_id for row in state.open_deliveries(engine)
+                if row.status in (state.DEFERRED, state.CLAIMED)}
+    owed = [s for s in subscribers if s.active and s.cadence != cadence and s.id in owed_ids] if cadence else []
+    queued = queue_run(config, engine, maker, sorted(people + owed, key=lambda s: s.id), {s.id for s in owed},
+                       end=end)
+    report.queued, report.batches, report.queued_for_workers = queued.subscribers, queued.batches, True
 
 
 def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Collection, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,6 +54,9 @@ class DigestReport:
     web_copies: list[str] = field(default_factory=list)  # web copy paths under out/
     stopped: bool = False  # asked to stop (or the server went away) before everyone was handled
     stop_reason: str = ""  # why the run stopped by itself, as one line (empty: asked to, or not stopped)
+    queued: int = 0  # subscribers queued for `feeds worker` (queue.url set): they send, not this run
+    batches: int = 0  # the batches those were queued in
+    queued_for_workers: bool = False  # queue.url: this run queued (maybe nobody) instead of sending
 
 
 # Makes one subscriber's edition (topics, cadence, period): None when it has no stories.
@@ -117,7 +120,10 @@ class Sending:
 
     def __init__(self, engine: Engine, smtp_config: SmtpConfig, *, end: datetime, now: datetime,
                  clock: Callable[[], datetime], zone: ZoneInfo, make_edition: MakeEdition,
-                 compose: Compose, message_id: MessageId, report: DigestReport) -> None:
+                 compose: Compose, message_id: MessageId, report: DigestReport,
+                 only: Collection[int] | None = None) -> None:
+        """``only``: the ids of the subscribers this run may serve (a worker's batch), so
+        that it reads their ledger rows alone; None reads everyone's."""
         self.engine, self.smtp_config, self.end, self.now, self.clock = engine, smtp_config, end, now, clock
         self.zone, self.make_edition, self.compose, self.report = zone, make_edition, compose, report
         self.message_id = message_id
@@ -129,9 +135,9 @@ class Sending:
         self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
         self.day = edition_day(end, zone)
         self.keys = {cadence: edition_key(cadence, self.day) for cadence in CADENCES}
-        self.ends = state.ledger_ends(engine)
+        self.ends = state.ledger_ends(engine, only)
         self.rows: dict[int, list[state.Delivery]] = {}
-        for row in state.open_deliveries(engine, tuple(self.keys.values())):
+        for row in state.open_deliveries(engine, tuple(self.keys.values()), only):
             self.rows.setdefault(row.subscriber_id, []).append(row)
 
     def run(self, people: Sequence[state.Subscriber], smtp: SmtpSender,

@@ -7,15 +7,16 @@ daemon itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from feeds.config import Config, absolute_state_db
 
 if TYPE_CHECKING:  # the scheduler and the database toolkit load only when status is asked
+    from feeds.queue import QueueStatus
     from feeds.scheduler import JobStatus
-    from feeds.state import Lease
+    from feeds.state import EditionProgress, Lease
 
 __all__ = ["ServiceStatus", "init", "serve", "service_status"]
 
@@ -55,6 +56,8 @@ class ServiceStatus:
     out: Path
     jobs: list[JobStatus]
     lease: Lease | None  # the daemon's claim, possibly expired
+    queue: QueueStatus | None = None  # None: no queue.url, digests are sent inline
+    editions: list[EditionProgress] = field(default_factory=list)  # the latest editions' deliveries
 
 
 def service_status(config: Config) -> ServiceStatus:
@@ -62,6 +65,11 @@ def service_status(config: Config) -> ServiceStatus:
     from feeds.scheduler import status
 
     jobs, lease = status(config)
+    queue = None
+    if config.queue.url:
+        from feeds.queue import queue_status
+
+        queue = queue_status(config)
     return ServiceStatus(
         config=config.source.absolute() if config.source else None,
         state_db=state.safe_url(absolute_state_db(config.state_db)),
@@ -69,5 +77,7 @@ def service_status(config: Config) -> ServiceStatus:
         out=config.out.absolute(),
         jobs=jobs,
         lease=lease,
+        queue=queue,
+        editions=state.edition_progress(state.open_state(config.state_db)),
     )
 

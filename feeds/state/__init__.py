@@ -31,9 +31,11 @@ from feeds.state.daemon import (
 )
 from feeds.state.ledger import (
     Delivery,
+    EditionProgress,
     LedgerEnds,
     claim_delivery,
     delivered_editions,
+    edition_progress,
     fail_delivery,
     finish_delivery,
     get_delivery,
@@ -94,6 +96,7 @@ from feeds.state.subscribers import (
     set_status,
     status_history,
     subscriber_status,
+    subscribers_by_id,
     unsubscribe,
     update_choices,
 )
@@ -115,6 +118,7 @@ __all__ = [
     "UNCONFIRMED",
     "UNSUBSCRIBED",
     "Delivery",
+    "EditionProgress",
     "JobRun",
     "Lease",
     "LedgerEnds",
@@ -130,6 +134,7 @@ __all__ = [
     "current_lease",
     "delete_unconfirmed",
     "delivered_editions",
+    "edition_progress",
     "end_pauses",
     "erase_subscriber",
     "fail_delivery",
@@ -165,6 +170,7 @@ __all__ = [
     "stale_unconfirmed",
     "status_history",
     "subscriber_status",
+    "subscribers_by_id",
     "take_over_delivery",
     "transaction",
     "unsubscribe",

@@ -3,7 +3,7 @@ claimed before its message is sent and marked sent only after the SMTP server ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,15 +47,17 @@ class LedgerEnds:
     last_made: datetime
 
 
-def ledger_ends(engine: Engine) -> dict[int, LedgerEnds]:
-    """Subscriber id -> :class:`LedgerEnds`, for everyone the ledger has."""
+def ledger_ends(engine: Engine, subscribers: Collection[int] | None = None) -> dict[int, LedgerEnds]:
+    """Subscriber id -> :class:`LedgerEnds`, for everyone the ledger has (or those of
+    ``subscribers``: a worker's batch needs its own, not a million rows)."""
     sent_end = sa.case((deliveries.c.status == SENT, deliveries.c.period_end))
+    query = (sa.select(deliveries.c.subscriber_id, sa.func.max(sent_end).label("sent"),
+                       sa.func.max(deliveries.c.period_end).label("made"))
+             .group_by(deliveries.c.subscriber_id))
+    if subscribers is not None:
+        query = query.where(deliveries.c.subscriber_id.in_(tuple(subscribers)))
     with engine.connect() as db:
-        rows = db.execute(
-            sa.select(deliveries.c.subscriber_id, sa.func.max(sent_end).label("sent"),
-                      sa.func.max(deliveries.c.period_end).label("made"))
-            .group_by(deliveries.c.subscriber_id)
-        )
+        rows = db.execute(query)
         return {row.subscriber_id: LedgerEnds(utc(row.sent), utc(row.made)) for row in rows}  # type: ignore[arg-type]
 
 
@@ -85,12 +87,15 @@ def _delivery(row: sa.Row) -> Delivery:  # type: ignore[type-arg]
     )
 
 
-def open_deliveries(engine: Engine, editions: Sequence[str] = ()) -> list[Delivery]:
+def open_deliveries(engine: Engine, editions: Sequence[str] = (),
+                    subscribers: Collection[int] | None = None) -> list[Delivery]:
     """Every row still owed a message (deferred, or claimed by a sender that may have died),
-    and every row of ``editions``; oldest period first."""
+    and every row of ``editions``; oldest period first. Only those of ``subscribers``, if given."""
     wanted: sa.ColumnElement[bool] = deliveries.c.status.in_((DEFERRED, CLAIMED))
     if editions:
         wanted = sa.or_(wanted, deliveries.c.edition.in_(tuple(editions)))
+    if subscribers is not None:
+        wanted = sa.and_(wanted, deliveries.c.subscriber_id.in_(tuple(subscribers)))
     with engine.connect() as db:
         rows = db.execute(sa.select(deliveries).where(wanted)
                           .order_by(deliveries.c.period_end, deliveries.c.subscriber_id))
@@ -192,3 +197,29 @@ def record_delivery(
             subscriber_id=subscriber_id, edition=edition, message_id=message_id, status=status,
             detail=detail, period_end=period_end, recorded_at=now,
         ))
+
+
+@dataclass(frozen=True, slots=True)
+class EditionProgress:
+    """How far one edition has gone: its ledger rows by status (claimed, sent, deferred,
+    failed), for ``feeds status``."""
+
+    edition: str
+    counts: dict[str, int]
+
+
+def edition_progress(engine: Engine, *, limit: int = 5) -> list[EditionProgress]:
+    """The ``limit`` latest editions (by the end of their period), newest first."""
+    latest = (sa.select(deliveries.c.edition, sa.func.max(deliveries.c.period_end).label("end"))
+              .group_by(deliveries.c.edition).order_by(sa.desc("end"), deliveries.c.edition).limit(limit)).subquery()
+    with engine.connect() as db:
+        rows = db.execute(
+            sa.select(deliveries.c.edition, deliveries.c.status, sa.func.count().label("n"), latest.c.end)
+            .join(latest, latest.c.edition == deliveries.c.edition)
+            .group_by(deliveries.c.edition, deliveries.c.status, latest.c.end)
+        ).all()
+    found: dict[str, tuple[object, dict[str, int]]] = {}
+    for row in rows:
+        found.setdefault(row.edition, (row.end, {}))[1][row.status] = int(row.n)
+    ordered = sorted(found.items(), key=lambda item: (str(item[1][0]), item[0]), reverse=True)
+    return [EditionProgress(edition, counts) for edition, (_, counts) in ordered]

@@ -285,6 +285,14 @@ def list_subscribers(engine: Engine, *, active_only: bool = False) -> list[Subsc
         return [_subscriber(row) for row in db.execute(query)]
 
 
+def subscribers_by_id(engine: Engine, ids: Sequence[int]) -> list[Subscriber]:
+    """The subscribers of ``ids`` that still exist, whatever their status, by id: a
+    worker's batch (the sending run re-checks each status before mailing)."""
+    with engine.connect() as db:
+        rows = db.execute(sa.select(subscribers).where(subscribers.c.id.in_(tuple(ids))).order_by(subscribers.c.id))
+        return [_subscriber(row) for row in rows]
+
+
 def _subscriber(row: sa.Row) -> Subscriber:  # type: ignore[type-arg]
     return Subscriber(
         id=row.id, email=row.email, topics=tuple(t for t in row.topics.split(",") if t),

@@ -1,0 +1,339 @@
+"""Digest delivery by `feeds worker` (issue 15): real worker processes on a Dramatiq queue in
+a real redis-server, a real aiosmtpd server on loopback, the state on SQLite or on a real
+PostgreSQL server, and `kill -9` in the middle of a batch."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from feeds import state
+from feeds.config import load_config, with_environment
+from feeds.queue import NAMESPACE, QUEUE, connect, queue_status
+from tests.conftest import ROOT, run_cli
+from tests.mail import Recorder, smtp_server
+from tests.test_delivery import DATE, engine_of, recipients, write_site
+from tests.test_digest import cli
+from tests.test_operator import feeds, folder, free_port, one_error_line
+from tests.test_postgres import database  # noqa: F401  # the fixture, for the kill test
+
+
+def queue_site(tmp_path: Path, port: int, redis_url: str, *, state_db: str | None = None,
+               heartbeat: float = 2, batch_size: int = 10, domain_rate: float | None = None, **smtp: object) -> Path:
+    """write_site's config and records, sent through the queue at ``redis_url``."""
+    config = write_site(tmp_path, port, **smtp)
+    text = config.read_text()
+    if state_db:
+        text = text.replace(f"state_db: {tmp_path / 'state.db'}", f"state_db: {state_db}")
+    text += (f"queue:\n  url: {redis_url}\n  batch_size: {batch_size}\n  heartbeat_timeout_seconds: {heartbeat}\n"
+             + (f"  domain_rate_per_second: {domain_rate}\n" if domain_rate else ""))
+    config.write_text(text)
+    return config
+
+
+def import_people(config: Path, addresses: list[str]) -> None:
+    people = config.parent / "people.csv"
+    people.write_text("email,topics\n" + "".join(f"{a},ai\n" for a in addresses))
+    code, out, err = cli(config, "subscribers", "import", str(people))
+    assert code == 0, out + err
+
+
+@contextmanager
+def workers(config: Path, count: int) -> Iterator[list[subprocess.Popen[str]]]:
+    """``count`` real `feeds worker` processes, up and seen in Redis when the block starts;
+    stopped with SIGTERM at its end (each must exit 0, without a traceback)."""
+    command = [sys.executable, "-m", "feeds", "worker", "--config", str(config)]
+    # Output to files, not pipes: a pipe nobody reads until the end blocks a worker that logs.
+    logs = [(config.parent / f"worker{i}.out", config.parent / f"worker{i}.err") for i in range(count)]
+    started = [subprocess.Popen(command, stdout=out.open("w"), stderr=err.open("w"), text=True) for out, err in logs]
+    try:
+        wait_for(lambda: len(queue_status(load_config(config)).workers) >= count, what="the workers to start",
+                 processes=started)
+        yield started
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in started:
+            process.wait(timeout=60)
+        results = [(p, out.read_text(), err.read_text()) for p, (out, err) in zip(started, logs, strict=True)]
+    for process, out, err in results:
+        if process.returncode != -signal.SIGKILL:
+            assert process.returncode == 0 and "Traceback" not in err, out + err
+
+
+def wait_for(predicate: Callable[[], object], *, what: str, timeout: float = 120,
+             processes: Sequence[subprocess.Popen[str]] = (), detail: Callable[[], object] = lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        for process in processes:
+            if process.poll() is not None:
+                raise AssertionError(f"a worker exited ({process.returncode}) while waiting for {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} {detail()}")
+
+
+def queue_empty(config: Path) -> bool:
+    found = queue_status(load_config(config))
+    return found.waiting + found.in_hand + found.retrying == 0
+
+
+def by_address(server: Recorder) -> dict[str, list[str]]:
+    """Each address and the Message-IDs it received, in order."""
+    found: dict[str, list[str]] = {}
+    for message in server.received():
+        found.setdefault(str(message["To"]), []).append(str(message["Message-ID"]))
+    return found
+
+
+# ------------------------------------------------------------------------------ through workers
+
+
+def test_a_digest_through_a_worker_goes_once_and_4xx_come_back_through_the_queue(
+        tmp_path: Path, redis_url: str) -> None:
+    """The same digest as inline: everyone once, a 451 retried by the queue's backoff with
+    the same Message-ID, a 550 failed and bounced; a second run sends nothing."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url, batch_size=4, backoff_seconds=0.2)
+        addresses = [f"reader{i:02d}@example.org" for i in range(10)]
+        import_people(config, addresses)
+        server.scripted["reader03@example.org"] = ["451 4.3.0 Greylisted"] * 2
+        server.scripted["reader07@example.org"] = ["550 5.1.1 No such user"]
+        with workers(config, 1):
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0, out + err
+            assert "Queued 10 subscribers in 3 batches for feeds worker" in out, out + err
+            assert "Web copies:" in out  # the planner made the edition, once
+            wait_for(lambda: len(server.received()) == 9 and queue_empty(config), what="9 messages")
+            status = run_status(config)
+            assert re.search(r"Workers: 1 seen", status), status
+            assert "Edition daily-2020-06-18: 0 claimed, 9 sent, 0 deferred, 1 failed" in status, status
+
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")  # again: nothing new
+            assert code == 0 and "Queued 9 subscribers" in out, out + err  # the bounced one is suppressed
+            time.sleep(1)
+            wait_for(lambda: queue_empty(config), what="the queue to empty")
+        received = by_address(server)
+    assert sorted(received) == sorted(a for a in addresses if a != "reader07@example.org")
+    assert all(len(ids) == 1 for ids in received.values()), received
+    engine = engine_of(tmp_path)
+    reader03 = next(s for s in state.list_subscribers(engine) if s.email == "reader03@example.org")
+    row = state.get_delivery(engine, reader03.id, "daily-2020-06-18")
+    assert row is not None and row.status == "sent" and row.attempts == 3  # two 451s, then the queue's third try
+    assert received["reader03@example.org"] == [row.message_id]
+    statuses = {s.email: s.status for s in state.list_subscribers(engine)}
+    assert statuses["reader07@example.org"] == "bounced"
+
+
+def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records(
+        tmp_path: Path, redis_url: str) -> None:
+    """The planner's editions wait in Redis; one that is not there (expired, or never
+    planned: a catch-up period, an older edition's retry) is made by the worker itself,
+    the same edition."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        import_people(config, ["ada@example.org", "bob@example.org"])
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0 and "Queued 2 subscribers in 1 batch " in out, out + err
+        client = connect(load_config(config).queue)
+        planned = list(client.scan_iter(match=f"{NAMESPACE}:edition:*"))
+        assert len(planned) == 1
+        subject = json.loads(client.get(planned[0]) or "{}")["subject"]
+        client.delete(*planned)
+        with workers(config, 1):
+            wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+    assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org"]
+    assert {str(m["Subject"]) for m in server.received()} == {subject}
+
+
+def run_status(config: Path) -> str:
+    code, out, err = cli(config, "status")
+    assert code == 0, out + err
+    return out
+
+
+@pytest.mark.slow
+def test_two_workers_keep_the_global_and_per_domain_rates_together(tmp_path: Path, redis_url: str) -> None:
+    """smtp.rate_per_second and queue.domain_rate_per_second are for all workers together:
+    in no second do the two send more than the rate between them."""
+    arrivals: list[tuple[float, str]] = []
+    lock = threading.Lock()
+
+    def note(address: str) -> None:
+        with lock:
+            arrivals.append((time.monotonic(), address.rpartition("@")[2]))
+
+    with smtp_server() as (server, port):
+        server.on_rcpt = note
+        config = queue_site(tmp_path, port, redis_url, batch_size=5, rate_per_second=12, domain_rate=4)
+        addresses = [f"r{i:02d}@{'slow' if i % 4 == 0 else 'fast'}.example.org" for i in range(48)]
+        import_people(config, addresses)
+        with workers(config, 2):
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0, out + err
+            wait_for(lambda: len(server.received()) == 48 and queue_empty(config), what="48 messages")
+    assert sorted(recipients(server)) == sorted(addresses)
+    # The limiter counts when a send starts; RCPT arrives a few milliseconds later, so a
+    # window here may hold one more than the limit where the limiter's held the limit.
+    assert most_in_a_second(arrivals) <= 12 + 1, arrivals
+    assert most_in_a_second([a for a in arrivals if a[1] == "slow.example.org"]) <= 4 + 1, arrivals
+    assert arrivals[-1][0] - arrivals[0][0] >= 2.5  # 12 slow ones at 4 a second, 48 at 12 a second
+
+
+def most_in_a_second(arrivals: list[tuple[float, str]]) -> int:
+    times = sorted(t for t, _ in arrivals)
+    return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
+
+
+@pytest.mark.slow
+def test_the_daemons_digest_job_queues_the_run_for_the_workers(tmp_path: Path, redis_url: str) -> None:
+    from datetime import timedelta
+
+    from feeds.scheduler import set_next_run
+    from tests.test_daemon import NOW, Running, daemon_config, fresh_seeds, job_run, subscribe_many
+
+    with smtp_server() as (server, port):
+        slot = (NOW - timedelta(minutes=10)).replace(second=0, microsecond=0)
+        config = daemon_config(tmp_path, port, seeds=fresh_seeds(tmp_path),
+                               extra=f"queue:\n  url: {redis_url}\n  batch_size: 2\n")
+        text = config.read_text()
+        config.write_text(re.sub(r'daily_digest_at: "[^"]*"', f'daily_digest_at: "{slot:%H:%M}"', text))
+        addresses = subscribe_many(config, tmp_path, 5)
+        set_next_run(load_config(config), str(config), "digest-daily", slot)
+        with workers(config, 1):
+            daemon = Running(config, tmp_path, "--no-serve")
+            try:
+                wait_for(lambda: (r := job_run(config, "digest-daily")) is not None and r.status == "ok",
+                         what="the digest job")
+                wait_for(lambda: len(server.received()) == 5 and queue_empty(config), what="5 messages")
+            finally:
+                assert daemon.stop() == 0
+    run = job_run(config, "digest-daily")
+    assert run is not None and run.summary.startswith("5 subscribers queued in 3 batches for feeds worker"), run
+    assert sorted(recipients(server)) == addresses
+
+
+# ------------------------------------------------------------------------------ kill -9
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_batch_loses_nobody_and_repeats_at_most_its_message_in_flight(
+        tmp_path: Path, redis_url: str, database: str) -> None:  # noqa: F811
+    """2,000 subscribers over 3 workers sharing a PostgreSQL state database; one worker is
+    killed with SIGKILL mid-batch. Its batch goes to another worker once its heartbeat is
+    missed: everyone gets the edition, the one message in flight at most twice with the
+    same Message-ID, and a second run sends nothing."""
+    count = 2000
+    addresses = [f"reader{i:04d}@example.org" for i in range(count)]
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url, state_db=database, batch_size=50, heartbeat=2,
+                            rate_per_second=1000)
+        import_people(config, addresses)
+        with workers(config, 3) as started:
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0 and f"Queued {count} subscribers in 40 batches" in out, out + err
+            wait_for(lambda: len(server.received()) >= 400, what="400 messages", processes=started)
+            victim = started[0]
+            # Mid-batch: the victim has a batch in hand (taken, not acknowledged) when killed.
+            wait_for(lambda: batches_in_hand(config, victim.pid), what="the victim to take a batch",
+                     processes=started)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            assert len(server.received()) < count, "the run ended before the kill: nothing was tested"
+            wait_for(lambda: len(set(recipients(server))) == count and queue_empty(config),
+                     what="everyone's edition", timeout=180, processes=started[1:],
+                     detail=lambda: (len(set(recipients(server))), queue_status(load_config(config))))
+            first_run = by_address(server)
+            assert f"Edition daily-2020-06-18: 0 claimed, {count} sent, 0 deferred, 0 failed" in run_status(config)
+
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")  # a rerun sends nothing
+            assert code == 0 and f"Queued {count} subscribers" in out, out + err
+            time.sleep(1)
+            wait_for(lambda: queue_empty(config), what="the rerun's batches", processes=started[1:])
+            time.sleep(1)
+        assert len(server.received()) == sum(len(ids) for ids in first_run.values())
+    assert sorted(first_run) == addresses  # nobody missed
+    repeats = {address: ids for address, ids in first_run.items() if len(ids) > 1}
+    assert len(repeats) <= 1, repeats  # at most the one message in flight at the kill
+    for ids in repeats.values():
+        assert len(ids) == 2 and len(set(ids)) == 1, ids  # and with the same Message-ID
+    assert Counter(state.delivered_editions(state.open_state(database), "daily-2020-06-18").values()) == {"sent": count}
+
+
+def batches_in_hand(config: Path, pid: int) -> int:
+    """How many batches the worker ``pid`` has taken and not acknowledged (Dramatiq keeps
+    them in a set of that worker's, until it acknowledges them or is found dead)."""
+    loaded = load_config(config)
+    [seen] = [w for w in queue_status(loaded).workers if w.pid == pid]
+    return int(connect(loaded.queue).scard(f"{NAMESPACE}:__acks__.{seen.broker_id}.{QUEUE}"))
+
+
+# ------------------------------------------------------------------------------ operator faults
+
+
+@pytest.mark.parametrize("command", [["worker"], ["digest", "--send"], ["status"]])
+def test_an_unreachable_queue_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    conf = folder(tmp_path / "conf")
+    closed = free_port()
+    (conf / "feeds.yaml").write_text(f"secret: a-test-secret-that-is-long-enough\nseeds: {conf}\n"
+                                     f"queue:\n  url: redis://:hunter2@127.0.0.1:{closed}/0\n")
+    result = feeds(*command, "--config", str(conf / "feeds.yaml"), cwd=tmp_path, timeout=60)
+    one_error_line(result, f"queue redis://:***@127.0.0.1:{closed}/0: cannot connect")
+    assert "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize("queue, reason", [
+    ("url: http://127.0.0.1:6379/", "queue: url: expected a Redis URL"),
+    ("batch_size: 0", "queue: batch_size: expected a whole number of at least 1"),
+    ("heartbeat_timeout_seconds: -1", "queue: heartbeat_timeout_seconds: expected a number greater than 0"),
+    ("domain_rate_per_second: no", "queue: domain_rate_per_second: expected a number greater than 0"),
+    ("urls: redis://x", "queue: unknown key 'urls'"),
+])
+def test_a_bad_queue_key_is_one_line(tmp_path: Path, queue: str, reason: str) -> None:
+    (tmp_path / "feeds.yaml").write_text(f"queue:\n  {queue}\n")
+    one_error_line(feeds("worker", "--config", str(tmp_path / "feeds.yaml"), cwd=tmp_path), reason)
+
+
+def test_feeds_queue_url_in_the_environment_wins_over_the_file(tmp_path: Path) -> None:
+    (tmp_path / "feeds.yaml").write_text("queue:\n  url: redis://file.example:6379/0\n  batch_size: 7\n")
+    config = with_environment(load_config(tmp_path / "feeds.yaml"), {"FEEDS_QUEUE_URL": "redis://:pw@env.example/1"})
+    assert (config.queue.url, config.queue.batch_size) == ("redis://:pw@env.example/1", 7)
+
+
+def test_a_worker_without_a_queue_says_so(tmp_path: Path) -> None:
+    (tmp_path / "feeds.yaml").write_text("title: Mine\n")
+    one_error_line(feeds("worker", "--config", str(tmp_path / "feeds.yaml"), cwd=tmp_path), "queue.url is not set")
+
+
+def test_without_a_queue_status_says_inline(tmp_path: Path) -> None:
+    (tmp_path / "feeds.yaml").write_text("title: Mine\n")
+    assert "Queue: none (digests are sent inline)" in run_status(tmp_path / "feeds.yaml")
+
+
+# ------------------------------------------------------------------------------ deploy
+
+
+UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_each_systemd_unit_is_in_the_readme_and_runs_a_real_command(unit: Path) -> None:
+    text = unit.read_text(encoding="utf-8")
+    shown = text[text.index("[Unit]"):].strip()  # the README shows it without its opening comments
+    assert shown in (ROOT / "README.md").read_text(encoding="utf-8"), unit.name
+    [command] = re.findall(r"^ExecStart=\S+/feeds (.*)$", text, flags=re.M)
+    result = run_cli(*command.split(), "--help")  # every flag it gives is one the command takes
+    assert result.exit_code == 0, result.output
