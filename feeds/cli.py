@@ -493,13 +493,15 @@ def run(config_path: Path | None, no_serve: bool, host: str | None, port: int | 
     config = _listening(load_config(found), host, port)
     # The jobs reload the config by its path, from a folder that may not be this one.
     daemon = Daemon(config, str(found.resolve()) if found else None, serve=not no_serve)
-    daemon.start()
 
     def stop(signum: int, _frame: object) -> None:
         daemon.request_stop()
 
+    # Before start(): its jobs run (and log) as soon as the scheduler starts, and a SIGTERM
+    # then must stop the daemon gracefully, not kill it mid-job.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    daemon.start()
     click.echo(f"feeds daemon running (pid {os.getpid()}); SIGTERM or Ctrl-C stops it.", err=True)
     daemon.wait()
     daemon.shutdown()
