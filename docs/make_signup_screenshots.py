@@ -1,9 +1,10 @@
-"""Make docs/signup-*.png: the sign-up pages as headless Chromium shows them, from a real run.
+"""Make docs/signup-*.png and docs/preferences.png: the sign-up and preferences pages as headless Chromium shows them, from a real run.
 
 Run from the repository root: .venv/bin/python docs/make_signup_screenshots.py
 It builds the seeds into a temporary folder, starts a real `feeds serve` on loopback and
 goes through the pages as a reader would: the index page's form, a form sent with
-mistakes, the confirmation link's page and what pressing Confirm shows.
+mistakes, the confirmation link's page, what pressing Confirm shows, and the preferences
+page it links to (the page every digest links to).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def main() -> None:
         phone.screenshot(path=str(docs / "signup-confirm.png"), full_page=True)
         phone.get_by_role("button", name="Confirm").click()
         phone.screenshot(path=str(docs / "signup-confirmed.png"), full_page=True)
+        phone.get_by_role("link", name="Change your topics").click()
+        phone.screenshot(path=str(docs / "preferences.png"), full_page=True)
         browser.close()
 
 
