@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, cast
 from feeds import state
 from feeds.api.digests import _EditionMaker
 from feeds.config import Config, QueueConfig
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, SendingHalted
 from feeds.render.digest import RenderedEdition
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from dramatiq.brokers.redis import RedisBroker
     from limits import RateLimitItem
     from sqlalchemy.engine import Engine
+
+    from feeds.api.sending import DigestReport
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,15 @@ MAX_BACKOFF_MS = 3_600_000
 
 class QueueError(FeedsError):
     """The queue cannot be used: no ``queue.url``, or Redis refuses or is unreachable."""
+
+
+class QueueLost(QueueError, SendingHalted):
+    """Redis went away after we had connected: a worker stops with it (see
+    :func:`run_worker`), as does a batch in hand, whose unsent messages stay owed."""
+
+
+def lost(url: str | None, error: BaseException) -> QueueLost:
+    return QueueLost(f"queue {_safe_url(url or '')}: lost: {_first_line(error)}")
 
 
 def _safe_url(url: str) -> str:
@@ -202,7 +213,7 @@ class SharedLimits:
         from limits.storage import RedisStorage
         from limits.strategies import MovingWindowRateLimiter
 
-        url = config.queue.url or ""
+        self.url = url = config.queue.url or ""
         # limits names a Unix socket redis+unix://, where redis-py says unix://.
         storage = RedisStorage("redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url)
         self.limiter = MovingWindowRateLimiter(storage)
@@ -213,10 +224,16 @@ class SharedLimits:
 
     def wait(self, recipient: str) -> None:
         """Return once one more message to ``recipient`` keeps within both limits; the
-        domain's first, so that a slot of the total is not held while its domain waits."""
-        if self.per_domain is not None:
-            self._take(self.per_domain, "domain", recipient.rpartition("@")[2].lower())
-        self._take(self.total, "total")
+        domain's first, so that a slot of the total is not held while its domain waits.
+        QueueLost if Redis cannot be asked: no message may leave without counting."""
+        import redis
+
+        try:
+            if self.per_domain is not None:
+                self._take(self.per_domain, "domain", recipient.rpartition("@")[2].lower())
+            self._take(self.total, "total")
+        except redis.RedisError as e:
+            raise lost(self.url, e) from e
 
     def _take(self, item: RateLimitItem, *key: str) -> None:
         import time
@@ -244,7 +261,11 @@ class BatchSender:
         self.engine = state.open_state(config.state_db)
         self.limits = SharedLimits(config, time.sleep)
         self.stopping = threading.Event()
+        self.lost: QueueLost | None = None  # Redis went away: the worker stops (see run_worker)
+        self.on_lost: Callable[[], None] = lambda: None
         self.lock = threading.Lock()
+        self.idle = threading.Condition()
+        self.busy = 0  # batches being sent now
         self.editions: tuple[datetime, _SharedEditions] | None = None
         # One attempt per message: a 4xx goes back to the queue, whose backoff retries it.
         self.smtp = replace(config.smtp, retries=0)
@@ -256,14 +277,51 @@ class BatchSender:
                 self.editions = (end, _SharedEditions(self.config, self.engine, self.queue.client))
             return self.editions[1]
 
+    def lose(self, error: QueueLost) -> None:
+        """Redis is gone: stop sending, and have the worker stop with ``error``."""
+        self.lost = self.lost or error
+        self.stopping.set()
+        self.on_lost()
+
+    def pace(self, recipient: str) -> None:
+        try:
+            self.limits.wait(recipient)
+        except QueueLost as e:
+            self.lose(e)
+            raise
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no batch is being sent."""
+        with self.idle:
+            self.idle.wait_for(lambda: self.busy == 0, timeout)
+
     def send_batch(self, end_iso: str, ids: list[int], owed_only: list[int]) -> None:
         from dramatiq import Retry
 
+        with self.idle:
+            self.busy += 1
+        try:
+            report = self._send(datetime.fromisoformat(end_iso), ids, set(owed_only))
+        finally:
+            with self.idle:
+                self.busy -= 1
+                self.idle.notify_all()
+        if self.lost is not None:
+            # Left unacknowledged, as a killed worker leaves it: a retry would ask the Redis
+            # that is gone. Redis gives it to another worker once this one's heartbeat is
+            # missed; a Redis that lost its data has it queued again by the next planned run.
+            threading.Event().wait()
+        if report.deferred or report.elsewhere or report.stopped:
+            # Deferred rows are retried as they were (same Message-ID); a claim another
+            # worker holds is finished by it, or expires and is taken over, by then.
+            raise Retry(f"{len(report.deferred)} deferred, {len(report.elsewhere)} held elsewhere"
+                        + (", stopped" if report.stopped else ""))
+
+    def _send(self, end: datetime, ids: list[int], owed_only: set[int]) -> DigestReport:
         from feeds.api.digests import _Letters, _send_all, digest_secret
         from feeds.api.sending import DigestReport, Sending
         from feeds.deliver import SmtpSender
 
-        end = datetime.fromisoformat(end_iso)
         now = datetime.now(UTC)
         maker = self.editions_for(end)
         letters = _Letters(self.config, maker, digest_secret(self.config, self.engine), now)
@@ -272,17 +330,13 @@ class BatchSender:
                       make_edition=maker.make_rendered, compose=letters.compose, message_id=letters.message_id,
                       report=report, only=ids)
         people = state.subscribers_by_id(self.engine, ids)
-        _send_all(run, people, SmtpSender(self.smtp, pace=self.limits.wait), self.stopping.is_set, set(owed_only))
-        log.info("batch done", extra={"end": end_iso, "subscribers": len(ids), "sent": len(report.sent),
+        _send_all(run, people, SmtpSender(self.smtp, pace=self.pace), self.stopping.is_set, owed_only)
+        log.info("batch done", extra={"end": end.isoformat(), "subscribers": len(ids), "sent": len(report.sent),
                                       "deferred": len(report.deferred), "failed": len(report.failed),
                                       "elsewhere": len(report.elsewhere), "already": len(report.already)})
         if report.stop_reason:
             log.error("batch stopped", extra={"reason": report.stop_reason})
-        if report.deferred or report.elsewhere or report.stopped:
-            # Deferred rows are retried as they were (same Message-ID); a claim another
-            # worker holds is finished by it, or expires and is taken over, by then.
-            raise Retry(f"{len(report.deferred)} deferred, {len(report.elsewhere)} held elsewhere"
-                        + (", stopped" if report.stopped else ""))
+        return report
 
 
 class _SharedEditions(_EditionMaker):
@@ -336,19 +390,38 @@ def run_worker(config: Config, *, threads: int, stop: threading.Event,
     # One batch in hand per thread: batches are long, and a prefetched one waits idle while
     # another worker could be sending it.
     worker.queue_prefetch = threads
+    sender.on_lost = stop.set
     worker.start()
     me = worker_id()
-    presence = threading.Thread(target=_keep_presence, args=(queue, me, threads, stop), daemon=True)
+    presence = threading.Thread(target=_keep_presence, args=(queue, me, threads, stop, sender.lose), daemon=True)
     presence.start()
     ready(me)
     stop.wait()
     sender.stopping.set()
+    if sender.lost is None:
+        _check_reachable(queue, sender)
+    if sender.lost is not None:
+        # Dramatiq would retry acknowledging until Redis is back: the batches in hand are
+        # left to Redis, as a killed worker's are, once the message in flight is done.
+        sender.wait_idle(4 * config.smtp.timeout_seconds + 5)
+        raise sender.lost
     worker.stop()
     queue.client.delete(WORKERS + me)
 
 
-def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event) -> None:
-    """Say in Redis, while we run, that this worker is alive: what `feeds status` lists."""
+def _check_reachable(queue: Queue, sender: BatchSender) -> None:
+    import redis
+
+    try:
+        queue.client.ping()
+    except redis.RedisError as e:
+        sender.lose(lost(queue.config.queue.url, e))
+
+
+def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event,
+                   on_lost: Callable[[QueueLost], None]) -> None:
+    """Say in Redis, while we run, that this worker is alive: what `feeds status` lists.
+    Redis not answering (redis-py has retried by then) stops the worker, by ``on_lost``."""
     import redis
 
     timeout = queue.config.queue.heartbeat_timeout_seconds
@@ -358,8 +431,9 @@ def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event) -
             queue.client.set(WORKERS + me, json.dumps({
                 "threads": threads, "started": started, "seen": datetime.now(UTC).isoformat(timespec="seconds"),
                 "broker_id": queue.broker.broker_id, "pid": os.getpid()}), ex=max(1, round(timeout)))
-        except redis.RedisError:
-            log.warning("cannot reach the queue to say this worker is alive", exc_info=True)
+        except redis.RedisError as e:
+            on_lost(lost(queue.config.queue.url, e))
+            return
         if stop.wait(timeout / 3):
             return
 

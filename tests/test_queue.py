@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +28,9 @@ from tests.test_delivery import DATE, engine_of, recipients, write_site
 from tests.test_digest import cli
 from tests.test_operator import feeds, folder, free_port, one_error_line
 from tests.test_postgres import database  # noqa: F401  # the fixture, for the kill test
+
+if TYPE_CHECKING:
+    from tests.redisserver import RedisServer
 
 
 def queue_site(tmp_path: Path, port: int, redis_url: str, *, state_db: str | None = None,
@@ -321,6 +325,51 @@ def test_a_worker_without_a_queue_says_so(tmp_path: Path) -> None:
 def test_without_a_queue_status_says_inline(tmp_path: Path) -> None:
     (tmp_path / "feeds.yaml").write_text("title: Mine\n")
     assert "Queue: none (digests are sent inline)" in run_status(tmp_path / "feeds.yaml")
+
+
+def start_worker(config: Path, name: str) -> tuple[subprocess.Popen[str], Path]:
+    """One `feeds worker` process, its stderr in a file named ``name``; not waited for."""
+    err = config.parent / f"{name}.err"
+    process = subprocess.Popen([sys.executable, "-m", "feeds", "worker", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=err.open("w"), text=True)
+    return process, err
+
+
+def test_redis_lost_mid_batch_stops_the_worker_with_one_line_and_fails_nobody(
+        tmp_path: Path, redis: RedisServer) -> None:
+    """Redis crashes while a worker sends a batch: the worker stops with one line and
+    exit status 1 (no traceback), the subscribers it had not mailed stay owed (none is
+    failed), and once Redis is back a later run mails each of them once."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis.url, batch_size=50, heartbeat=2, rate_per_second=10)
+        addresses = [f"reader{i:02d}@example.org" for i in range(30)]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Queued 30 subscribers in 1 batch " in out, out + err
+        worker, log = start_worker(config, "lost")
+        try:
+            wait_for(lambda: len(server.received()) >= 5, what="5 messages", processes=[worker])
+            redis.kill()
+            worker.wait(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        stderr = log.read_text()
+        assert worker.returncode == 1 and "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1].startswith(f"Error: queue {redis.url}: lost"), stderr
+        sent_before = len(server.received())
+        assert sent_before < len(addresses)
+        statuses = Counter(state.delivered_editions(engine_of(tmp_path), "daily-2020-06-18").values())
+        assert statuses["failed"] == 0 and statuses["sent"] == sent_before, statuses
+
+        redis.start()  # empty: the queue and its batch are gone; the next run queues them again
+        with workers(config, 1):
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0, out + err
+            wait_for(lambda: len(set(recipients(server))) == len(addresses) and queue_empty(config),
+                     what="everyone's edition")
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
 
 
 # ------------------------------------------------------------------------------ deploy
