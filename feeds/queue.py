@@ -163,10 +163,31 @@ def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequ
               owed_only: set[int], *, end: datetime) -> Queued:
     """Plan a ``--send`` run for the workers: render each new edition ``people`` are due
     (and publish its web copy), keep it in Redis for them, and queue everyone in batches
-    of ``queue.batch_size``, by id. Those in ``owed_only`` get only what earlier runs owe."""
-    from feeds.digest import is_due, period
+    of ``queue.batch_size``, by id. Those in ``owed_only`` get only what earlier runs owe.
+    QueueLost if Redis goes away meanwhile: nobody is lost, as the next run queues
+    everyone again and the ledger says what each is still owed."""
+    import redis
+    from dramatiq.errors import BrokerConnectionError
 
     queue = Queue(config)
+    ids = [p.id for p in people]
+    size = config.queue.batch_size
+    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
+    try:
+        planned = _plan_editions(config, engine, queue.client, maker, people, owed_only, end=end)
+        for batch in batches:
+            queue.enqueue(end, batch, [i for i in batch if i in owed_only])
+    except (redis.RedisError, BrokerConnectionError) as e:
+        raise lost(config.queue.url, e) from e
+    return Queued(len(ids), len(batches), planned)
+
+
+def _plan_editions(config: Config, engine: Engine, client: redis.Redis, maker: _EditionMaker,
+                   people: Sequence[state.Subscriber], owed_only: set[int], *, end: datetime) -> int:
+    """Render each edition ``people`` (but those in ``owed_only``) are due once, and keep
+    it in Redis for the workers; returns how many there are."""
+    from feeds.digest import is_due, period
+
     ends = state.ledger_ends(engine)
     ttl = timedelta(hours=config.smtp.retry_for_hours) + timedelta(days=1)
     planned: set[str] = set()
@@ -183,13 +204,8 @@ def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequ
         planned.add(key)
         rendered = maker.make_rendered(person.topics, person.cadence, start, period_end)
         if rendered is not None:
-            queue.client.set(key, json.dumps(asdict(rendered)), ex=ttl)
-    ids = [p.id for p in people]
-    size = config.queue.batch_size
-    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
-    for batch in batches:
-        queue.enqueue(end, batch, [i for i in batch if i in owed_only])
-    return Queued(len(ids), len(batches), len(planned))
+            client.set(key, json.dumps(asdict(rendered)), ex=ttl)
+    return len(planned)
 
 
 # ---------------------------------------------------------------------------- limits

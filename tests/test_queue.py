@@ -372,6 +372,33 @@ def test_redis_lost_mid_batch_stops_the_worker_with_one_line_and_fails_nobody(
     assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
 
 
+def test_redis_lost_while_queueing_is_one_line_and_the_next_run_queues_everyone(
+        tmp_path: Path, redis: RedisServer) -> None:
+    """Redis crashes while `feeds digest --send` queues its batches: one line, exit status
+    1, no traceback; nothing was claimed, so the next run (Redis back) queues everyone."""
+    import redis as redis_py
+
+    config = queue_site(tmp_path, free_port(), redis.url, batch_size=1)
+    count = 3000
+    import_people(config, [f"reader{i:04d}@example.org" for i in range(count)])
+    client = redis_py.Redis.from_url(redis.url)
+
+    def kill_once_queueing() -> None:
+        wait_for(lambda: client.llen(f"{NAMESPACE}:{QUEUE}") > 0, what="the first batch", timeout=60)
+        redis.kill()
+
+    killer = threading.Thread(target=kill_once_queueing)
+    killer.start()
+    result = feeds("digest", "--date", DATE, "--send", "--config", str(config), cwd=tmp_path, timeout=120)
+    killer.join()
+    one_error_line(result, f"queue {redis.url}: lost")
+    assert Counter(state.delivered_editions(engine_of(tmp_path), "daily-2020-06-18").values()) == {}
+
+    redis.start()
+    code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0 and f"Queued {count} subscribers in {count} batches" in out, out + err
+
+
 # ------------------------------------------------------------------------------ deploy
 
 
