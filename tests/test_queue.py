@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -161,6 +162,40 @@ def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records
             wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
     assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org"]
     assert {str(m["Subject"]) for m in server.received()} == {subject}
+
+
+def test_a_worker_mails_who_is_still_active_with_their_own_preferences_and_unsubscribe_links(
+        tmp_path: Path, redis_url: str) -> None:
+    """Issue 14 meets 15: people who pause, unsubscribe or are erased after the run was
+    queued are skipped by the worker; a queued digest links to its subscriber's own
+    preferences page (HTML and text) and unsubscribe URL, as an inline one does."""
+    from datetime import UTC, date, datetime
+
+    from feeds.digest import verify_preferences_token
+    from tests.test_digest import SECRET
+    from tests.test_preferences import preferences_link
+
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        import_people(config, ["ada@example.org", "bob@example.org", "cy@example.org", "dee@example.org"])
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0 and "Queued 4 subscribers in 1 batch " in out, out + err
+        engine = engine_of(tmp_path)
+        ids = {s.email: s.id for s in state.list_subscribers(engine)}
+        now = datetime.now(UTC)
+        state.unsubscribe(engine, ids["bob@example.org"], now)
+        assert state.pause(engine, ids["cy@example.org"], date(2020, 7, 1), now=now)
+        code, out, err = cli(config, "subscribers", "erase", "dee@example.org")
+        assert code == 0, out + err
+        with workers(config, 1):
+            wait_for(lambda: len(server.received()) >= 1 and queue_empty(config), what="the batch")
+    [message] = server.received()
+    assert str(message["To"]) == "ada@example.org"
+    link = urlsplit(preferences_link(message))  # the same in the text and HTML parts
+    assert (link.netloc, link.path) == ("news.example.org", "/preferences")
+    ada = ids["ada@example.org"]
+    assert verify_preferences_token(SECRET, parse_qs(link.query)["token"][0], {ada: "ada@example.org"}.get) == ada
+    assert str(message["List-Unsubscribe"]).startswith("<https://news.example.org/unsubscribe?token=")
 
 
 def run_status(config: Path) -> str:
