@@ -334,6 +334,18 @@ def test_an_unreachable_queue_is_one_line(tmp_path: Path, command: list[str]) ->
     assert "hunter2" not in result.stderr
 
 
+def test_status_with_redis_down_still_shows_the_rest(tmp_path: Path) -> None:
+    """`feeds status` is what an operator runs when something is down: Redis not
+    answering is its one error line (exit 1), after the daemon, jobs and editions."""
+    conf = folder(tmp_path / "conf")
+    closed = free_port()
+    (conf / "feeds.yaml").write_text(f"secret: a-test-secret-that-is-long-enough\nseeds: {conf}\n"
+                                     f"state_db: {tmp_path / 'state.db'}\nqueue:\n  url: redis://127.0.0.1:{closed}/0\n")
+    result = feeds("status", "--config", str(conf / "feeds.yaml"), cwd=tmp_path, timeout=60)
+    one_error_line(result, f"queue redis://127.0.0.1:{closed}/0: cannot connect")
+    assert "State database:" in result.stdout and "Daemon: not running" in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("queue, reason", [
     ("url: http://127.0.0.1:6379/", "queue: url: expected a Redis URL"),
     ("batch_size: 0", "queue: batch_size: expected a whole number of at least 1"),
