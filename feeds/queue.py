@@ -313,11 +313,19 @@ class BatchSender:
 
     def send_batch(self, end_iso: str, ids: list[int], owed_only: list[int]) -> None:
         from dramatiq import Retry
+        from sqlalchemy.exc import SQLAlchemyError
 
         with self.idle:
             self.busy += 1
         try:
             report = self._send(datetime.fromisoformat(end_iso), ids, set(owed_only))
+        except (SQLAlchemyError, state.StateError) as e:
+            # The database every worker shares is down or refusing: nobody here is at fault,
+            # and a claim not taken is not owed. The queue's backoff tries the batch again; a
+            # message sent and not recorded goes again once its claim expires, same Message-ID.
+            log.error("state database unavailable; the batch goes back to the queue",
+                      extra={"database": state.safe_url(self.config.state_db), "reason": _first_line(e)})
+            raise Retry("state database unavailable") from None
         finally:
             with self.idle:
                 self.busy -= 1

@@ -198,6 +198,33 @@ def test_a_worker_mails_who_is_still_active_with_their_own_preferences_and_unsub
     assert str(message["List-Unsubscribe"]).startswith("<https://news.example.org/unsubscribe?token=")
 
 
+def test_a_state_database_that_refuses_sends_the_batch_back_without_a_traceback(
+        tmp_path: Path, redis_url: str) -> None:
+    """The state database refusing a worker (here SQLite locked past its busy timeout, as
+    a PostgreSQL gone away refuses): the batch goes back to the queue, logged as one line,
+    and is sent once the database answers again, each message once."""
+    import sqlite3
+
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        addresses = ["ada@example.org", "bob@example.org"]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0, out + err
+        lock = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # readers go on (WAL); every write waits, then fails
+        try:
+            with workers(config, 1):
+                time.sleep(12)  # past the worker's 10 s busy timeout
+                lock.execute("ROLLBACK")
+                wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+        finally:
+            lock.close()
+        log = (tmp_path / "worker0.err").read_text()
+    assert "state database" in log, log
+    assert sorted(recipients(server)) == addresses
+
+
 def run_status(config: Path) -> str:
     code, out, err = cli(config, "status")
     assert code == 0, out + err
