@@ -138,8 +138,9 @@ class DeliveryError(FeedsError):
 
 class SendingHalted(FeedsError):
     """A fault of a whole sending run, not of the message in hand: the rate limit every
-    worker shares cannot be read (its Redis is gone). That message stays owed, as do the
-    rest of the run's, and the run stops."""
+    worker shares cannot be read (its Redis is gone), or a worker cannot read the records
+    to make an edition itself. That message stays owed, as do the rest of the run's, and
+    the run stops."""
 
 
 class SubscriberError(FeedsError):

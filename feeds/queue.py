@@ -392,7 +392,10 @@ class _SharedEditions(_EditionMaker):
         from feeds.api.builds import load_corpus
 
         if not self.read_records:
-            self.corpus = load_corpus(self.config)
+            try:
+                self.corpus = load_corpus(self.config)
+            except FeedsError as e:  # this machine's fault, not the subscribers' (see SendingHalted)
+                raise SendingHalted(f"{e}: this worker cannot make an edition the planner did not keep") from e
             self.memberships = {a.id: self.corpus.taxonomy.feeds_for(a) for a in self.corpus.articles}
             self.read_records = True
         return super().make_rendered(topics, cadence, start, end)

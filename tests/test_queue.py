@@ -225,6 +225,33 @@ def test_a_state_database_that_refuses_sends_the_batch_back_without_a_traceback(
     assert sorted(recipients(server)) == addresses
 
 
+def test_a_worker_without_the_records_fails_nobody_and_tries_again(tmp_path: Path, redis_url: str) -> None:
+    """A worker that must make an edition itself (Redis lost the planner's) on a machine
+    without the records cannot make it: nobody's fault, so nobody is failed for good; the
+    batch goes back to the queue, and once the records are there it is sent, once each."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        addresses = ["ada@example.org", "bob@example.org"]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0, out + err
+        client = connect(load_config(config).queue)
+        client.delete(*client.scan_iter(match=f"{NAMESPACE}:edition:*"))
+        seeds = tmp_path / "seeds"
+        seeds.rename(tmp_path / "elsewhere")
+        with workers(config, 1):
+            log = tmp_path / "worker0.err"
+            engine = engine_of(tmp_path)
+            wait_for(lambda: "batch stopped" in log.read_text() or state.delivered_editions(engine, "daily-2020-06-18"),
+                     what="the batch to stop")
+            assert "no such folder of records" in log.read_text()
+            assert Counter(state.delivered_editions(engine, "daily-2020-06-18").values())["failed"] == 0
+            (tmp_path / "elsewhere").rename(seeds)
+            wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
+
+
 def run_status(config: Path) -> str:
     code, out, err = cli(config, "status")
     assert code == 0, out + err

@@ -210,6 +210,9 @@ class Sending:
                  smtp: SmtpSender) -> None:
         try:
             rendered = self.make_edition(person.topics, person.cadence, start, end)
+        except SendingHalted as e:  # this sender cannot make editions at all: nobody's fault
+            self.report.stop_reason = str(e)
+            return
         except Exception as e:  # a template fault: recorded against everyone it touches
             log.debug("edition for %s failed", person.email, exc_info=True)
             if self.claim(person, key, start, end):
@@ -267,6 +270,9 @@ class Sending:
         start = row.period_start or row.period_end - CADENCES.get(cadence, CADENCES["daily"])
         try:
             rendered = self.make_edition(person.topics, cadence, start, row.period_end)
+        except SendingHalted as e:  # this sender cannot make editions at all: still owed
+            self.report.stop_reason = str(e)
+            return self.finish(person, row.edition, Outcome(state.DEFERRED, str(e)))
         except Exception as e:
             log.debug("edition for %s failed", person.email, exc_info=True)
             return self.finish(person, row.edition, Outcome(state.FAILED, failure_reason(e)))
