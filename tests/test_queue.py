@@ -252,6 +252,26 @@ def test_a_worker_without_the_records_fails_nobody_and_tries_again(tmp_path: Pat
     assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
 
 
+def test_two_planners_at_once_queue_twice_and_everyone_gets_one_message(tmp_path: Path, redis_url: str) -> None:
+    """The daemon's digest job and a manual `feeds digest --send` at the same time queue
+    every batch twice: the claims still give each subscriber one message."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url, batch_size=5)
+        addresses = [f"reader{i:02d}@example.org" for i in range(40)]
+        import_people(config, addresses)
+        command = ["digest", "--date", DATE, "--send", "--config", str(config)]
+        with workers(config, 2):
+            planners = [subprocess.Popen([sys.executable, "-m", "feeds", *command], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            for planner in planners:
+                out, err = planner.communicate(timeout=120)
+                assert planner.returncode == 0 and "Queued 40 subscribers in 8 batches" in out, out + err
+            wait_for(lambda: len(server.received()) >= 40 and queue_empty(config), what="both runs' batches")
+            time.sleep(1)
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
+
+
 def run_status(config: Path) -> str:
     code, out, err = cli(config, "status")
     assert code == 0, out + err
