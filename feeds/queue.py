@@ -17,8 +17,9 @@ message goes again with the same Message-ID: at most that one message arrives tw
 
 The editions themselves are planned and rendered once, by whoever queues the run (the
 daemon's digest job, or ``feeds digest --send``), which also writes their web copies; they
-wait in Redis for the workers. A worker makes an edition itself only when the planner did
-not (a retry of an older edition, a subscriber's catch-up period), from its own records.
+wait in Redis for the workers. A worker makes an edition itself only when Redis no longer
+keeps it (Redis restarted, or an older edition retried past its expiry), from its own
+records; a worker that cannot read them leaves the batch to the queue (SendingHalted).
 """
 
 from __future__ import annotations
@@ -154,7 +155,10 @@ class Queued:
     editions: int  # editions planned and rendered for the workers
 
 
-def edition_key(topics: Sequence[str], cadence: str, start: datetime, end: datetime) -> str:
+def planned_key(topics: Sequence[str], cadence: str, start: datetime, end: datetime) -> str:
+    """Where a planned edition waits in Redis: not the ledger's edition key
+    (:func:`feeds.digest.edition_key`, one per cadence and day), but one per distinct
+    rendering, as topics and a catch-up period make editions of one key differ."""
     ident = json.dumps([list(topics), cadence, start.isoformat(), end.isoformat()])
     return EDITIONS + hashlib.sha256(ident.encode()).hexdigest()[:32]
 
@@ -198,7 +202,7 @@ def _plan_editions(config: Config, engine: Engine, client: redis.Redis, maker: _
         if not is_due(person.cadence, end, last.last_made if last else None, maker.zone):
             continue
         start, period_end = period(person.cadence, end, last.last_sent if last else None)
-        key = edition_key(person.topics, person.cadence, start, period_end)
+        key = planned_key(person.topics, person.cadence, start, period_end)
         if key in planned:
             continue
         planned.add(key)
@@ -364,8 +368,9 @@ class BatchSender:
 
 
 class _SharedEditions(_EditionMaker):
-    """A worker's editions: the planner's, from Redis; any other (a retry of an older
-    edition, a catch-up period) made here, from this machine's records, read only then."""
+    """A worker's editions: the planner's, from Redis; any Redis no longer keeps made
+    here, from this machine's records, read only then (its web copy goes to this
+    machine's ``out/``)."""
 
     def __init__(self, config: Config, engine: Engine, client: redis.Redis) -> None:
         from feeds.api.builds import Corpus
@@ -379,7 +384,7 @@ class _SharedEditions(_EditionMaker):
 
     def make_rendered(self, topics: tuple[str, ...], cadence: str, start: datetime,
                       end: datetime) -> RenderedEdition | None:
-        key = edition_key(topics, cadence, start, end)
+        key = planned_key(topics, cadence, start, end)
         if key not in self.shared:
             found = cast(bytes | None, self.client.get(key))  # redis-py < 8 types every reply loosely
             if found is None:
