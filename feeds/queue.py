@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -79,13 +80,17 @@ def lost(url: str | None, error: BaseException) -> QueueLost:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, at, tail = url.rpartition("@")
-    if not at:
-        return url
-    scheme, _, credentials = head.partition("://")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}" if ":" in credentials else f"{scheme}://***@{tail}"
+    """The URL without its password, for messages: redis-py takes one in the user part
+    (``redis://:pw@host``) or as a query argument (``?password=pw``)."""
+    head, _, query = url.partition("?")
+    if query:
+        query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query)
+    rest, at, tail = head.rpartition("@")
+    if at:
+        scheme, _, credentials = rest.partition("://")
+        user = credentials.split(":", 1)[0]
+        head = f"{scheme}://{user}:***@{tail}" if ":" in credentials else f"{scheme}://***@{tail}"
+    return f"{head}?{query}" if query else head
 
 
 def connect(config: QueueConfig) -> redis.Redis:

@@ -420,6 +420,21 @@ def test_status_with_redis_down_still_shows_the_rest(tmp_path: Path) -> None:
     assert "State database:" in result.stdout and "Daemon: not running" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:hunter2@127.0.0.1:{port}/0", "redis://:***@127.0.0.1:{port}/0"),
+    ("redis://feeds:hunter2@127.0.0.1:{port}/0", "redis://feeds:***@127.0.0.1:{port}/0"),
+    ("redis://127.0.0.1:{port}/0?password=hunter2", "redis://127.0.0.1:{port}/0?password=***"),
+    ("redis://127.0.0.1:{port}/0?socket_timeout=5&password=hunter2", "redis://127.0.0.1:{port}/0?socket_timeout=5&password=***"),
+])
+def test_a_queue_password_is_hidden_wherever_the_url_has_it(tmp_path: Path, url: str, shown: str) -> None:
+    """redis-py takes a password in the URL's user part or as ?password=: neither is shown."""
+    closed = free_port()
+    (tmp_path / "feeds.yaml").write_text(f"queue:\n  url: {url.format(port=closed)}\n")
+    result = feeds("worker", "--config", str(tmp_path / "feeds.yaml"), cwd=tmp_path, timeout=60)
+    one_error_line(result, f"queue {shown.format(port=closed)}: cannot connect")
+    assert "hunter2" not in result.stderr
+
+
 @pytest.mark.parametrize("queue, reason", [
     ("url: http://127.0.0.1:6379/", "queue: url: expected a Redis URL"),
     ("batch_size: 0", "queue: batch_size: expected a whole number of at least 1"),
