@@ -550,7 +550,9 @@ def worker(config_path: Path | None, threads: int) -> None:
 @config_option
 def status(config_path: Path | None) -> None:
     """Show the files in use (config, state database, cache, output folder), the
-    scheduled jobs with their next run and last result, and which daemon runs them."""
+    scheduled jobs with their next run and last result, and which daemon runs them;
+    with queue.url, the queue and its workers (Redis not answering: all the rest, then
+    one error line and exit status 1); the latest editions' deliveries."""
     from feeds import api
 
     found = api.service_status(_config(config_path))
@@ -572,11 +574,14 @@ def status(config_path: Path | None) -> None:
         if job.last:
             last = job.last
             click.echo(f"{'':<14} last {last.status} at {last.finished_at:%Y-%m-%d %H:%M:%S} UTC: {last.summary}")
-    print_queue_status(found.queue)
+    if found.queue_error is None:
+        print_queue_status(found.queue)
     for progress in found.editions:
         counts = progress.counts
         click.echo(f"Edition {progress.edition}: " + ", ".join(
             f"{counts.get(status, 0)} {status}" for status in ("claimed", "sent", "deferred", "failed")))
+    if found.queue_error is not None:
+        raise click.ClickException(found.queue_error)
 
 
 def print_queue_status(queue: api.QueueStatus | None) -> None:

@@ -136,6 +136,13 @@ class DeliveryError(FeedsError):
         self.server = server
 
 
+class SendingHalted(FeedsError):
+    """A fault of a whole sending run, not of the message in hand: the rate limit every
+    worker shares cannot be read (its Redis is gone), or a worker cannot read the records
+    to make an edition itself. That message stays owed, as do the rest of the run's, and
+    the run stops."""
+
+
 class SubscriberError(FeedsError):
     """An address or a topic choice that cannot be used. ``value``: what was at fault (the
     address, cadence or topic as given, or the CSV file's path)."""

@@ -17,8 +17,9 @@ message goes again with the same Message-ID: at most that one message arrives tw
 
 The editions themselves are planned and rendered once, by whoever queues the run (the
 daemon's digest job, or ``feeds digest --send``), which also writes their web copies; they
-wait in Redis for the workers. A worker makes an edition itself only when the planner did
-not (a retry of an older edition, a subscriber's catch-up period), from its own records.
+wait in Redis for the workers. A worker makes an edition itself only when Redis no longer
+keeps it (Redis restarted, or an older edition retried past its expiry), from its own
+records; a worker that cannot read them leaves the batch to the queue (SendingHalted).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 from feeds import state
 from feeds.api.digests import _EditionMaker
 from feeds.config import Config, QueueConfig
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, SendingHalted
 from feeds.render.digest import RenderedEdition
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ if TYPE_CHECKING:
     from dramatiq.brokers.redis import RedisBroker
     from limits import RateLimitItem
     from sqlalchemy.engine import Engine
+
+    from feeds.api.sending import DigestReport
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +70,27 @@ class QueueError(FeedsError):
     """The queue cannot be used: no ``queue.url``, or Redis refuses or is unreachable."""
 
 
+class QueueLost(QueueError, SendingHalted):
+    """Redis went away after we had connected: a worker stops with it (see
+    :func:`run_worker`), as does a batch in hand, whose unsent messages stay owed."""
+
+
+def lost(url: str | None, error: BaseException) -> QueueLost:
+    return QueueLost(f"queue {_safe_url(url or '')}: lost: {_first_line(error)}")
+
+
 def _safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    head, at, tail = url.rpartition("@")
-    if not at:
-        return url
-    scheme, _, credentials = head.partition("://")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}" if ":" in credentials else f"{scheme}://***@{tail}"
+    """The URL without its password, for messages: redis-py takes one in the user part
+    (``redis://:pw@host``) or as a query argument (``?password=pw``)."""
+    head, _, query = url.partition("?")
+    if query:
+        query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query)
+    rest, at, tail = head.rpartition("@")
+    if at:
+        scheme, _, credentials = rest.partition("://")
+        user = credentials.split(":", 1)[0]
+        head = f"{scheme}://{user}:***@{tail}" if ":" in credentials else f"{scheme}://***@{tail}"
+    return f"{head}?{query}" if query else head
 
 
 def connect(config: QueueConfig) -> redis.Redis:
@@ -143,7 +160,10 @@ class Queued:
     editions: int  # editions planned and rendered for the workers
 
 
-def edition_key(topics: Sequence[str], cadence: str, start: datetime, end: datetime) -> str:
+def planned_key(topics: Sequence[str], cadence: str, start: datetime, end: datetime) -> str:
+    """Where a planned edition waits in Redis: not the ledger's edition key
+    (:func:`feeds.digest.edition_key`, one per cadence and day), but one per distinct
+    rendering, as topics and a catch-up period make editions of one key differ."""
     ident = json.dumps([list(topics), cadence, start.isoformat(), end.isoformat()])
     return EDITIONS + hashlib.sha256(ident.encode()).hexdigest()[:32]
 
@@ -152,10 +172,31 @@ def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequ
               owed_only: set[int], *, end: datetime) -> Queued:
     """Plan a ``--send`` run for the workers: render each new edition ``people`` are due
     (and publish its web copy), keep it in Redis for them, and queue everyone in batches
-    of ``queue.batch_size``, by id. Those in ``owed_only`` get only what earlier runs owe."""
-    from feeds.digest import is_due, period
+    of ``queue.batch_size``, by id. Those in ``owed_only`` get only what earlier runs owe.
+    QueueLost if Redis goes away meanwhile: nobody is lost, as the next run queues
+    everyone again and the ledger says what each is still owed."""
+    import redis
+    from dramatiq.errors import BrokerConnectionError
 
     queue = Queue(config)
+    ids = [p.id for p in people]
+    size = config.queue.batch_size
+    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
+    try:
+        planned = _plan_editions(config, engine, queue.client, maker, people, owed_only, end=end)
+        for batch in batches:
+            queue.enqueue(end, batch, [i for i in batch if i in owed_only])
+    except (redis.RedisError, BrokerConnectionError) as e:
+        raise lost(config.queue.url, e) from e
+    return Queued(len(ids), len(batches), planned)
+
+
+def _plan_editions(config: Config, engine: Engine, client: redis.Redis, maker: _EditionMaker,
+                   people: Sequence[state.Subscriber], owed_only: set[int], *, end: datetime) -> int:
+    """Render each edition ``people`` (but those in ``owed_only``) are due once, and keep
+    it in Redis for the workers; returns how many there are."""
+    from feeds.digest import is_due, period
+
     ends = state.ledger_ends(engine)
     ttl = timedelta(hours=config.smtp.retry_for_hours) + timedelta(days=1)
     planned: set[str] = set()
@@ -166,19 +207,14 @@ def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequ
         if not is_due(person.cadence, end, last.last_made if last else None, maker.zone):
             continue
         start, period_end = period(person.cadence, end, last.last_sent if last else None)
-        key = edition_key(person.topics, person.cadence, start, period_end)
+        key = planned_key(person.topics, person.cadence, start, period_end)
         if key in planned:
             continue
         planned.add(key)
         rendered = maker.make_rendered(person.topics, person.cadence, start, period_end)
         if rendered is not None:
-            queue.client.set(key, json.dumps(asdict(rendered)), ex=ttl)
-    ids = [p.id for p in people]
-    size = config.queue.batch_size
-    batches = [ids[i:i + size] for i in range(0, len(ids), size)]
-    for batch in batches:
-        queue.enqueue(end, batch, [i for i in batch if i in owed_only])
-    return Queued(len(ids), len(batches), len(planned))
+            client.set(key, json.dumps(asdict(rendered)), ex=ttl)
+    return len(planned)
 
 
 # ---------------------------------------------------------------------------- limits
@@ -202,7 +238,7 @@ class SharedLimits:
         from limits.storage import RedisStorage
         from limits.strategies import MovingWindowRateLimiter
 
-        url = config.queue.url or ""
+        self.url = url = config.queue.url or ""
         # limits names a Unix socket redis+unix://, where redis-py says unix://.
         storage = RedisStorage("redis+unix://" + url.removeprefix("unix://") if url.startswith("unix://") else url)
         self.limiter = MovingWindowRateLimiter(storage)
@@ -213,10 +249,16 @@ class SharedLimits:
 
     def wait(self, recipient: str) -> None:
         """Return once one more message to ``recipient`` keeps within both limits; the
-        domain's first, so that a slot of the total is not held while its domain waits."""
-        if self.per_domain is not None:
-            self._take(self.per_domain, "domain", recipient.rpartition("@")[2].lower())
-        self._take(self.total, "total")
+        domain's first, so that a slot of the total is not held while its domain waits.
+        QueueLost if Redis cannot be asked: no message may leave without counting."""
+        import redis
+
+        try:
+            if self.per_domain is not None:
+                self._take(self.per_domain, "domain", recipient.rpartition("@")[2].lower())
+            self._take(self.total, "total")
+        except redis.RedisError as e:
+            raise lost(self.url, e) from e
 
     def _take(self, item: RateLimitItem, *key: str) -> None:
         import time
@@ -244,7 +286,11 @@ class BatchSender:
         self.engine = state.open_state(config.state_db)
         self.limits = SharedLimits(config, time.sleep)
         self.stopping = threading.Event()
+        self.lost: QueueLost | None = None  # Redis went away: the worker stops (see run_worker)
+        self.on_lost: Callable[[], None] = lambda: None
         self.lock = threading.Lock()
+        self.idle = threading.Condition()
+        self.busy = 0  # batches being sent now
         self.editions: tuple[datetime, _SharedEditions] | None = None
         # One attempt per message: a 4xx goes back to the queue, whose backoff retries it.
         self.smtp = replace(config.smtp, retries=0)
@@ -256,14 +302,59 @@ class BatchSender:
                 self.editions = (end, _SharedEditions(self.config, self.engine, self.queue.client))
             return self.editions[1]
 
+    def lose(self, error: QueueLost) -> None:
+        """Redis is gone: stop sending, and have the worker stop with ``error``."""
+        self.lost = self.lost or error
+        self.stopping.set()
+        self.on_lost()
+
+    def pace(self, recipient: str) -> None:
+        try:
+            self.limits.wait(recipient)
+        except QueueLost as e:
+            self.lose(e)
+            raise
+
+    def wait_idle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no batch is being sent."""
+        with self.idle:
+            self.idle.wait_for(lambda: self.busy == 0, timeout)
+
     def send_batch(self, end_iso: str, ids: list[int], owed_only: list[int]) -> None:
         from dramatiq import Retry
+        from sqlalchemy.exc import SQLAlchemyError
 
+        with self.idle:
+            self.busy += 1
+        try:
+            report = self._send(datetime.fromisoformat(end_iso), ids, set(owed_only))
+        except (SQLAlchemyError, state.StateError) as e:
+            # The database every worker shares is down or refusing: nobody here is at fault,
+            # and a claim not taken is not owed. The queue's backoff tries the batch again; a
+            # message sent and not recorded goes again once its claim expires, same Message-ID.
+            log.error("state database unavailable; the batch goes back to the queue",
+                      extra={"database": state.safe_url(self.config.state_db), "reason": _first_line(e)})
+            raise Retry("state database unavailable") from None
+        finally:
+            with self.idle:
+                self.busy -= 1
+                self.idle.notify_all()
+        if self.lost is not None:
+            # Left unacknowledged, as a killed worker leaves it: a retry would ask the Redis
+            # that is gone. Redis gives it to another worker once this one's heartbeat is
+            # missed; a Redis that lost its data has it queued again by the next planned run.
+            threading.Event().wait()
+        if report.deferred or report.elsewhere or report.stopped:
+            # Deferred rows are retried as they were (same Message-ID); a claim another
+            # worker holds is finished by it, or expires and is taken over, by then.
+            raise Retry(f"{len(report.deferred)} deferred, {len(report.elsewhere)} held elsewhere"
+                        + (", stopped" if report.stopped else ""))
+
+    def _send(self, end: datetime, ids: list[int], owed_only: set[int]) -> DigestReport:
         from feeds.api.digests import _Letters, _send_all, digest_secret
         from feeds.api.sending import DigestReport, Sending
         from feeds.deliver import SmtpSender
 
-        end = datetime.fromisoformat(end_iso)
         now = datetime.now(UTC)
         maker = self.editions_for(end)
         letters = _Letters(self.config, maker, digest_secret(self.config, self.engine), now)
@@ -272,22 +363,19 @@ class BatchSender:
                       make_edition=maker.make_rendered, compose=letters.compose, message_id=letters.message_id,
                       report=report, only=ids)
         people = state.subscribers_by_id(self.engine, ids)
-        _send_all(run, people, SmtpSender(self.smtp, pace=self.limits.wait), self.stopping.is_set, set(owed_only))
-        log.info("batch done", extra={"end": end_iso, "subscribers": len(ids), "sent": len(report.sent),
+        _send_all(run, people, SmtpSender(self.smtp, pace=self.pace), self.stopping.is_set, owed_only)
+        log.info("batch done", extra={"end": end.isoformat(), "subscribers": len(ids), "sent": len(report.sent),
                                       "deferred": len(report.deferred), "failed": len(report.failed),
                                       "elsewhere": len(report.elsewhere), "already": len(report.already)})
         if report.stop_reason:
             log.error("batch stopped", extra={"reason": report.stop_reason})
-        if report.deferred or report.elsewhere or report.stopped:
-            # Deferred rows are retried as they were (same Message-ID); a claim another
-            # worker holds is finished by it, or expires and is taken over, by then.
-            raise Retry(f"{len(report.deferred)} deferred, {len(report.elsewhere)} held elsewhere"
-                        + (", stopped" if report.stopped else ""))
+        return report
 
 
 class _SharedEditions(_EditionMaker):
-    """A worker's editions: the planner's, from Redis; any other (a retry of an older
-    edition, a catch-up period) made here, from this machine's records, read only then."""
+    """A worker's editions: the planner's, from Redis; any Redis no longer keeps made
+    here, from this machine's records, read only then (its web copy goes to this
+    machine's ``out/``)."""
 
     def __init__(self, config: Config, engine: Engine, client: redis.Redis) -> None:
         from feeds.api.builds import Corpus
@@ -301,7 +389,7 @@ class _SharedEditions(_EditionMaker):
 
     def make_rendered(self, topics: tuple[str, ...], cadence: str, start: datetime,
                       end: datetime) -> RenderedEdition | None:
-        key = edition_key(topics, cadence, start, end)
+        key = planned_key(topics, cadence, start, end)
         if key not in self.shared:
             found = cast(bytes | None, self.client.get(key))  # redis-py < 8 types every reply loosely
             if found is None:
@@ -314,7 +402,10 @@ class _SharedEditions(_EditionMaker):
         from feeds.api.builds import load_corpus
 
         if not self.read_records:
-            self.corpus = load_corpus(self.config)
+            try:
+                self.corpus = load_corpus(self.config)
+            except FeedsError as e:  # this machine's fault, not the subscribers' (see SendingHalted)
+                raise SendingHalted(f"{e}: this worker cannot make an edition the planner did not keep") from e
             self.memberships = {a.id: self.corpus.taxonomy.feeds_for(a) for a in self.corpus.articles}
             self.read_records = True
         return super().make_rendered(topics, cadence, start, end)
@@ -336,19 +427,38 @@ def run_worker(config: Config, *, threads: int, stop: threading.Event,
     # One batch in hand per thread: batches are long, and a prefetched one waits idle while
     # another worker could be sending it.
     worker.queue_prefetch = threads
+    sender.on_lost = stop.set
     worker.start()
     me = worker_id()
-    presence = threading.Thread(target=_keep_presence, args=(queue, me, threads, stop), daemon=True)
+    presence = threading.Thread(target=_keep_presence, args=(queue, me, threads, stop, sender.lose), daemon=True)
     presence.start()
     ready(me)
     stop.wait()
     sender.stopping.set()
+    if sender.lost is None:
+        _check_reachable(queue, sender)
+    if sender.lost is not None:
+        # Dramatiq would retry acknowledging until Redis is back: the batches in hand are
+        # left to Redis, as a killed worker's are, once the message in flight is done.
+        sender.wait_idle(4 * config.smtp.timeout_seconds + 5)
+        raise sender.lost
     worker.stop()
     queue.client.delete(WORKERS + me)
 
 
-def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event) -> None:
-    """Say in Redis, while we run, that this worker is alive: what `feeds status` lists."""
+def _check_reachable(queue: Queue, sender: BatchSender) -> None:
+    import redis
+
+    try:
+        queue.client.ping()
+    except redis.RedisError as e:
+        sender.lose(lost(queue.config.queue.url, e))
+
+
+def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event,
+                   on_lost: Callable[[QueueLost], None]) -> None:
+    """Say in Redis, while we run, that this worker is alive: what `feeds status` lists.
+    Redis not answering (redis-py has retried by then) stops the worker, by ``on_lost``."""
     import redis
 
     timeout = queue.config.queue.heartbeat_timeout_seconds
@@ -358,8 +468,9 @@ def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event) -
             queue.client.set(WORKERS + me, json.dumps({
                 "threads": threads, "started": started, "seen": datetime.now(UTC).isoformat(timespec="seconds"),
                 "broker_id": queue.broker.broker_id, "pid": os.getpid()}), ex=max(1, round(timeout)))
-        except redis.RedisError:
-            log.warning("cannot reach the queue to say this worker is alive", exc_info=True)
+        except redis.RedisError as e:
+            on_lost(lost(queue.config.queue.url, e))
+            return
         if stop.wait(timeout / 3):
             return
 

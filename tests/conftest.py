@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 from click.testing import CliRunner, Result
 
 from feeds.cli import cli
+
+if TYPE_CHECKING:
+    from tests.redisserver import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
@@ -136,14 +139,20 @@ def corpus() -> Path:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A redis-server of the test's own, on a free loopback port. Skips where Debian's
-    redis-server is not installed, unless FEEDS_REQUIRE_REDIS is set (.ci/run sets it)."""
-    from tests.redisserver import have_redis, redis_server
+def redis_url(redis: RedisServer) -> str:
+    """A redis-server of the test's own, on a free loopback port: its URL."""
+    return redis.url
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, which it may kill and start again. Skips where
+    Debian's redis-server is not installed, unless FEEDS_REQUIRE_REDIS is set (.ci/run sets it)."""
+    from tests.redisserver import have_redis, redis_process
 
     if not have_redis():
         if os.environ.get("FEEDS_REQUIRE_REDIS"):
             pytest.fail("FEEDS_REQUIRE_REDIS is set but redis-server is not installed")
         pytest.skip("no redis-server (apt-get install redis-server)")
-    with redis_server() as url:
-        yield url
+    with redis_process() as server:
+        yield server

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -27,6 +29,9 @@ from tests.test_delivery import DATE, engine_of, recipients, write_site
 from tests.test_digest import cli
 from tests.test_operator import feeds, folder, free_port, one_error_line
 from tests.test_postgres import database  # noqa: F401  # the fixture, for the kill test
+
+if TYPE_CHECKING:
+    from tests.redisserver import RedisServer
 
 
 def queue_site(tmp_path: Path, port: int, redis_url: str, *, state_db: str | None = None,
@@ -157,6 +162,114 @@ def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records
             wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
     assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org"]
     assert {str(m["Subject"]) for m in server.received()} == {subject}
+
+
+def test_a_worker_mails_who_is_still_active_with_their_own_preferences_and_unsubscribe_links(
+        tmp_path: Path, redis_url: str) -> None:
+    """Issue 14 meets 15: people who pause, unsubscribe or are erased after the run was
+    queued are skipped by the worker; a queued digest links to its subscriber's own
+    preferences page (HTML and text) and unsubscribe URL, as an inline one does."""
+    from datetime import UTC, date, datetime
+
+    from feeds.digest import verify_preferences_token
+    from tests.test_digest import SECRET
+    from tests.test_preferences import preferences_link
+
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        import_people(config, ["ada@example.org", "bob@example.org", "cy@example.org", "dee@example.org"])
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0 and "Queued 4 subscribers in 1 batch " in out, out + err
+        engine = engine_of(tmp_path)
+        ids = {s.email: s.id for s in state.list_subscribers(engine)}
+        now = datetime.now(UTC)
+        state.unsubscribe(engine, ids["bob@example.org"], now)
+        assert state.pause(engine, ids["cy@example.org"], date(2020, 7, 1), now=now)
+        code, out, err = cli(config, "subscribers", "erase", "dee@example.org")
+        assert code == 0, out + err
+        with workers(config, 1):
+            wait_for(lambda: len(server.received()) >= 1 and queue_empty(config), what="the batch")
+    [message] = server.received()
+    assert str(message["To"]) == "ada@example.org"
+    link = urlsplit(preferences_link(message))  # the same in the text and HTML parts
+    assert (link.netloc, link.path) == ("news.example.org", "/preferences")
+    ada = ids["ada@example.org"]
+    assert verify_preferences_token(SECRET, parse_qs(link.query)["token"][0], {ada: "ada@example.org"}.get) == ada
+    assert str(message["List-Unsubscribe"]).startswith("<https://news.example.org/unsubscribe?token=")
+
+
+def test_a_state_database_that_refuses_sends_the_batch_back_without_a_traceback(
+        tmp_path: Path, redis_url: str) -> None:
+    """The state database refusing a worker (here SQLite locked past its busy timeout, as
+    a PostgreSQL gone away refuses): the batch goes back to the queue, logged as one line,
+    and is sent once the database answers again, each message once."""
+    import sqlite3
+
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        addresses = ["ada@example.org", "bob@example.org"]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0, out + err
+        lock = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # readers go on (WAL); every write waits, then fails
+        try:
+            with workers(config, 1):
+                time.sleep(12)  # past the worker's 10 s busy timeout
+                lock.execute("ROLLBACK")
+                wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+        finally:
+            lock.close()
+        log = (tmp_path / "worker0.err").read_text()
+    assert "state database" in log, log
+    assert sorted(recipients(server)) == addresses
+
+
+def test_a_worker_without_the_records_fails_nobody_and_tries_again(tmp_path: Path, redis_url: str) -> None:
+    """A worker that must make an edition itself (Redis lost the planner's) on a machine
+    without the records cannot make it: nobody's fault, so nobody is failed for good; the
+    batch goes back to the queue, and once the records are there it is sent, once each."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        addresses = ["ada@example.org", "bob@example.org"]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")  # queued; no worker yet
+        assert code == 0, out + err
+        client = connect(load_config(config).queue)
+        client.delete(*client.scan_iter(match=f"{NAMESPACE}:edition:*"))
+        seeds = tmp_path / "seeds"
+        seeds.rename(tmp_path / "elsewhere")
+        with workers(config, 1):
+            log = tmp_path / "worker0.err"
+            engine = engine_of(tmp_path)
+            wait_for(lambda: "batch stopped" in log.read_text() or state.delivered_editions(engine, "daily-2020-06-18"),
+                     what="the batch to stop")
+            assert "no such folder of records" in log.read_text()
+            assert Counter(state.delivered_editions(engine, "daily-2020-06-18").values())["failed"] == 0
+            (tmp_path / "elsewhere").rename(seeds)
+            wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
+
+
+def test_two_planners_at_once_queue_twice_and_everyone_gets_one_message(tmp_path: Path, redis_url: str) -> None:
+    """The daemon's digest job and a manual `feeds digest --send` at the same time queue
+    every batch twice: the claims still give each subscriber one message."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url, batch_size=5)
+        addresses = [f"reader{i:02d}@example.org" for i in range(40)]
+        import_people(config, addresses)
+        command = ["digest", "--date", DATE, "--send", "--config", str(config)]
+        with workers(config, 2):
+            planners = [subprocess.Popen([sys.executable, "-m", "feeds", *command], stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True) for _ in range(2)]
+            for planner in planners:
+                out, err = planner.communicate(timeout=120)
+                assert planner.returncode == 0 and "Queued 40 subscribers in 8 batches" in out, out + err
+            wait_for(lambda: len(server.received()) >= 40 and queue_empty(config), what="both runs' batches")
+            time.sleep(1)
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
 
 
 def run_status(config: Path) -> str:
@@ -295,6 +408,33 @@ def test_an_unreachable_queue_is_one_line(tmp_path: Path, command: list[str]) ->
     assert "hunter2" not in result.stderr
 
 
+def test_status_with_redis_down_still_shows_the_rest(tmp_path: Path) -> None:
+    """`feeds status` is what an operator runs when something is down: Redis not
+    answering is its one error line (exit 1), after the daemon, jobs and editions."""
+    conf = folder(tmp_path / "conf")
+    closed = free_port()
+    (conf / "feeds.yaml").write_text(f"secret: a-test-secret-that-is-long-enough\nseeds: {conf}\n"
+                                     f"state_db: {tmp_path / 'state.db'}\nqueue:\n  url: redis://127.0.0.1:{closed}/0\n")
+    result = feeds("status", "--config", str(conf / "feeds.yaml"), cwd=tmp_path, timeout=60)
+    one_error_line(result, f"queue redis://127.0.0.1:{closed}/0: cannot connect")
+    assert "State database:" in result.stdout and "Daemon: not running" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:hunter2@127.0.0.1:{port}/0", "redis://:***@127.0.0.1:{port}/0"),
+    ("redis://feeds:hunter2@127.0.0.1:{port}/0", "redis://feeds:***@127.0.0.1:{port}/0"),
+    ("redis://127.0.0.1:{port}/0?password=hunter2", "redis://127.0.0.1:{port}/0?password=***"),
+    ("redis://127.0.0.1:{port}/0?socket_timeout=5&password=hunter2", "redis://127.0.0.1:{port}/0?socket_timeout=5&password=***"),
+])
+def test_a_queue_password_is_hidden_wherever_the_url_has_it(tmp_path: Path, url: str, shown: str) -> None:
+    """redis-py takes a password in the URL's user part or as ?password=: neither is shown."""
+    closed = free_port()
+    (tmp_path / "feeds.yaml").write_text(f"queue:\n  url: {url.format(port=closed)}\n")
+    result = feeds("worker", "--config", str(tmp_path / "feeds.yaml"), cwd=tmp_path, timeout=60)
+    one_error_line(result, f"queue {shown.format(port=closed)}: cannot connect")
+    assert "hunter2" not in result.stderr
+
+
 @pytest.mark.parametrize("queue, reason", [
     ("url: http://127.0.0.1:6379/", "queue: url: expected a Redis URL"),
     ("batch_size: 0", "queue: batch_size: expected a whole number of at least 1"),
@@ -321,6 +461,78 @@ def test_a_worker_without_a_queue_says_so(tmp_path: Path) -> None:
 def test_without_a_queue_status_says_inline(tmp_path: Path) -> None:
     (tmp_path / "feeds.yaml").write_text("title: Mine\n")
     assert "Queue: none (digests are sent inline)" in run_status(tmp_path / "feeds.yaml")
+
+
+def start_worker(config: Path, name: str) -> tuple[subprocess.Popen[str], Path]:
+    """One `feeds worker` process, its stderr in a file named ``name``; not waited for."""
+    err = config.parent / f"{name}.err"
+    process = subprocess.Popen([sys.executable, "-m", "feeds", "worker", "--config", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=err.open("w"), text=True)
+    return process, err
+
+
+def test_redis_lost_mid_batch_stops_the_worker_with_one_line_and_fails_nobody(
+        tmp_path: Path, redis: RedisServer) -> None:
+    """Redis crashes while a worker sends a batch: the worker stops with one line and
+    exit status 1 (no traceback), the subscribers it had not mailed stay owed (none is
+    failed), and once Redis is back a later run mails each of them once."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis.url, batch_size=50, heartbeat=2, rate_per_second=10)
+        addresses = [f"reader{i:02d}@example.org" for i in range(30)]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Queued 30 subscribers in 1 batch " in out, out + err
+        worker, log = start_worker(config, "lost")
+        try:
+            wait_for(lambda: len(server.received()) >= 5, what="5 messages", processes=[worker])
+            redis.kill()
+            worker.wait(timeout=60)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        stderr = log.read_text()
+        assert worker.returncode == 1 and "Traceback" not in stderr, stderr
+        assert stderr.strip().splitlines()[-1].startswith(f"Error: queue {redis.url}: lost"), stderr
+        sent_before = len(server.received())
+        assert sent_before < len(addresses)
+        statuses = Counter(state.delivered_editions(engine_of(tmp_path), "daily-2020-06-18").values())
+        assert statuses["failed"] == 0 and statuses["sent"] == sent_before, statuses
+
+        redis.start()  # empty: the queue and its batch are gone; the next run queues them again
+        with workers(config, 1):
+            code, out, err = cli(config, "digest", "--date", DATE, "--send")
+            assert code == 0, out + err
+            wait_for(lambda: len(set(recipients(server))) == len(addresses) and queue_empty(config),
+                     what="everyone's edition")
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
+
+
+def test_redis_lost_while_queueing_is_one_line_and_the_next_run_queues_everyone(
+        tmp_path: Path, redis: RedisServer) -> None:
+    """Redis crashes while `feeds digest --send` queues its batches: one line, exit status
+    1, no traceback; nothing was claimed, so the next run (Redis back) queues everyone."""
+    import redis as redis_py
+
+    config = queue_site(tmp_path, free_port(), redis.url, batch_size=1)
+    count = 3000
+    import_people(config, [f"reader{i:04d}@example.org" for i in range(count)])
+    client = redis_py.Redis.from_url(redis.url)
+
+    def kill_once_queueing() -> None:
+        wait_for(lambda: client.llen(f"{NAMESPACE}:{QUEUE}") > 0, what="the first batch", timeout=60)
+        redis.kill()
+
+    killer = threading.Thread(target=kill_once_queueing)
+    killer.start()
+    result = feeds("digest", "--date", DATE, "--send", "--config", str(config), cwd=tmp_path, timeout=120)
+    killer.join()
+    one_error_line(result, f"queue {redis.url}: lost")
+    assert Counter(state.delivered_editions(engine_of(tmp_path), "daily-2020-06-18").values()) == {}
+
+    redis.start()
+    code, out, err = cli(config, "digest", "--date", DATE, "--send")
+    assert code == 0 and f"Queued {count} subscribers in {count} batches" in out, out + err
 
 
 # ------------------------------------------------------------------------------ deploy

@@ -202,11 +202,8 @@ def digest(
         run = Sending(engine, config.smtp, end=end, now=now, clock=clock, zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
-        # Other cadences' messages deferred by earlier runs are retried too: the weekly
-        # run alone would come back to them after smtp.retry_for_hours.
-        owed = [s for s in subscribers if s.active and s.cadence != cadence and run.owed(s)] if cadence else []
-        people = sorted(people + owed, key=lambda s: s.id)
-        _send_all(run, people, sender(config.smtp) if people else None, should_stop, {s.id for s in owed})
+        people, owed_only = _and_owed(people, subscribers, cadence, run.owed)
+        _send_all(run, people, sender(config.smtp) if people else None, should_stop, owed_only)
     else:
         _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
@@ -225,18 +222,26 @@ def _recipients(subscribers: Sequence[state.Subscriber],
         paused=[f"{s.email}: until {s.paused_until}" for s in everyone if s.status == state.PAUSED])
 
 
+def _and_owed(people: list[state.Subscriber], subscribers: Sequence[state.Subscriber], cadence: str | None,
+              owes: Callable[[state.Subscriber], bool]) -> tuple[list[state.Subscriber], set[int]]:
+    """``people`` and, in a run of one ``cadence``, the active subscribers of the others
+    whom an earlier run ``owes`` a message (deferred, or claimed by a sender that died), by
+    id; and the ids of those, who get that message alone. The weekly run alone would come
+    back to them only after ``smtp.retry_for_hours``."""
+    owed = [s for s in subscribers if s.active and s.cadence != cadence and owes(s)] if cadence else []
+    return sorted(people + owed, key=lambda s: s.id), {s.id for s in owed}
+
+
 def _queue_all(config: Config, engine: Engine, maker: _EditionMaker, subscribers: Sequence[state.Subscriber],
                people: list[state.Subscriber], cadence: str | None, end: datetime, report: DigestReport) -> None:
     """With ``queue.url``: plan the run once and queue it for ``feeds worker`` (see
-    :mod:`feeds.queue`); those of other cadences with a message owed by an earlier run are
-    queued too, for that message alone, as an inline run retries them."""
+    :mod:`feeds.queue`), with those an earlier run owes a message, as an inline run does."""
     from feeds.queue import queue_run
 
-    owed_ids = {row.subscriber_id for row in state.open_deliveries(engine)
-                if row.status in (state.DEFERRED, state.CLAIMED)}
-    owed = [s for s in subscribers if s.active and s.cadence != cadence and s.id in owed_ids] if cadence else []
-    queued = queue_run(config, engine, maker, sorted(people + owed, key=lambda s: s.id), {s.id for s in owed},
-                       end=end)
+    owing = {row.subscriber_id for row in state.open_deliveries(engine)
+             if row.status in (state.DEFERRED, state.CLAIMED)} if cadence else set()
+    people, owed_only = _and_owed(people, subscribers, cadence, lambda s: s.id in owing)
+    queued = queue_run(config, engine, maker, people, owed_only, end=end)
     report.queued, report.batches, report.queued_for_workers = queued.subscribers, queued.batches, True
 
 

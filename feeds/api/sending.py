@@ -28,7 +28,7 @@ from feeds import state
 from feeds.config import CADENCES, SmtpConfig
 from feeds.deliver import Outcome, SmtpSender
 from feeds.digest import edition_cadence, edition_day, edition_key, is_due, next_due_day, period
-from feeds.errors import FeedsError
+from feeds.errors import FeedsError, SendingHalted
 from feeds.render.digest import Outgoing, RenderedEdition
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,6 @@ class Sending:
         self.message_id = message_id
         self.server_gone = False  # the server stopped answering: the rest wait for the next run
         self.lost_in_a_row = 0  # messages deferred with the connection lost, one after another
-        self.sender_refused = False  # the server refused our sender: everyone else would be refused too
         self.holder = sender_id()
         self.ttl = claim_ttl(smtp_config)
         self.retry_for = timedelta(hours=smtp_config.retry_for_hours)
@@ -144,7 +143,7 @@ class Sending:
             should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
         """Serve ``people``; those in ``owed_only`` (ids) get only what earlier runs owe them."""
         for person in people:
-            if (should_stop and should_stop()) or self.server_gone or self.sender_refused:
+            if (should_stop and should_stop()) or self.server_gone or self.report.stop_reason:
                 self.report.stopped = True
                 return
             self.serve(person, smtp, new_edition=person.id not in owed_only)
@@ -211,6 +210,9 @@ class Sending:
                  smtp: SmtpSender) -> None:
         try:
             rendered = self.make_edition(person.topics, person.cadence, start, end)
+        except SendingHalted as e:  # this sender cannot make editions at all: nobody's fault
+            self.report.stop_reason = str(e)
+            return
         except Exception as e:  # a template fault: recorded against everyone it touches
             log.debug("edition for %s failed", person.email, exc_info=True)
             if self.claim(person, key, start, end):
@@ -268,6 +270,9 @@ class Sending:
         start = row.period_start or row.period_end - CADENCES.get(cadence, CADENCES["daily"])
         try:
             rendered = self.make_edition(person.topics, cadence, start, row.period_end)
+        except SendingHalted as e:  # this sender cannot make editions at all: still owed
+            self.report.stop_reason = str(e)
+            return self.finish(person, row.edition, Outcome(state.DEFERRED, str(e)))
         except Exception as e:
             log.debug("edition for %s failed", person.email, exc_info=True)
             return self.finish(person, row.edition, Outcome(state.FAILED, failure_reason(e)))
@@ -285,6 +290,9 @@ class Sending:
         try:
             message = self.compose(person, key, rendered)
             outcome = smtp.send(message)
+        except SendingHalted as e:  # about the run, not this subscriber: they and the rest stay owed
+            self.report.stop_reason = str(e)
+            return self.finish(person, key, Outcome(state.DEFERRED, str(e)))
         except Exception as e:  # whatever it is, it is this subscriber's alone
             log.debug("message to %s failed", person.email, exc_info=True)
             outcome = Outcome(state.FAILED, failure_reason(e))
@@ -297,7 +305,6 @@ class Sending:
         self.lost_in_a_row = self.lost_in_a_row + 1 if lost else 0
         self.server_gone = self.lost_in_a_row >= 2
         if outcome.sender_refused:  # about the run, not this subscriber: the rest stay owed
-            self.sender_refused = True
             self.report.stop_reason = (f"the SMTP server refused the sender ({outcome.detail}); "
                                        "check mail_from and its domain")
         return self.finish(person, key, outcome)

@@ -56,7 +56,8 @@ class ServiceStatus:
     out: Path
     jobs: list[JobStatus]
     lease: Lease | None  # the daemon's claim, possibly expired
-    queue: QueueStatus | None = None  # None: no queue.url, digests are sent inline
+    queue: QueueStatus | None = None  # None: no queue.url, digests are sent inline (or queue_error)
+    queue_error: str | None = None  # queue.url set and its Redis not answering: why, as one line
     editions: list[EditionProgress] = field(default_factory=list)  # the latest editions' deliveries
 
 
@@ -65,11 +66,14 @@ def service_status(config: Config) -> ServiceStatus:
     from feeds.scheduler import status
 
     jobs, lease = status(config)
-    queue = None
+    queue, queue_error = None, None
     if config.queue.url:
-        from feeds.queue import queue_status
+        from feeds.queue import QueueError, queue_status
 
-        queue = queue_status(config)
+        try:
+            queue = queue_status(config)
+        except QueueError as e:  # the rest is what the operator needs to see most then
+            queue_error = str(e)
     return ServiceStatus(
         config=config.source.absolute() if config.source else None,
         state_db=state.safe_url(absolute_state_db(config.state_db)),
@@ -78,6 +82,7 @@ def service_status(config: Config) -> ServiceStatus:
         jobs=jobs,
         lease=lease,
         queue=queue,
+        queue_error=queue_error,
         editions=state.edition_progress(state.open_state(config.state_db)),
     )
 
