@@ -91,3 +91,15 @@ def test_processes_opening_a_new_database_at_once_all_succeed(tmp_path: Path) ->
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://feeds:hunter2@db.example/feeds",
+    "postgresql+psycopg://feeds@db.example/feeds?password=hunter2",
+    "postgresql+psycopg://feeds@db.example/feeds?sslmode=require&password=hunter2&connect_timeout=5",
+])
+def test_a_state_url_in_messages_never_shows_its_password(url: str) -> None:
+    """libpq (and psycopg) take the password in the query too; messages name the database
+    by this URL, so it must hide both."""
+    shown = state.safe_url(url)
+    assert "hunter2" not in shown and "***" in shown and "db.example/feeds" in shown

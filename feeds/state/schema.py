@@ -3,6 +3,7 @@ connecting, creating the tables and bringing an older database's columns up to d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -227,9 +228,11 @@ def utc(moment: datetime | None) -> datetime | None:
 
 
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password, for messages: the user part's, and libpq's
+    ``?password=`` (which psycopg takes as well)."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        return re.sub(r"([?&]password=)[^&]*", r"\1***", shown)
     except (sa.exc.ArgumentError, ValueError):
         return "<unparseable URL>"
 
