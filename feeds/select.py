@@ -17,7 +17,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -361,15 +361,18 @@ def published_within(articles: Sequence[R], now: datetime, max_age: timedelta | 
     return [a for a in articles if a.microseconds <= until and (since is None or a.microseconds >= since)]
 
 
-@dataclass(slots=True)
 class _Stories(Generic[R]):
-    """The stories of one feed as they are made: each lead, the articles folded into it."""
+    """The stories of one feed as they are made: each lead, the articles folded into it.
+    A plain class: a dataclass costs every command ~0.3 ms to define, for four fields."""
 
-    leads: list[R] = field(default_factory=list)
-    folded: list[list[R]] = field(default_factory=list)
-    # Article id (a lead's, or one a lead names as related) -> its story.
-    story_of: dict[str, int] = field(default_factory=dict)
-    placed: set[str] = field(default_factory=set)  # ids of the articles in a story
+    __slots__ = ("folded", "leads", "placed", "story_of")
+
+    def __init__(self) -> None:
+        self.leads: list[R] = []
+        self.folded: list[list[R]] = []
+        # Article id (a lead's, or one a lead names as related) -> its story.
+        self.story_of: dict[str, int] = {}
+        self.placed: set[str] = set()  # ids of the articles in a story
 
 
 def _lead_stories(stories: _Stories[R], rest: Iterator[R], limit: int, max_per_provider: int | None,

@@ -117,51 +117,106 @@ WRITERS_PER_CORE = 2  # threads: each mostly waits on the disk or compresses wit
 
 def write_all(root: Path, files: Mapping[str, bytes], writers: int | None = None) -> set[str]:
     """:func:`write_output` for each file, on ``writers`` threads (default: two per core,
-    this one among them); the paths of the files that changed.
+    this one among them); the paths of the files that changed (see :class:`Writes`)."""
+    count = _writers(writers)
+    if count < 2 or len(files) < 2:
+        return {relative for relative, data in files.items() if write_output(root, relative, data)}
+    with Writes(root, min(count, len(files))) as writes:
+        for relative, data in files.items():
+            writes.put(relative, data)
+        return writes.finish()
+
+
+class Writes:
+    """:func:`write_output` for files handed over one by one (:meth:`put`), on ``writers``
+    threads (default: two per core, the caller's among them at :meth:`finish`), while the
+    caller goes on making the next ones: a build renders a feed while the last one is
+    written and compressed.
 
     Each write waits for the disk (fsync) and each file's copies take ~2 ms of
     compressing, more than the write itself; zlib, brotli and the waits all let go of the
     GIL. So a build that writes a feed and its two copies, three fsyncs where one was,
-    spreads them over threads: the disk takes concurrent syncs in one commit, and a cold
-    build's 125 files compress on every core. Each file is still written before its
-    copies. No thread outlives the call; the first error stops the writes not yet begun
-    and is raised here."""
-    count = (os.cpu_count() or 1) * WRITERS_PER_CORE if writers is None else writers
-    if count < 2 or len(files) < 2:
-        return {relative for relative, data in files.items() if write_output(root, relative, data)}
-    import threading
-    from _queue import Empty, SimpleQueue  # the C queue: queue.py's imports are not needed
+    spreads them over threads: the disk takes concurrent syncs in one commit, and the
+    files compress on every core. Each file is still written before its copies.
 
-    jobs: SimpleQueue[tuple[str, bytes]] = SimpleQueue()
-    for job in files.items():
-        jobs.put(job)
-    changed: list[str] = []
-    errors: list[BaseException] = []
+    The helper threads start at the first :meth:`put`, not before: a build decides
+    whether to fork its renderers by whether it has threads. No thread outlives the
+    ``with`` block; the first error stops the writes not yet begun and is raised by
+    :meth:`finish`. Leaving the block by an exception drops the writes not yet begun."""
 
-    def work() -> None:
-        while not errors:
-            try:
-                relative, data = jobs.get_nowait()
-            except Empty:  # all taken
-                return
-            try:
-                if write_output(root, relative, data):
-                    changed.append(relative)  # list.append holds the GIL: safe across threads
-            except BaseException as e:  # raised in the calling thread, below
-                errors.append(e)
+    def __init__(self, root: Path, writers: int | None = None) -> None:
+        self.root = root
+        self.count = _writers(writers)
+        self.changed: list[str] = []  # list.append holds the GIL: safe across threads
+        self.errors: list[BaseException] = []
+        self.helpers: list[Any] = []
+        self.jobs: Any = None  # a SimpleQueue of (relative, data), None to stop a helper
 
-    helpers = [threading.Thread(target=work, name="feeds-writer", daemon=True)
-               for _ in range(min(count, len(files)) - 1)]
-    for thread in helpers:
-        thread.start()
-    try:
-        work()
-    finally:
-        for thread in helpers:
+    def __enter__(self) -> Writes:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.errors.append(RuntimeError("not written: the caller failed"))  # the rest is dropped
+        self._stop()
+
+    def put(self, relative: str, data: bytes) -> None:
+        """Write ``data`` to ``root/relative`` (and its copies), now or soon."""
+        if self.count < 2:
+            self._write(relative, data)
+            return
+        if self.jobs is None:
+            import threading
+            from _queue import SimpleQueue  # the C queue: queue.py's imports are not needed
+
+            self.jobs = SimpleQueue()
+            self.helpers = [threading.Thread(target=self._help, name="feeds-writer", daemon=True)
+                            for _ in range(self.count - 1)]
+            for thread in self.helpers:
+                thread.start()
+        self.jobs.put((relative, data))
+
+    def finish(self) -> set[str]:
+        """Write what no helper has taken yet (in this thread too), wait for the helpers;
+        the paths of the files that changed."""
+        from _queue import Empty
+
+        try:
+            while self.jobs is not None and not self.errors:
+                try:
+                    relative, data = self.jobs.get_nowait()
+                except Empty:  # all taken
+                    break
+                self._write(relative, data)
+        finally:
+            self._stop()
+        if self.errors:
+            raise self.errors[0]
+        return set(self.changed)
+
+    def _help(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            self._write(*job)
+
+    def _write(self, relative: str, data: bytes) -> None:
+        if self.errors:
+            return
+        try:
+            if write_output(self.root, relative, data):
+                self.changed.append(relative)
+        except BaseException as e:  # raised in the calling thread, by finish()
+            self.errors.append(e)
+
+    def _stop(self) -> None:
+        for _ in self.helpers:
+            self.jobs.put(None)  # after every job already queued: those are written (or dropped) first
+        for thread in self.helpers:
             thread.join()
-    if errors:
-        raise errors[0]
-    return set(changed)
+        self.helpers = []
+
+
+def _writers(writers: int | None) -> int:
+    return (os.cpu_count() or 1) * WRITERS_PER_CORE if writers is None else writers
 
 
 def _copies_current(target: Path, suffixes: tuple[str, ...]) -> bool:

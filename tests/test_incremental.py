@@ -3,6 +3,7 @@ a build from nothing writes, and touch only the feeds a change reaches."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from benchmarks.generate import generate
 from feeds import api
 from feeds.api.builds import plan_topics, render_site
 from feeds.config import Config
+from feeds.errors import FeedsError
 from feeds.manifest import NAME as MANIFEST
 from feeds.normalise import slugify
 from feeds.render import FORMATS
@@ -614,3 +616,22 @@ def test_every_library_that_shapes_the_output_is_in_the_fingerprint(tmp_path: Pa
     finally:
         monkeypatch.undo()
         manifest.package_fingerprint.cache_clear()
+
+
+def test_a_build_collects_garbage_less_often_and_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """The daemon builds in a process that goes on with other jobs: a build's own
+    collector setting lasts as long as the build, even one that fails."""
+    records = tmp_path / "records"
+    generate(records, 20, seed=5)
+    config = replace(Config(), cache_db=tmp_path / "cache.db")
+    before = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
+    api.build(config, now=NOW, seeds=records, out=tmp_path / "out",
+              progress=lambda done, total: during.append(gc.get_threshold()))
+    assert during and all(t == (100_000, 20, 20) for t in during)
+    assert gc.get_threshold() == before
+    (tmp_path / "blocked").write_text("a file where the output folder should be")
+    write_record(records / "new.md", url="https://example.com/one-more")  # not the last build's input
+    with pytest.raises(FeedsError):
+        api.build(config, now=NOW, seeds=records, out=tmp_path / "blocked")
+    assert gc.get_threshold() == before

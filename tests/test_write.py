@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import resource
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from feeds.write import (
     OutputError,
+    Writes,
     compressed_copies,
     remove_leftovers,
     remove_output,
@@ -65,6 +67,29 @@ def test_a_write_that_fails_on_a_writer_thread_fails_the_call_and_leaves_no_thre
         write_all(tmp_path, files)
     assert threading.active_count() == 1
     assert (tmp_path / "topics/t7/rss.xml").read_bytes() == b"<rss n='7'/>"  # the file itself went first
+
+
+def test_files_handed_over_one_by_one_are_written_on_threads_started_only_then(tmp_path: Path) -> None:
+    """A build renders the next feed while the last is written: a thread may start only
+    at the first file, since a build forks its renderers only while it has none."""
+    files = {f"topics/t{n}/rss.xml": f"<rss n='{n}'>{'x' * 5000}</rss>".encode() for n in range(9)}
+    with Writes(tmp_path, writers=3) as writes:
+        assert threading.active_count() == 1
+        for relative, data in files.items():
+            writes.put(relative, data)
+        assert writes.finish() == set(files)
+    assert threading.active_count() == 1
+    for relative, data in files.items():
+        assert (tmp_path / relative).read_bytes() == data
+        assert gzip.decompress((tmp_path / f"{relative}.gz").read_bytes()) == data
+
+
+def test_writes_left_by_an_exception_stop_and_leave_no_thread(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="a renderer failed"), Writes(tmp_path, writers=2) as writes:
+        writes.put("topics/a/rss.xml", b"<rss/>")
+        raise ValueError("a renderer failed")
+    assert threading.active_count() == 1
+    assert not list(tmp_path.rglob(".*.tmp"))
 
 
 def test_unchanged_bytes_are_not_written(tmp_path: Path) -> None:
