@@ -362,3 +362,39 @@ def test_sign_up_on_postgres(database: str, tmp_path: Path) -> None:
         signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
         assert signup.purge_unconfirmed(config, NOW + timedelta(days=8), engine) == ["old@example.org"]
         assert [p.email for p in state.list_subscribers(engine)] == ["ada@example.org"]
+
+
+def test_a_stranger_typing_an_erased_leavers_address_does_not_undo_the_erasure(site: tuple, tmp_path: Path) -> None:
+    """Someone who unsubscribed and was erased stays erased when anyone (not they) types
+    their address into the form and nobody confirms: the row got the address back to carry
+    the sign-up, and the purge must erase it again, confirmation mail included."""
+    from feeds.api.subscribers import erase_subscriber
+
+    config, engine = site
+    state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", NOW)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None
+    state.unsubscribe(engine, ada.id, NOW, source="one-click", reason="one-click")
+    erase_subscriber(config, "ada@example.org", now=NOW)
+    later = NOW + timedelta(days=2)
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", later)
+    assert done.outcome == signup.MAILED and done.written is not None
+
+    signup.purge_unconfirmed(config, later + timedelta(days=8), engine)
+    person = state.get_subscriber(engine, ada.id)
+    assert person is not None and person.email.startswith("erased:") and person.status == state.UNSUBSCRIBED
+    assert not (tmp_path / "out" / done.written).exists()
+    # Still recognised, still gone: only a confirmed link brings them back.
+    assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", later + timedelta(days=9)).outcome \
+        == signup.MAILED
+    assert state.find_subscriber(engine, "ada@example.org").status == state.UNSUBSCRIBED  # type: ignore[union-attr]
+
+
+def test_purge_leaves_no_purged_address_in_the_outbox(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    done = signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
+    kept = signup.sign_up(config, engine, "new@example.org", ["ai"], "daily", NOW + timedelta(days=6))
+    assert done.written is not None and kept.written is not None
+    assert signup.purge_unconfirmed(config, NOW + timedelta(days=7, seconds=1), engine) == ["old@example.org"]
+    assert not (tmp_path / "out" / done.written).exists()
+    assert (tmp_path / "out" / kept.written).exists()  # still waiting: its link must keep working

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from feeds import state
 from feeds.api.digests import digest_secret
-from feeds.api.subscribers import SubscriberError, check_subscription, erased_key, find_person
+from feeds.api.subscribers import SubscriberError, check_subscription, erased_key, find_person, outbox_files
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import DeliveryError, SmtpSender, write_outbox
 from feeds.errors import FeedsError
@@ -218,14 +218,19 @@ def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
 
 
 def purge_unconfirmed(config: Config, now: datetime, engine: Engine | None = None) -> list[str]:
-    """Delete the sign-ups nobody confirmed within ``signup.purge_after_hours``; returns
-    their addresses. Someone erased who signed up again and never confirmed is erased
-    again rather than deleted: their ledger keeps exactly-once delivery."""
+    """Delete the sign-ups nobody confirmed within ``signup.purge_after_hours`` (see
+    :func:`feeds.state.stale_unconfirmed` for which), and their confirmation mails in
+    ``out/outbox/``; returns their addresses. Someone erased who signed up again and never
+    confirmed is erased again rather than deleted: their ledger keeps exactly-once
+    delivery, their row "never mail again"."""
     engine = engine or state.open_state(config.state_db)
     stale = state.stale_unconfirmed(engine, now - timedelta(hours=config.signup.purge_after_hours))
     secret = digest_secret(config, engine)
-    for subscriber_id, address, mailed in stale:
-        if mailed:
-            state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now)
-    state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, mailed in stale if not mailed])
+    for subscriber_id, address, erase in stale:
+        if erase:
+            state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now,
+                                   only_from=(state.UNCONFIRMED, *state.LEFT))
+    state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, erase in stale if not erase])
+    for path in outbox_files(config.out, *(address for _, address, _ in stale)):
+        path.unlink(missing_ok=True)
     return [address for _, address, _ in stale]

@@ -241,7 +241,7 @@ def describe_status(person: state.Subscriber) -> str:
 
 # ------------------------------------------------------------------ their data: export, erase
 
-ERASED_PREFIX = "erased:"
+ERASED_PREFIX = state.ERASED_PREFIX
 
 
 def erased_key(secret: str, address: str) -> str:
@@ -310,8 +310,10 @@ def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subs
     return erased
 
 
-def outbox_files(out: Path, address: str) -> list[Path]:
-    """The ``.eml`` files under ``out/outbox/`` whose To is ``address`` (headers only read)."""
+def outbox_files(out: Path, *addresses: str) -> list[Path]:
+    """The ``.eml`` files under ``out/outbox/`` whose To is one of ``addresses`` (headers
+    only read, each file once however many addresses)."""
+    wanted = set(addresses)
     parser = BytesHeaderParser(policy=default_policy)
     found = []
     for path in sorted((out / "outbox").glob("*/*.eml")):
@@ -320,6 +322,6 @@ def outbox_files(out: Path, address: str) -> list[Path]:
                 to = str(parser.parse(f).get("To", ""))
         except OSError:
             continue
-        if to.strip().lower() == address:
+        if to.strip().lower() in wanted:
             found.append(path)
     return found

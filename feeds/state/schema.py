@@ -121,6 +121,7 @@ COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
 UNCONFIRMED = "unconfirmed"  # signed up on the web, not yet confirmed: never mailed a digest
 PAUSED = "paused"  # they asked for no digest until paused_until (the preferences page)
 ERASED = "erased"  # erased while subscribed: address replaced by a keyed hash, never mailed
+ERASED_PREFIX = "erased:"  # how an erased row's address column begins (feeds.api.subscribers.erased_key)
 STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, UNCONFIRMED, PAUSED, ERASED)
 LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
 # Where a status change came from, kept in subscriber_events.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -148,7 +148,8 @@ def held_about(engine: Engine, subscriber_id: int, email: str) -> dict[str, list
     return held
 
 
-def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, now: datetime) -> None:
+def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, now: datetime, *,
+                     only_from: Collection[str] | None = None) -> None:
     """Forget a person but for what "never mail again" and exactly-once delivery need.
 
     Their row stays under the same id with the address replaced by ``key`` (a keyed hash
@@ -158,10 +159,12 @@ def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, n
     Their history keeps its statuses, sources and times; their ledger rows keep editions,
     Message-IDs and statuses (so an edition already sent is never sent again) without the
     server's replies. Rows of any other table about them are deleted, and their address
-    blanked out of text that names others too (a digest job's summary of failures)."""
+    blanked out of text that names others too (a digest job's summary of failures).
+    ``only_from``: erase only a subscriber whose status is one of these when the
+    transaction runs (the purge must not erase someone who confirmed since it looked)."""
     with transaction(engine) as db:
         row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
-        if row is None:
+        if row is None or (only_from is not None and row.status not in only_from):
             return
         status = row.status if row.status in LEFT else ERASED
         # Every optional column is blanked, not only those known here: a column added
