@@ -398,3 +398,29 @@ def test_purge_leaves_no_purged_address_in_the_outbox(site: tuple, tmp_path: Pat
     assert signup.purge_unconfirmed(config, NOW + timedelta(days=7, seconds=1), engine) == ["old@example.org"]
     assert not (tmp_path / "out" / done.written).exists()
     assert (tmp_path / "out" / kept.written).exists()  # still waiting: its link must keep working
+
+
+@pytest.mark.parametrize("added_by", ["subscribers add", "subscribers import"])
+def test_a_link_mailed_before_someone_left_does_not_bring_them_back(site: tuple, tmp_path: Path,
+                                                                    added_by: str) -> None:
+    """Signed up, made active by the operator before confirming, then unsubscribed: the old
+    confirmation link, still within its hours and never used, confirms nothing. Leaving
+    is newer than the request it stood for."""
+    config, engine = site
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    token = link_token(read_eml(tmp_path / "out" / done.written))
+    if added_by == "subscribers add":
+        result = run_cli("subscribers", "add", "ada@example.org", "--topics", "ai",
+                         "--config", str(tmp_path / "feeds.yaml"))
+    else:
+        people = tmp_path / "people.csv"
+        people.write_text("email,topics\nada@example.org,ai\n", encoding="utf-8")
+        result = run_cli("subscribers", "import", str(people), "--config", str(tmp_path / "feeds.yaml"))
+    assert result.exit_code == 0, result.output
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.active
+    assert state.unsubscribe(engine, person.id, NOW + timedelta(hours=1), source="one-click")
+
+    assert signup.pending(config, engine, token, NOW + timedelta(hours=2)) is None
+    assert signup.confirm(config, engine, token, NOW + timedelta(hours=2)) is None
+    assert status(engine, "ada@example.org") == state.UNSUBSCRIBED

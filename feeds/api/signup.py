@@ -186,8 +186,9 @@ def deliver(config: Config, message: Outgoing, now: datetime,
 
 def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pending | None:
     """The sign-up a confirmation link stands for, if it may still be confirmed: signed by
-    us for this subscriber's address, not expired, the latest one mailed to them, and not
-    used already. None otherwise (the page says the link is not valid)."""
+    us for this subscriber's address, not expired, the latest one mailed to them, neither
+    used already nor older than their leaving. None otherwise (the page says the link is
+    not valid)."""
     claim = read_confirmation(token)
     if claim is None:
         return None
@@ -200,9 +201,19 @@ def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     record = state.get_signup(engine, person.id)
     if record is None or record.mailed_at is None or int(record.mailed_at.timestamp()) != int(claim.issued.timestamp()):
         return None  # an older link than the latest mailed: only one is ever good
-    if record.confirmed_at is not None and record.confirmed_at >= claim.issued and person.status not in RECEIVING:
-        return None  # used, and they left since: leaving sticks
+    if person.status not in RECEIVING and (
+            (record.confirmed_at is not None and record.confirmed_at >= claim.issued)
+            or left_since(engine, person.id, record.mailed_at)):
+        return None  # used, or mailed before they left (or were erased): leaving sticks
     return Pending(person, claim.topics, claim.cadence, token)
+
+
+def left_since(engine: Engine, subscriber_id: int, moment: datetime) -> bool:
+    """Whether the subscriber left (or was erased) after ``moment``: a link mailed before
+    that no longer speaks for them, even unused (made active by the operator, then
+    unsubscribed, they must not come back by an old mail's button)."""
+    return any(change.status in (*state.LEFT, state.ERASED) and change.at > moment
+               for change in state.status_history(engine, subscriber_id))
 
 
 def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pending | None:
