@@ -269,6 +269,10 @@ def test_the_daemon_has_a_purge_job(tmp_path: Path) -> None:
     (["signup:", "  purge_after_hours: 1"], "purge_after_hours"),
     (["signup:", "  rate_limit_storage: redis"], "rate_limit_storage"),
     (["signup:", "  colour: red"], "colour"),
+    # Finite and within reason: timedelta and datetime arithmetic overflow past these.
+    (["signup:", "  confirm_within_hours: .inf", "  purge_after_hours: .inf"], "confirm_within_hours"),
+    (["signup:", "  purge_after_hours: 1000000000.0"], "purge_after_hours"),
+    (["signup:", "  resend_after_hours: 100000000000"], "resend_after_hours"),
 ])
 def test_bad_signup_settings_name_their_key(tmp_path: Path, lines: list[str], key: str) -> None:
     path = tmp_path / "feeds.yaml"
