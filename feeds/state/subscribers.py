@@ -72,16 +72,20 @@ def add_subscriber(engine: Engine, email: str, topics: Sequence[str], cadence: s
 
 
 def set_status(engine: Engine, subscriber_id: int, status: str, *, source: str, now: datetime,
-               reason: str | None = None) -> bool:
+               reason: str | None = None, only_from: Collection[str] | None = None) -> bool:
     """Move a subscriber to ``status`` and keep the change in their history; True if it
     changed. Leaving wins over leaving: a bounced address that also unsubscribes stays
     bounced (the first reason is the one that matters); only ``active`` undoes a leaving,
-    and callers make it so only on an operator's explicit say."""
+    and callers make it so only on an operator's explicit say. ``only_from``: change only a
+    subscriber whose status is one of these in this transaction (a caller that decided on
+    a status it read earlier, such as a pause ending, must not act on a newer leaving)."""
     if status not in STATUSES or source not in SOURCES:
         raise ValueError(f"status {status!r} from {source!r}")
     with transaction(engine) as db:
         row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
         if row is None or row.status == status or (status in LEFT and row.status in LEFT):
+            return False
+        if only_from is not None and row.status not in only_from:
             return False
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
             status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now,
@@ -127,7 +131,8 @@ def end_pauses(engine: Engine, day: date, now: datetime) -> list[Subscriber]:
     ended = []
     for person in due:
         until = person.paused_until.isoformat() if person.paused_until else "?"
-        if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}"):
+        if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}",
+                      only_from=(PAUSED,)):
             ended.append(person)
     return ended
 
