@@ -242,6 +242,8 @@ def purge_unconfirmed(config: Config, now: datetime, engine: Engine | None = Non
             state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now,
                                    only_from=(state.UNCONFIRMED, *state.LEFT))
     state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, erase in stale if not erase])
+    if stale:
+        state.drop_old_pages(engine)
     for path in outbox_files(config.out, *(address for _, address, _ in stale)):
         path.unlink(missing_ok=True)
     return [address for _, address, _ in stale]

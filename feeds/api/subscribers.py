@@ -313,6 +313,7 @@ def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subs
     address = _address(email)
     if person.email == address:
         state.erase_subscriber(engine, person.id, address, _erased_keys(config, engine)(address), now)
+    state.drop_old_pages(engine)
     for path in outbox_files(config.out, address):
         path.unlink(missing_ok=True)
     erased = state.get_subscriber(engine, person.id)

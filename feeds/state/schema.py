@@ -211,7 +211,21 @@ def _sqlite_pragmas(connection: object, _record: object) -> None:
     # fsync per committed delivery; only a power cut may lose the last few commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Deleted and overwritten content is zeroed, not left in free pages: an erased address
+    # must not stay in the file. (Debian's SQLite does this by default; not every build does.)
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def drop_old_pages(engine: Engine) -> None:
+    """After an erase: on SQLite, fold the write-ahead log into the database and empty it,
+    so the pages from before (the address in clear) are gone from ``state.db-wal`` too.
+    Without it they stay there while any process (``feeds serve``) keeps the database
+    open. Best effort: a reader in the middle of a transaction leaves part for the next
+    checkpoint. Other databases: nothing to do here (PostgreSQL's VACUUM reclaims)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as db:
+            db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
 
 
 @contextmanager
