@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from feeds.state.schema import (
     ACTIVE,
     ERASED,
+    ERASED_PREFIX,
     LEFT,
     PAUSED,
     SOURCES,
@@ -82,11 +83,14 @@ def set_status(engine: Engine, subscriber_id: int, status: str, *, source: str, 
     if status not in STATUSES or source not in SOURCES:
         raise ValueError(f"status {status!r} from {source!r}")
     with transaction(engine) as db:
-        row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
+        row = db.execute(sa.select(subscribers.c.status, subscribers.c.email)
+                         .where(subscribers.c.id == subscriber_id)).first()
         if row is None or row.status == status or (status in LEFT and row.status in LEFT):
             return False
         if only_from is not None and row.status not in only_from:
             return False
+        if row.email.startswith(ERASED_PREFIX):
+            reason = None  # erased: no reason is kept (a late bounce's reply quotes the address)
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
             status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now,
             paused_until=None))
