@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -372,9 +373,17 @@ def test_a_stranger_typing_an_erased_leavers_address_does_not_undo_the_erasure(s
     """Someone who unsubscribed and was erased stays erased when anyone (not they) types
     their address into the form and nobody confirms: the row got the address back to carry
     the sign-up, and the purge must erase it again, confirmation mail included."""
+    check_an_erased_leaver_stays_erased(*site, tmp_path)
+
+
+def test_an_erased_leaver_stays_erased_on_postgres(database: str, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, f"state_db: {database}"))
+    check_an_erased_leaver_stays_erased(config, state.open_state(config.state_db), tmp_path)
+
+
+def check_an_erased_leaver_stays_erased(config: Any, engine: Any, tmp_path: Path) -> None:
     from feeds.api.subscribers import erase_subscriber
 
-    config, engine = site
     state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", NOW)
     ada = state.find_subscriber(engine, "ada@example.org")
     assert ada is not None
