@@ -463,11 +463,17 @@ def _serve(value: Any, fail: Fail) -> ServeConfig:
     return serve
 
 
+# Ten years: far past any use, and far from where "now - hours" overflows datetime (and .inf
+# timedelta), which would be a traceback on every sign-up and every hourly purge.
+MAX_SIGNUP_HOURS = 24 * 366 * 10
+
+
 def _signup(value: Any, fail: Fail) -> SignupConfig:
     signup: SignupConfig = _section(value, SignupConfig, fail)
     for name in ("confirm_within_hours", "resend_after_hours", "purge_after_hours"):
-        if not _is_positive(getattr(signup, name)):
-            raise fail(f"{name}: expected a number of hours greater than 0")
+        hours = getattr(signup, name)
+        if not _is_positive(hours) or hours > MAX_SIGNUP_HOURS:
+            raise fail(f"{name}: expected a number of hours greater than 0 and at most {MAX_SIGNUP_HOURS}")
     if signup.purge_after_hours < signup.confirm_within_hours:
         raise fail("purge_after_hours: must be at least confirm_within_hours, or a valid link would find nobody")
     from limits import parse  # only when the config has a signup section

@@ -177,6 +177,21 @@ def client_address(request: Request) -> str:
     return peer or "unknown"
 
 
+def client_key(address: str) -> str:
+    """Whom a rate limit counts: an IPv4 address as it is, an IPv6 one by its /64. One
+    client holds a whole /64 and may use any address in it (RFC 4291 interface identifiers,
+    RFC 8981 temporary addresses): counted per address, it would never be limited."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is the IPv4 client 192.0.2.1
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 class RateLimits:
     """Sign-up requests per client address and per e-mail address, counted by the
     ``limits`` library in a moving window, in memory or in a shared storage (redis://)."""
@@ -190,8 +205,9 @@ class RateLimits:
         self.per_ip, self.per_email = parse(per_ip), parse(per_email)
 
     def hit_ip(self, address: str) -> bool:
-        """Count one request from ``address``; False once it is over its limit."""
-        return self.limiter.hit(self.per_ip, "signup-ip", address)
+        """Count one request from ``address`` (see :func:`client_key`); False once it is
+        over its limit."""
+        return self.limiter.hit(self.per_ip, "signup-ip", client_key(address))
 
     def hit_email(self, email: str) -> bool:
         return self.limiter.hit(self.per_email, "signup-email", email)

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
@@ -393,3 +394,21 @@ def test_what_a_forged_report_says_cannot_drive_the_operators_terminal(sent: Sen
     assert lines[0].startswith("in.mbox#1: soft bounce nobody@example.org") and "mailbox full" in lines[0]
     assert lines[1].startswith("in.mbox#2: ignored: a hard bounce") and "gone" in lines[1]
     assert not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in out.replace("\n", "")), out
+
+
+def test_a_late_bounce_for_someone_erased_does_not_bring_their_address_back(sent: Sent) -> None:
+    """Erased, then the bounce of a digest sent before arrives: it is still theirs (its
+    Message-ID is in the ledger) and marks them bounced, so that they stay suppressed, but
+    the server's reply, which quotes the address, is not kept: an erased row keeps no reason."""
+    code, out, err = cli(sent.config, "subscribers", "erase", "ada@example.org")
+    assert code == 0, out + err
+    box = mailbox.Maildir(sent.tmp / "Maildir", create=True)
+    box.add(dsn(sent.received["ada@example.org"], recipient="ada@example.org"))
+    code, _, summary = process(sent, "--maildir", str(sent.tmp / "Maildir"))
+    assert code == 0 and "1 bounced" in summary, summary
+    with sent.engine.connect() as db:
+        stored = "\n".join(repr(tuple(row)) for table in state.metadata.sorted_tables
+                           for row in db.execute(sa.select(table)))
+    assert "ada@example.org" not in stored
+    [erased] = [p for p in state.list_subscribers(sent.engine) if p.email.startswith("erased:")]
+    assert erased.status == state.BOUNCED

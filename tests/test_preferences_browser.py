@@ -84,3 +84,26 @@ def test_an_error_is_announced_beside_its_field(reader: Any, site: Site) -> None
     assert topics.get_attribute("aria-describedby") == "topics-error"
     assert reader.locator("#topics-error").inner_text() == "Choose at least one topic."
     assert person(site, "ada@example.org").topics == ("ai",)
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_axe_finds_nothing_serious_in_the_pages_other_states(browser: Any, site: Site, width: int) -> None:
+    """The states test_signup_browser's axe run does not reach: a refused pause date, just
+    unsubscribed (the Resubscribe form), and welcomed back. (JavaScript on: axe runs in the page.)"""
+    from tests.test_signup_browser import serious
+
+    reader = browser.new_page(viewport={"width": width, "height": 800})
+    reader.set_default_timeout(20_000)
+    reader.goto(page_link(site, "ada@example.org"))
+    found: dict[str, list[str]] = {}
+    reader.get_by_label("Pause until").fill("2000-01-01")
+    reader.get_by_role("button", name="Save").click()
+    found["a refused pause date"] = serious(reader)
+    assert reader.get_by_label("Pause until").get_attribute("aria-invalid") == "true"
+    reader.get_by_role("button", name="Unsubscribe").click()
+    found["unsubscribed"] = serious(reader)
+    reader.get_by_role("button", name="Resubscribe").click()
+    found["resubscribed"] = serious(reader)
+    assert reader.evaluate(NO_OVERFLOW)
+    reader.close()
+    assert {name: v for name, v in found.items() if v} == {}

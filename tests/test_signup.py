@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -269,6 +270,10 @@ def test_the_daemon_has_a_purge_job(tmp_path: Path) -> None:
     (["signup:", "  purge_after_hours: 1"], "purge_after_hours"),
     (["signup:", "  rate_limit_storage: redis"], "rate_limit_storage"),
     (["signup:", "  colour: red"], "colour"),
+    # Finite and within reason: timedelta and datetime arithmetic overflow past these.
+    (["signup:", "  confirm_within_hours: .inf", "  purge_after_hours: .inf"], "confirm_within_hours"),
+    (["signup:", "  purge_after_hours: 1000000000.0"], "purge_after_hours"),
+    (["signup:", "  resend_after_hours: 100000000000"], "resend_after_hours"),
 ])
 def test_bad_signup_settings_name_their_key(tmp_path: Path, lines: list[str], key: str) -> None:
     path = tmp_path / "feeds.yaml"
@@ -362,3 +367,73 @@ def test_sign_up_on_postgres(database: str, tmp_path: Path) -> None:
         signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
         assert signup.purge_unconfirmed(config, NOW + timedelta(days=8), engine) == ["old@example.org"]
         assert [p.email for p in state.list_subscribers(engine)] == ["ada@example.org"]
+
+
+def test_a_stranger_typing_an_erased_leavers_address_does_not_undo_the_erasure(site: tuple, tmp_path: Path) -> None:
+    """Someone who unsubscribed and was erased stays erased when anyone (not they) types
+    their address into the form and nobody confirms: the row got the address back to carry
+    the sign-up, and the purge must erase it again, confirmation mail included."""
+    check_an_erased_leaver_stays_erased(*site, tmp_path)
+
+
+def test_an_erased_leaver_stays_erased_on_postgres(database: str, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, f"state_db: {database}"))
+    check_an_erased_leaver_stays_erased(config, state.open_state(config.state_db), tmp_path)
+
+
+def check_an_erased_leaver_stays_erased(config: Any, engine: Any, tmp_path: Path) -> None:
+    from feeds.api.subscribers import erase_subscriber
+
+    state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", NOW)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None
+    state.unsubscribe(engine, ada.id, NOW, source="one-click", reason="one-click")
+    erase_subscriber(config, "ada@example.org", now=NOW)
+    later = NOW + timedelta(days=2)
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", later)
+    assert done.outcome == signup.MAILED and done.written is not None
+
+    signup.purge_unconfirmed(config, later + timedelta(days=8), engine)
+    person = state.get_subscriber(engine, ada.id)
+    assert person is not None and person.email.startswith("erased:") and person.status == state.UNSUBSCRIBED
+    assert not (tmp_path / "out" / done.written).exists()
+    # Still recognised, still gone: only a confirmed link brings them back.
+    assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", later + timedelta(days=9)).outcome \
+        == signup.MAILED
+    assert state.find_subscriber(engine, "ada@example.org").status == state.UNSUBSCRIBED  # type: ignore[union-attr]
+
+
+def test_purge_leaves_no_purged_address_in_the_outbox(site: tuple, tmp_path: Path) -> None:
+    config, engine = site
+    done = signup.sign_up(config, engine, "old@example.org", ["ai"], "daily", NOW)
+    kept = signup.sign_up(config, engine, "new@example.org", ["ai"], "daily", NOW + timedelta(days=6))
+    assert done.written is not None and kept.written is not None
+    assert signup.purge_unconfirmed(config, NOW + timedelta(days=7, seconds=1), engine) == ["old@example.org"]
+    assert not (tmp_path / "out" / done.written).exists()
+    assert (tmp_path / "out" / kept.written).exists()  # still waiting: its link must keep working
+
+
+@pytest.mark.parametrize("added_by", ["subscribers add", "subscribers import"])
+def test_a_link_mailed_before_someone_left_does_not_bring_them_back(site: tuple, tmp_path: Path,
+                                                                    added_by: str) -> None:
+    """Signed up, made active by the operator before confirming, then unsubscribed: the old
+    confirmation link, still within its hours and never used, confirms nothing. Leaving
+    is newer than the request it stood for."""
+    config, engine = site
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    token = link_token(read_eml(tmp_path / "out" / done.written))
+    if added_by == "subscribers add":
+        result = run_cli("subscribers", "add", "ada@example.org", "--topics", "ai",
+                         "--config", str(tmp_path / "feeds.yaml"))
+    else:
+        people = tmp_path / "people.csv"
+        people.write_text("email,topics\nada@example.org,ai\n", encoding="utf-8")
+        result = run_cli("subscribers", "import", str(people), "--config", str(tmp_path / "feeds.yaml"))
+    assert result.exit_code == 0, result.output
+    person = state.find_subscriber(engine, "ada@example.org")
+    assert person is not None and person.active
+    assert state.unsubscribe(engine, person.id, NOW + timedelta(hours=1), source="one-click")
+
+    assert signup.pending(config, engine, token, NOW + timedelta(hours=2)) is None
+    assert signup.confirm(config, engine, token, NOW + timedelta(hours=2)) is None
+    assert status(engine, "ada@example.org") == state.UNSUBSCRIBED

@@ -277,6 +277,17 @@ def test_rate_limits_per_client_and_per_address(strict_server: Server) -> None:
     assert limited.status == 429 and limited.headers["retry-after"] == "3600"
 
 
+def test_the_limit_per_client_counts_an_ipv6_client_by_its_64_prefix(strict_server: Server) -> None:
+    """One IPv6 client has a whole /64 (RFC 4291's interface identifiers, chosen at will by
+    privacy addresses, RFC 8981): counted per /128, it would never reach its limit."""
+    statuses = [strict_server.post("subscribe", sign_up_fields(f"v6-{i}@example.org"),
+                                   headers={"X-Forwarded-For": f"2001:db8:1:2::{i:x}"}).status for i in range(5)]
+    assert statuses == [200, 200, 200, 200, 429]
+    other = strict_server.post("subscribe", sign_up_fields("v6-other@example.org"),
+                               headers={"X-Forwarded-For": "2001:db8:1:3::1"})
+    assert other.status == 200  # the next /64 is another client
+
+
 # -------------------------------------------------------------------- security headers
 
 

@@ -103,3 +103,24 @@ def test_a_state_url_in_messages_never_shows_its_password(url: str) -> None:
     by this URL, so it must hide both."""
     shown = state.safe_url(url)
     assert "hunter2" not in shown and "***" in shown and "db.example/feeds" in shown
+
+
+def test_a_pause_ending_never_brings_back_someone_who_left_while_it_looked(tmp_path: Path) -> None:
+    """end_pauses reads who is due, then makes each active: someone who unsubscribes in
+    between (a one-click in the server while the digest job runs) must stay unsubscribed."""
+    engine = state.open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    now = datetime(2020, 6, 18, 9, 0, tzinfo=UTC)
+    state.add_subscriber(engine, "ada@example.org", ["ai"], "daily", now)
+    ada = state.find_subscriber(engine, "ada@example.org")
+    assert ada is not None and state.pause(engine, ada.id, now.date() + timedelta(days=2), now=now)
+    left: list[bool] = []
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def leave_meanwhile(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "paused_until <=" in statement and not left:  # the read of who is due: they leave just after it
+            left.append(state.unsubscribe(engine, ada.id, now + timedelta(days=2), source="one-click"))
+
+    assert state.end_pauses(engine, now.date() + timedelta(days=2), now + timedelta(days=2, minutes=1)) == []
+    assert left == [True]
+    after = state.get_subscriber(engine, ada.id)
+    assert after is not None and after.status == state.UNSUBSCRIBED

@@ -128,3 +128,36 @@ def check_export_and_erase(tmp_path: Path, url: str) -> None:
 
 def test_export_and_erase_on_sqlite(tmp_path: Path) -> None:
     check_export_and_erase(tmp_path, f"sqlite:///{tmp_path / 'state.db'}")
+
+
+def test_an_international_address_is_erased_however_it_is_typed(tmp_path: Path) -> None:
+    """An address is stored as email-validator normalises it (Unicode domain, NFC): export
+    and erase find it typed in its ASCII (punycode) form too, and erase deletes its outbox
+    digest, whose To header has the domain in punycode."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = write_config(tmp_path, url, 25)
+    config.write_text(config.read_text(encoding="utf-8").split("smtp:")[0], encoding="utf-8")  # outbox only
+    stored = "jos\u00e9@b\u00fccher.example"
+    assert feeds(config, "subscribers", "add", stored, "--topics", "ai", "--cadence", "weekly")[0] == 0
+    assert feeds(config, "digest", "--date", DATE)[0] == 0
+    # Typed decomposed (e + combining accent), the domain in ASCII:
+    assert len(export(config, "jose\u0301@xn--bcher-kva.example")["outbox_files"]) == 1
+    code, out, err = feeds(config, "subscribers", "erase", "JOSE\u0301@XN--BCHER-KVA.EXAMPLE")
+    assert code == 0, out + err
+    assert stored not in everything_stored(url) and "xn--bcher-kva" not in everything_stored(url)
+    assert not list((tmp_path / "out/outbox").rglob("*.eml"))
+
+
+def test_erase_leaves_no_address_in_the_sqlite_files_while_a_server_holds_them(tmp_path: Path) -> None:
+    """`feeds serve` keeps the state database open, so its write-ahead log is not folded
+    back when the erase command exits: the pages from before the erase, the address in
+    clear, would stay in state.db-wal until some later checkpoint."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    config = write_config(tmp_path, url, 25)
+    server = state.open_state(url)  # its pool keeps a connection open, as a running `feeds serve` does
+    state.add_subscriber(server, "ada@example.org", ["ai"], "daily", datetime.now(UTC))
+    code, out, err = feeds(config, "subscribers", "erase", "ada@example.org")
+    assert code == 0, out + err
+    assert server.pool.checkedin() == 1  # still open, between two requests
+    files = sorted(tmp_path.glob("state.db*"))
+    assert [f.name for f in files if b"ada@example.org" in f.read_bytes()] == []

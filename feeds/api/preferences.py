@@ -183,7 +183,8 @@ def _save(engine: Engine, person: state.Subscriber, token: str, form: Mapping[st
     if choices.paused_until is not None:
         state.pause(engine, person.id, choices.paused_until, now=now)
     elif person.status == state.PAUSED:
-        state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now, reason="pause cancelled")
+        state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now, reason="pause cancelled",
+                         only_from=(state.PAUSED,))
     return show(engine, _now(engine, person), token, topics, today=today, notice=_saved(choices))
 
 
@@ -199,7 +200,7 @@ def _resubscribe(engine: Engine, person: state.Subscriber, token: str, form: Map
     if not may_resubscribe(engine, person):
         return show(engine, person, token, topics, today=today, notice="Nothing was changed.")
     state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now,
-                     reason="resubscribed on the preferences page")
+                     reason="resubscribed on the preferences page", only_from=(state.UNSUBSCRIBED,))
     return show(engine, _now(engine, person), token, topics, today=today,
                 notice="Welcome back: digests start again with the next edition.")
 

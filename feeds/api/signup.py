@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from feeds import state
 from feeds.api.digests import digest_secret
-from feeds.api.subscribers import SubscriberError, check_subscription, erased_key, find_person
+from feeds.api.subscribers import SubscriberError, check_subscription, erased_key, find_person, outbox_files
 from feeds.config import Config, SmtpConfig
 from feeds.deliver import DeliveryError, SmtpSender, write_outbox
 from feeds.errors import FeedsError
@@ -186,8 +186,9 @@ def deliver(config: Config, message: Outgoing, now: datetime,
 
 def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pending | None:
     """The sign-up a confirmation link stands for, if it may still be confirmed: signed by
-    us for this subscriber's address, not expired, the latest one mailed to them, and not
-    used already. None otherwise (the page says the link is not valid)."""
+    us for this subscriber's address, not expired, the latest one mailed to them, neither
+    used already nor older than their leaving. None otherwise (the page says the link is
+    not valid)."""
     claim = read_confirmation(token)
     if claim is None:
         return None
@@ -200,9 +201,19 @@ def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     record = state.get_signup(engine, person.id)
     if record is None or record.mailed_at is None or int(record.mailed_at.timestamp()) != int(claim.issued.timestamp()):
         return None  # an older link than the latest mailed: only one is ever good
-    if record.confirmed_at is not None and record.confirmed_at >= claim.issued and person.status not in RECEIVING:
-        return None  # used, and they left since: leaving sticks
+    if person.status not in RECEIVING and (
+            (record.confirmed_at is not None and record.confirmed_at >= claim.issued)
+            or left_since(engine, person.id, record.mailed_at)):
+        return None  # used, or mailed before they left (or were erased): leaving sticks
     return Pending(person, claim.topics, claim.cadence, token)
+
+
+def left_since(engine: Engine, subscriber_id: int, moment: datetime) -> bool:
+    """Whether the subscriber left (or was erased) after ``moment``: a link mailed before
+    that no longer speaks for them, even unused (made active by the operator, then
+    unsubscribed, they must not come back by an old mail's button)."""
+    return any(change.status in (*state.LEFT, state.ERASED) and change.at > moment
+               for change in state.status_history(engine, subscriber_id))
 
 
 def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pending | None:
@@ -218,14 +229,21 @@ def confirm(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
 
 
 def purge_unconfirmed(config: Config, now: datetime, engine: Engine | None = None) -> list[str]:
-    """Delete the sign-ups nobody confirmed within ``signup.purge_after_hours``; returns
-    their addresses. Someone erased who signed up again and never confirmed is erased
-    again rather than deleted: their ledger keeps exactly-once delivery."""
+    """Delete the sign-ups nobody confirmed within ``signup.purge_after_hours`` (see
+    :func:`feeds.state.stale_unconfirmed` for which), and their confirmation mails in
+    ``out/outbox/``; returns their addresses. Someone erased who signed up again and never
+    confirmed is erased again rather than deleted: their ledger keeps exactly-once
+    delivery, their row "never mail again"."""
     engine = engine or state.open_state(config.state_db)
     stale = state.stale_unconfirmed(engine, now - timedelta(hours=config.signup.purge_after_hours))
     secret = digest_secret(config, engine)
-    for subscriber_id, address, mailed in stale:
-        if mailed:
-            state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now)
-    state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, mailed in stale if not mailed])
+    for subscriber_id, address, erase in stale:
+        if erase:
+            state.erase_subscriber(engine, subscriber_id, address, erased_key(secret, address), now,
+                                   only_from=(state.UNCONFIRMED, *state.LEFT))
+    state.delete_unconfirmed(engine, [subscriber_id for subscriber_id, _, erase in stale if not erase])
+    if stale:
+        state.drop_old_pages(engine)
+    for path in outbox_files(config.out, *(address for _, address, _ in stale)):
+        path.unlink(missing_ok=True)
     return [address for _, address, _ in stale]

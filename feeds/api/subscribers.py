@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,7 @@ def check_subscription(email: str, topics: Sequence[str], cadence: str, known: M
     ``_id``. Unknown ones are refused with the list of known ones.
     """
     try:
-        # Lower-cased whole: providers ignore case in practice, and one person must not
-        # become two subscribers by typing a capital.
-        address = validate_email(email.strip(), check_deliverability=False).normalized.lower()
+        address = normalised_address(email)
     except EmailNotValidError as e:
         raise SubscriberError(f"{email!r} is not a valid e-mail address: {e}", email) from e
     # email-validator lets a longer one through; SMTP servers refuse it at RCPT (RFC 5321
@@ -70,6 +68,13 @@ def check_subscription(email: str, topics: Sequence[str], cadence: str, known: M
     if not chosen:
         raise SubscriberError(f"choose at least one topic; known topics: {', '.join(known)}")
     return address, tuple(chosen)
+
+
+def normalised_address(email: str) -> str:
+    """The one form an address is stored in: email-validator's (a Unicode domain, NFC),
+    lower-cased whole: providers ignore case in practice, and one person must not become
+    two subscribers by typing a capital. EmailNotValidError if it is no address."""
+    return validate_email(email.strip(), check_deliverability=False).normalized.lower()
 
 
 def split_topics(text: str) -> list[str]:
@@ -241,7 +246,7 @@ def describe_status(person: state.Subscriber) -> str:
 
 # ------------------------------------------------------------------ their data: export, erase
 
-ERASED_PREFIX = "erased:"
+ERASED_PREFIX = state.ERASED_PREFIX
 
 
 def erased_key(secret: str, address: str) -> str:
@@ -265,8 +270,13 @@ def find_person(config: Config, engine: Engine, address: str) -> state.Subscribe
 
 
 def _address(email: str) -> str:
-    """The normalised form of an address as given to export or erase (any case)."""
-    return email.strip().lower()
+    """An address given to export or erase, or found in a mail's To, in the form it is
+    stored in (:func:`normalised_address`: any case, a punycode or Unicode domain, any
+    Unicode normalisation); text that is no address, stripped and lower-cased."""
+    try:
+        return normalised_address(email)
+    except EmailNotValidError:
+        return email.strip().lower()
 
 
 def _person(config: Config, engine: Engine, email: str) -> state.Subscriber:
@@ -303,6 +313,7 @@ def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subs
     address = _address(email)
     if person.email == address:
         state.erase_subscriber(engine, person.id, address, _erased_keys(config, engine)(address), now)
+    state.drop_old_pages(engine)
     for path in outbox_files(config.out, address):
         path.unlink(missing_ok=True)
     erased = state.get_subscriber(engine, person.id)
@@ -310,16 +321,29 @@ def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subs
     return erased
 
 
-def outbox_files(out: Path, address: str) -> list[Path]:
-    """The ``.eml`` files under ``out/outbox/`` whose To is ``address`` (headers only read)."""
-    parser = BytesHeaderParser(policy=default_policy)
+def outbox_files(out: Path, *addresses: str) -> list[Path]:
+    """The ``.eml`` files under ``out/outbox/`` whose To is one of ``addresses`` (headers
+    only read, each file once however many addresses)."""
+    wanted = {_address(address) for address in addresses}
+    parser = HeaderParser(policy=default_policy)
     found = []
     for path in sorted((out / "outbox").glob("*/*.eml")):
         try:
-            with path.open("rb") as f:
-                to = str(parser.parse(f).get("To", ""))
+            to = parser.parsestr(_header_block(path)).get("To")
         except OSError:
             continue
-        if to.strip().lower() == address:
+        if any(_address(mailbox.addr_spec) in wanted for mailbox in getattr(to, "addresses", ())):
             found.append(path)
     return found
+
+
+def _header_block(path: Path) -> str:
+    """A mail file's headers as text. Decoded as UTF-8 here: a SMTPUTF8 mail has its To in
+    raw UTF-8 (RFC 6532), which the bytes parser would keep as undecodable surrogates."""
+    lines = []
+    with path.open("rb") as f:
+        for line in f:
+            if not line.strip():
+                break
+            lines.append(line)
+    return b"".join(lines).decode("utf-8", "replace")

@@ -122,6 +122,7 @@ COMPLAINED = "complained"  # they reported a digest as spam (an ARF report)
 UNCONFIRMED = "unconfirmed"  # signed up on the web, not yet confirmed: never mailed a digest
 PAUSED = "paused"  # they asked for no digest until paused_until (the preferences page)
 ERASED = "erased"  # erased while subscribed: address replaced by a keyed hash, never mailed
+ERASED_PREFIX = "erased:"  # how an erased row's address column begins (feeds.api.subscribers.erased_key)
 STATUSES = (ACTIVE, UNSUBSCRIBED, BOUNCED, COMPLAINED, UNCONFIRMED, PAUSED, ERASED)
 LEFT = frozenset({UNSUBSCRIBED, BOUNCED, COMPLAINED})  # never mailed again without an operator's say
 # Where a status change came from, kept in subscriber_events.
@@ -211,7 +212,21 @@ def _sqlite_pragmas(connection: object, _record: object) -> None:
     # fsync per committed delivery; only a power cut may lose the last few commits.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # Deleted and overwritten content is zeroed, not left in free pages: an erased address
+    # must not stay in the file. (Debian's SQLite does this by default; not every build does.)
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+
+
+def drop_old_pages(engine: Engine) -> None:
+    """After an erase: on SQLite, fold the write-ahead log into the database and empty it,
+    so the pages from before (the address in clear) are gone from ``state.db-wal`` too.
+    Without it they stay there while any process (``feeds serve``) keeps the database
+    open. Best effort: a reader in the middle of a transaction leaves part for the next
+    checkpoint. Other databases: nothing to do here (PostgreSQL's VACUUM reclaims)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as db:
+            db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").all()
 
 
 @contextmanager

@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection, Engine
 from feeds.state.schema import (
     ACTIVE,
     ERASED,
+    ERASED_PREFIX,
+    LEFT,
     UNCONFIRMED,
     UNSUBSCRIBED,
     deliveries,
@@ -141,18 +143,31 @@ def confirm_signup(engine: Engine, subscriber_id: int, topics: Sequence[str], ca
 
 
 def stale_unconfirmed(engine: Engine, before: datetime) -> list[tuple[int, str, bool]]:
-    """Every subscriber still unconfirmed whose latest request is older than ``before``:
-    (id, address, whether the ledger has deliveries to them: someone erased who signed up
-    again and never confirmed), by address."""
+    """Every sign-up nobody confirmed whose latest request is older than ``before``:
+    (id, address, whether to erase it rather than delete it), by address.
+
+    Two kinds: subscribers still ``unconfirmed``, erased only if the ledger has deliveries
+    to them (someone erased while subscribed who signed up again); and people who had left
+    and were erased, whose address a sign-up put back on their row (:func:`reclaim_erased`)
+    and who have not been active since. Those are always erased again: whoever typed
+    their address into the form must not undo an erasure without the person's confirmation."""
+    erases, events = subscriber_events.alias("erases"), subscriber_events.alias("events")
+    last_erase = (sa.select(sa.func.max(erases.c.at))
+                  .where(erases.c.subscriber_id == subscribers.c.id, erases.c.source == "erase")
+                  .correlate(subscribers).scalar_subquery())
+    active_since = sa.exists().where(events.c.subscriber_id == subscribers.c.id, events.c.status == ACTIVE,
+                                     events.c.at > last_erase).correlate(subscribers)
+    reclaimed = sa.and_(subscribers.c.status.in_(LEFT), ~subscribers.c.email.startswith(ERASED_PREFIX),
+                        last_erase.is_not(None), ~active_since)
     with engine.connect() as db:
-        rows = db.execute(sa.select(subscribers.c.id, subscribers.c.email)
+        rows = db.execute(sa.select(subscribers.c.id, subscribers.c.email, subscribers.c.status)
                           .join(signups, signups.c.subscriber_id == subscribers.c.id, isouter=True)
-                          .where(subscribers.c.status == UNCONFIRMED,
+                          .where(sa.or_(subscribers.c.status == UNCONFIRMED, reclaimed),
                                  sa.func.coalesce(signups.c.requested_at, subscribers.c.created_at) < before)
                           .order_by(subscribers.c.email)).all()
         mailed = set(db.execute(sa.select(deliveries.c.subscriber_id).distinct()
                                 .where(deliveries.c.subscriber_id.in_([r.id for r in rows]))).scalars())
-    return [(row.id, row.email, row.id in mailed) for row in rows]
+    return [(row.id, row.email, row.id in mailed or row.status != UNCONFIRMED) for row in rows]
 
 
 def delete_unconfirmed(engine: Engine, ids: Sequence[int]) -> None:

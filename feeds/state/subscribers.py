@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from feeds.state.schema import (
     ACTIVE,
     ERASED,
+    ERASED_PREFIX,
     LEFT,
     PAUSED,
     SOURCES,
@@ -72,17 +73,24 @@ def add_subscriber(engine: Engine, email: str, topics: Sequence[str], cadence: s
 
 
 def set_status(engine: Engine, subscriber_id: int, status: str, *, source: str, now: datetime,
-               reason: str | None = None) -> bool:
+               reason: str | None = None, only_from: Collection[str] | None = None) -> bool:
     """Move a subscriber to ``status`` and keep the change in their history; True if it
     changed. Leaving wins over leaving: a bounced address that also unsubscribes stays
     bounced (the first reason is the one that matters); only ``active`` undoes a leaving,
-    and callers make it so only on an operator's explicit say."""
+    and callers make it so only on an operator's explicit say. ``only_from``: change only a
+    subscriber whose status is one of these in this transaction (a caller that decided on
+    a status it read earlier, such as a pause ending, must not act on a newer leaving)."""
     if status not in STATUSES or source not in SOURCES:
         raise ValueError(f"status {status!r} from {source!r}")
     with transaction(engine) as db:
-        row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
+        row = db.execute(sa.select(subscribers.c.status, subscribers.c.email)
+                         .where(subscribers.c.id == subscriber_id)).first()
         if row is None or row.status == status or (status in LEFT and row.status in LEFT):
             return False
+        if only_from is not None and row.status not in only_from:
+            return False
+        if row.email.startswith(ERASED_PREFIX):
+            reason = None  # erased: no reason is kept (a late bounce's reply quotes the address)
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(
             status=status, status_reason=reason, unsubscribed_at=None if status == ACTIVE else now,
             paused_until=None))
@@ -127,7 +135,8 @@ def end_pauses(engine: Engine, day: date, now: datetime) -> list[Subscriber]:
     ended = []
     for person in due:
         until = person.paused_until.isoformat() if person.paused_until else "?"
-        if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}"):
+        if set_status(engine, person.id, ACTIVE, source="pause-ended", now=now, reason=f"paused until {until}",
+                      only_from=(PAUSED,)):
             ended.append(person)
     return ended
 
@@ -148,7 +157,8 @@ def held_about(engine: Engine, subscriber_id: int, email: str) -> dict[str, list
     return held
 
 
-def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, now: datetime) -> None:
+def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, now: datetime, *,
+                     only_from: Collection[str] | None = None) -> None:
     """Forget a person but for what "never mail again" and exactly-once delivery need.
 
     Their row stays under the same id with the address replaced by ``key`` (a keyed hash
@@ -158,10 +168,12 @@ def erase_subscriber(engine: Engine, subscriber_id: int, email: str, key: str, n
     Their history keeps its statuses, sources and times; their ledger rows keep editions,
     Message-IDs and statuses (so an edition already sent is never sent again) without the
     server's replies. Rows of any other table about them are deleted, and their address
-    blanked out of text that names others too (a digest job's summary of failures)."""
+    blanked out of text that names others too (a digest job's summary of failures).
+    ``only_from``: erase only a subscriber whose status is one of these when the
+    transaction runs (the purge must not erase someone who confirmed since it looked)."""
     with transaction(engine) as db:
         row = db.execute(sa.select(subscribers.c.status).where(subscribers.c.id == subscriber_id)).first()
-        if row is None:
+        if row is None or (only_from is not None and row.status not in only_from):
             return
         status = row.status if row.status in LEFT else ERASED
         # Every optional column is blanked, not only those known here: a column added
