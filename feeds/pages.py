@@ -11,7 +11,6 @@ and a form with a filled honeypot gets that page too, with nothing stored.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from starlette.routing import Route
 
 from feeds.api import signup
 from feeds.api.digests import preferences_url
+from feeds.api.preferences import TopicChoices
 from feeds.config import Config
 from feeds.digest import preferences_token
 from feeds.errors import ConfigError
@@ -61,9 +61,9 @@ class Pages:
 class SignupPages:
     """The handlers of the sign-up routes (see :func:`routes`)."""
 
-    def __init__(self, config: Config, engine: Engine, secret: str, pages: Pages,
+    def __init__(self, config: Config, engine: Engine, secret: str, pages: Pages, choices: TopicChoices,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.config, self.engine, self.pages, self.now = config, engine, pages, now
+        self.config, self.engine, self.pages, self.choices, self.now = config, engine, pages, choices, now
         self.csrf = Csrf(secret, config.base_url)
         s = config.signup
         try:
@@ -71,18 +71,10 @@ class SignupPages:
         except LimitsConfigurationError as e:  # redis:// without the redis package, an unknown scheme
             raise ConfigError(config.source, f"signup.rate_limit_storage: {e}", key="signup") from e
         self.root = urlsplit(config.base_url).path or "/"  # forms post here, whatever host serves them
-        self._topics: tuple[tuple[int, int, int] | None, dict[str, str]] = (None, {})
 
     def topics(self) -> dict[str, str]:
-        """The topics of the last build, read again only when its feeds.opml changed."""
-        try:
-            info = os.stat(self.config.out / "feeds.opml")
-            version = (info.st_mtime_ns, info.st_size, info.st_ino)
-        except OSError:
-            version = None
-        if version is None or version != self._topics[0]:
-            self._topics = (version, signup.published_topics(self.config.out))
-        return self._topics[1]
+        """The topics of the last build (shared with the preferences page)."""
+        return self.choices.get()[0]
 
     def form_page(self, request: Request, form: SignUpForm, *, status: int = 200, errors: dict[str, str] | None = None,
                   page_topic: str | None = None) -> Response:

@@ -37,7 +37,7 @@ from feeds.api import digest_secret
 from feeds.api import preferences as prefs
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
-from feeds.errors import AddressInUse, FeedsError, OutputFolderError, ServerStopped
+from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
 from feeds.pages import Pages, SignupPages
 from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
@@ -352,7 +352,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             log.info("unsubscribed", extra={"subscriber": person.id})
         return page(200, step="done", heading="You are unsubscribed", email=person.email)
 
-    topics = prefs.TopicChoices(config)
+    topics = prefs.TopicChoices(config.out)  # the sign-up pages offer the same list
     zone = ZoneInfo(config.timezone)
 
     def preferences_page(status: int, heading: str, **context: Any) -> HTMLResponse:
@@ -377,10 +377,9 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             log.info("preferences refused", extra={"reason": "bad token"})
             return preferences_page(403 if token else 400, "This link is not valid", step="invalid",
                                     message="Use the preferences link at the foot of a digest.")
-        try:
-            known, names = topics.get()
-        except FeedsError as e:  # the records folder is gone or unreadable: nothing to choose from
-            log.error("preferences unavailable", extra={"reason": str(e)})
+        known, names = topics.get()
+        if not known:  # no build has published a topic yet: nothing to choose from
+            log.error("preferences unavailable", extra={"reason": f"no topics in {config.out / 'feeds.opml'}"})
             return preferences_page(503, "Preferences are unavailable", step="invalid",
                                     message="The list of topics cannot be read just now. Please try again later.")
         now = datetime.now(UTC)
@@ -395,7 +394,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
         routes=[
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
             Route("/preferences", preferences, methods=["GET", "POST"]),
-            *signup_routes(SignupPages(config, engine, secret, pages)),
+            *signup_routes(SignupPages(config, engine, secret, pages, topics)),
             Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
         ],
     )

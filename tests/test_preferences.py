@@ -17,9 +17,9 @@ from lxml import html as lxml_html
 from feeds import state
 from feeds.api.digests import preferences_url
 from feeds.api.preferences import TopicChoices
+from feeds.api.signup import published_topics
 from feeds.config import load_config
 from feeds.digest import preferences_token, unsubscribe_token, verify_preferences_token
-from feeds.errors import FeedsError
 from tests.conftest import run_cli, write_record
 from tests.test_digest import SECRET, cli, parts, subscribe, write_config
 from tests.test_serve import Reply, Site, request
@@ -355,7 +355,7 @@ def test_the_page_offers_the_topics_of_the_latest_build(tmp_path: Path) -> None:
     write_record(seeds / "a.md", title="Robots", webUrl="https://example.com/a", topics=["AI"])
     config_path = write_config(tmp_path, seeds=seeds)
     assert run_cli("build", "--config", str(config_path)).exit_code == 0
-    choices = TopicChoices(load_config(config_path))
+    choices = TopicChoices(load_config(config_path).out)
     assert list(choices.get()[0]) == ["all", "ai"]
     write_record(seeds / "b.md", title="Ships", webUrl="https://example.com/b", topics=["Robotics"])
     assert list(choices.get()[0]) == ["all", "ai"]  # what the site has is what the last build made
@@ -363,7 +363,16 @@ def test_the_page_offers_the_topics_of_the_latest_build(tmp_path: Path) -> None:
     assert list(choices.get()[0]) == ["all", "ai", "robotics"]
 
 
-def test_unreadable_records_are_a_clear_error_for_the_page(tmp_path: Path) -> None:
-    config_path = write_config(tmp_path, seeds=tmp_path / "no-such-folder")
-    with pytest.raises(FeedsError, match="no-such-folder: no such folder of records"):
-        TopicChoices(load_config(config_path)).get()
+def test_the_page_offers_what_the_build_published_without_reading_the_records(tmp_path: Path) -> None:
+    """The same list as the sign-up form (both read the build's feeds.opml): a server on
+    another machine, or records moved away, changes nothing; before any build, nothing."""
+    seeds = tmp_path / "seeds"
+    write_record(seeds / "a.md", title="Robots", webUrl="https://example.com/a", topics=["AI"])
+    config_path = write_config(tmp_path, seeds=seeds)
+    config = load_config(config_path)
+    assert TopicChoices(config.out).get() == ({}, {})
+    assert run_cli("build", "--config", str(config_path)).exit_code == 0
+    shutil.rmtree(seeds)
+    topics, names = TopicChoices(config.out).get()
+    assert topics == published_topics(config.out) == {"all": "All topics", "ai": "AI"}
+    assert names == {"all topics": "all", "ai": "ai"}

@@ -12,16 +12,16 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from feeds import state
-from feeds.api.builds import load_corpus
-from feeds.api.subscribers import check_subscription, known_topics
-from feeds.config import CADENCES, Config
+from feeds.api.signup import published_topics
+from feeds.api.subscribers import check_subscription
+from feeds.config import CADENCES
 from feeds.digest import verify_preferences_token
 from feeds.errors import SubscriberError
-from feeds.manifest import NAME as MANIFEST
 
 # The buttons of the form (the name "action"; each a submit button's value).
 SAVE, UNSUBSCRIBE, RESUBSCRIBE = "save", "unsubscribe", "resubscribe"
@@ -72,27 +72,27 @@ class Page:
 
 
 class TopicChoices:
-    """The topics the site has, read from the corpus once per build (when the build's
-    manifest changes), not once per request."""
+    """The topics the site publishes, for the sign-up and the preferences pages alike (so
+    the two never offer different lists): the last build's ``feeds.opml``, read again only
+    when a build rewrote it (one stat per request), never the corpus."""
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._built: object = object()  # the manifest file's identity when the topics were read
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self._built: object = object()  # the file's identity when the topics were read
         self._topics: dict[str, str] = {}
         self._names: dict[str, str] = {}
 
     def get(self) -> tuple[dict[str, str], dict[str, str]]:
-        """(slug -> name with "all" first, the taxonomy's casefolded names -> slug).
-        FeedsError if the records cannot be read. The first request after a build reads
-        them (through the parse cache), blocking the server for that long."""
-        try:  # a build rewrites its manifest; one stat per request, not a parse of it
-            info = os.stat(self.config.out / MANIFEST)
+        """(slug -> name, ``all`` first; casefolded name -> slug). Empty before the first build."""
+        try:
+            info = os.stat(self.out / "feeds.opml")
             built: object = (info.st_mtime_ns, info.st_size, info.st_ino)
         except OSError:
             built = None
-        if built != self._built or not self._topics:
-            corpus = load_corpus(self.config)
-            self._topics, self._names, self._built = known_topics(corpus), dict(corpus.taxonomy.names), built
+        if built != self._built:
+            self._topics = published_topics(self.out)
+            self._names = {name.casefold(): slug for slug, name in self._topics.items()}
+            self._built = built
         return self._topics, self._names
 
 
