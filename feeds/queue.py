@@ -37,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from feeds import state
-from feeds.api.digests import _EditionMaker
+from feeds.api.digests import EditionMaker
 from feeds.config import Config, QueueConfig
 from feeds.errors import FeedsError, SendingHalted
 from feeds.render.digest import RenderedEdition
@@ -168,7 +168,7 @@ def planned_key(topics: Sequence[str], cadence: str, start: datetime, end: datet
     return EDITIONS + hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
-def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequence[state.Subscriber],
+def queue_run(config: Config, engine: Engine, maker: EditionMaker, people: Sequence[state.Subscriber],
               owed_only: set[int], *, end: datetime) -> Queued:
     """Plan a ``--send`` run for the workers: render each new edition ``people`` are due
     (and publish its web copy), keep it in Redis for them, and queue everyone in batches
@@ -191,7 +191,7 @@ def queue_run(config: Config, engine: Engine, maker: _EditionMaker, people: Sequ
     return Queued(len(ids), len(batches), planned)
 
 
-def _plan_editions(config: Config, engine: Engine, client: redis.Redis, maker: _EditionMaker,
+def _plan_editions(config: Config, engine: Engine, client: redis.Redis, maker: EditionMaker,
                    people: Sequence[state.Subscriber], owed_only: set[int], *, end: datetime) -> int:
     """Render each edition ``people`` (but those in ``owed_only``) are due once, and keep
     it in Redis for the workers; returns how many there are."""
@@ -351,19 +351,19 @@ class BatchSender:
                         + (", stopped" if report.stopped else ""))
 
     def _send(self, end: datetime, ids: list[int], owed_only: set[int]) -> DigestReport:
-        from feeds.api.digests import _Letters, _send_all, digest_secret
+        from feeds.api.digests import Letters, digest_secret, send_run
         from feeds.api.sending import DigestReport, Sending
         from feeds.deliver import SmtpSender
 
         now = datetime.now(UTC)
         maker = self.editions_for(end)
-        letters = _Letters(self.config, maker, digest_secret(self.config, self.engine), now)
+        letters = Letters(self.config, maker, digest_secret(self.config, self.engine), now)
         report = DigestReport()
         run = Sending(self.engine, self.smtp, end=end, now=now, clock=lambda: datetime.now(UTC), zone=maker.zone,
                       make_edition=maker.make_rendered, compose=letters.compose, message_id=letters.message_id,
                       report=report, only=ids)
         people = state.subscribers_by_id(self.engine, ids)
-        _send_all(run, people, SmtpSender(self.smtp, pace=self.pace), self.stopping.is_set, owed_only)
+        send_run(run, people, SmtpSender(self.smtp, pace=self.pace), self.stopping.is_set, owed_only)
         log.info("batch done", extra={"end": end.isoformat(), "subscribers": len(ids), "sent": len(report.sent),
                                       "deferred": len(report.deferred), "failed": len(report.failed),
                                       "elsewhere": len(report.elsewhere), "already": len(report.already)})
@@ -372,7 +372,7 @@ class BatchSender:
         return report
 
 
-class _SharedEditions(_EditionMaker):
+class _SharedEditions(EditionMaker):
     """A worker's editions: the planner's, from Redis; any Redis no longer keeps made
     here, from this machine's records, read only then (its web copy goes to this
     machine's ``out/``)."""
@@ -403,10 +403,10 @@ class _SharedEditions(_EditionMaker):
 
         if not self.read_records:
             try:
-                self.corpus = load_corpus(self.config)
+                corpus = load_corpus(self.config)
             except FeedsError as e:  # this machine's fault, not the subscribers' (see SendingHalted)
                 raise SendingHalted(f"{e}: this worker cannot make an edition the planner did not keep") from e
-            self.memberships = {a.id: self.corpus.taxonomy.feeds_for(a) for a in self.corpus.articles}
+            self.use_corpus(corpus)
             self.read_records = True
         return super().make_rendered(topics, cadence, start, end)
 

@@ -66,9 +66,10 @@ def preferences_url(config: Config, token: str) -> str:
     return f"{config.base_url}preferences?token={token}"
 
 
-class _EditionMaker:
+class EditionMaker:
     """Plans and renders each distinct edition once: subscribers who share topics, cadence
-    and period share the work, whatever their number.
+    and period share the work, whatever their number. Used by the inline run and by
+    :mod:`feeds.queue` (its planner, and a worker's editions are a subclass).
 
     With an ``engine``, each edition's web copy is published: written under
     ``out/newsletter/`` and recorded for the archive. Without one (a preview, a test
@@ -79,7 +80,7 @@ class _EditionMaker:
         self.zone = ZoneInfo(config.timezone)
         self.env = jinja_env()
         self.cache: dict[tuple[object, ...], tuple[Edition, RenderedEdition | None]] = {}
-        self.memberships = {a.id: corpus.taxonomy.feeds_for(a) for a in corpus.articles}
+        self.use_corpus(corpus)
         self.templates: dict[int, MessageTemplate] = {}
         self.web_copies: list[str] = []
         try:
@@ -87,6 +88,12 @@ class _EditionMaker:
             self.reply_to = mailbox(config.reply_to) if config.reply_to else None
         except AddressError as e:
             raise FeedsError(f"mail_from/reply_to: {e}") from e
+
+    def use_corpus(self, corpus: Corpus) -> None:
+        """Plan editions from ``corpus`` from now on (a worker reads its records only when
+        it must make an edition itself)."""
+        self.corpus = corpus
+        self.memberships = {a.id: corpus.taxonomy.feeds_for(a) for a in corpus.articles}
 
     def make(self, topics: tuple[str, ...], cadence: str, start: datetime,
              end: datetime) -> tuple[Edition, RenderedEdition | None]:
@@ -188,8 +195,8 @@ def digest(
     out = out or config.out
     end = date or now
     engine = state.open_state(config.state_db)
-    maker = _EditionMaker(config, load_corpus(config), out, engine)
-    letters = _Letters(config, maker, digest_secret(config, engine), now)
+    maker = EditionMaker(config, load_corpus(config), out, engine)
+    letters = Letters(config, maker, digest_secret(config, engine), now)
     # A pause ends when the run meets it (the run is the one that would mail them), so
     # `--date`/`--now` decide it as they decide everything else about the edition.
     resumed = state.end_pauses(engine, edition_day(end, maker.zone), now)
@@ -203,7 +210,7 @@ def digest(
                       make_edition=maker.make_rendered, compose=letters.compose,
                       message_id=letters.message_id, report=report)
         people, owed_only = _and_owed(people, subscribers, cadence, run.owed)
-        _send_all(run, people, sender(config.smtp) if people else None, should_stop, owed_only)
+        send_run(run, people, sender(config.smtp) if people else None, should_stop, owed_only)
     else:
         _write_outbox(people, end, maker, letters, out, report, should_stop)
     report.web_copies = maker.web_copies
@@ -232,7 +239,7 @@ def _and_owed(people: list[state.Subscriber], subscribers: Sequence[state.Subscr
     return sorted(people + owed, key=lambda s: s.id), {s.id for s in owed}
 
 
-def _queue_all(config: Config, engine: Engine, maker: _EditionMaker, subscribers: Sequence[state.Subscriber],
+def _queue_all(config: Config, engine: Engine, maker: EditionMaker, subscribers: Sequence[state.Subscriber],
                people: list[state.Subscriber], cadence: str | None, end: datetime, report: DigestReport) -> None:
     """With ``queue.url``: plan the run once and queue it for ``feeds worker`` (see
     :mod:`feeds.queue`), with those an earlier run owes a message, as an inline run does."""
@@ -245,17 +252,18 @@ def _queue_all(config: Config, engine: Engine, maker: _EditionMaker, subscribers
     report.queued, report.batches, report.queued_for_workers = queued.subscribers, queued.batches, True
 
 
-def _send_all(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,
+def send_run(run: Sending, people: Sequence[state.Subscriber], smtp: SmtpSender | None,
               should_stop: Callable[[], bool] | None, owed_only: Set[int] = frozenset()) -> None:
-    """The run over everyone, on one connection (none, with no one to send to); those in
-    ``owed_only`` (ids) get only what earlier runs owe them."""
+    """The run over ``people``, on one connection (none, with no one to send to); those in
+    ``owed_only`` (ids) get only what earlier runs owe them. The inline run sends everyone
+    with it, a worker its batch."""
     if smtp is None:
         return
     with smtp as connected:
         run.run(people, connected, should_stop, owed_only)
 
 
-def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: _EditionMaker, letters: _Letters,
+def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: EditionMaker, letters: Letters,
                   out: Path, report: DigestReport, should_stop: Callable[[], bool] | None) -> None:
     """Every active subscriber's message as a file; nothing leaves the machine, and the
     ledger is neither read nor written."""
@@ -277,11 +285,12 @@ def _write_outbox(people: Sequence[state.Subscriber], end: datetime, maker: _Edi
             report.failed.append(f"{person.email}: {failure_reason(e)}")
 
 
-class _Letters:
+class Letters:
     """Composes each subscriber's message: the edition's shared email, with their address,
-    Message-ID and unsubscribe links."""
+    Message-ID and unsubscribe links. The inline run and a worker compose with it, so a
+    queued message is the inline one."""
 
-    def __init__(self, config: Config, maker: _EditionMaker, secret: str, now: datetime) -> None:
+    def __init__(self, config: Config, maker: EditionMaker, secret: str, now: datetime) -> None:
         self.config, self.maker, self.secret, self.now = config, maker, secret, now
         # Both from the sender's address in IDNA form, never its display name.
         self.domain = maker.sender.domain or "localhost"
@@ -325,7 +334,7 @@ def preview(config: Config, *, now: datetime, topics: Sequence[str] = (), cadenc
     out = out or config.out
     corpus = load_corpus(config)
     slugs = chosen_topics(corpus, topics, cadence)
-    maker = _EditionMaker(config, corpus, out, engine=None)
+    maker = EditionMaker(config, corpus, out, engine=None)
     start, end = period(cadence, now)
     edition = maker.plan(slugs, cadence, start, end)
     if edition.is_empty:
@@ -384,13 +393,13 @@ def send_test(
         cadence = cadence or "daily"
         slugs = chosen_topics(corpus, topics, cadence)
     address = check_subscription(to, slugs, cadence, known_topics(corpus))[0]
-    maker = _EditionMaker(config, corpus, config.out, engine=None)
+    maker = EditionMaker(config, corpus, config.out, engine=None)
     start, period_end = period(cadence, end)
     edition, rendered = maker.make(slugs, cadence, start, period_end)
     if rendered is None:
         raise FeedsError(f"no stories between {start:%Y-%m-%d %H:%M} and {period_end:%Y-%m-%d %H:%M} UTC "
                          f"for {', '.join(slugs)}: nothing to send")
-    message = _Letters(config, maker, secret="", now=now).test_message(address, edition, rendered)
+    message = Letters(config, maker, secret="", now=now).test_message(address, edition, rendered)
     with sender(config.smtp) as smtp:
         outcome = smtp.send(message)
     full = maker.plan(slugs, cadence, start, period_end)
