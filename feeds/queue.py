@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -272,7 +273,10 @@ class SharedLimits:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()[:64]} pid {os.getpid()}"
+    """``host pid N #random``: what this worker records itself as in Redis and `feeds status`
+    lists. Host and pid alone are not unique: containers of one image share a host name,
+    and each worker in them is pid 1."""
+    return f"{socket.gethostname()[:64]} pid {os.getpid()} #{secrets.token_hex(3)}"
 
 
 class BatchSender:
@@ -480,7 +484,7 @@ def _keep_presence(queue: Queue, me: str, threads: int, stop: threading.Event,
 
 @dataclass(frozen=True)
 class WorkerSeen:
-    name: str  # host and pid
+    name: str  # host, pid and a random suffix (see worker_id)
     threads: int
     started: str
     seen: str

@@ -272,6 +272,39 @@ def test_two_planners_at_once_queue_twice_and_everyone_gets_one_message(tmp_path
     assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
 
 
+def test_two_workers_with_one_host_name_and_pid_are_two_in_status(tmp_path: Path, redis_url: str) -> None:
+    """Two containers of one image: the same host name, and each worker pid 1 in its own PID
+    namespace (here real ones, by unshare). Each records itself under an id of its own, and
+    `feeds status` lists both."""
+    import os
+    import socket
+
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--user", "--map-root-user", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no PID namespaces here: {probe.stderr.decode().strip()}")
+    config = queue_site(tmp_path, free_port(), redis_url)
+    command = ["unshare", "--pid", "--fork", "--user", "--map-root-user",
+               sys.executable, "-m", "feeds", "worker", "--config", str(config)]
+    logs = [tmp_path / f"container{i}.err" for i in range(2)]
+    started = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True,
+                                start_new_session=True) for log in logs]
+    try:
+        wait_for(lambda: all("worker running" in log.read_text() for log in logs), what="both workers",
+                 processes=started)
+        time.sleep(0.5)
+        status = run_status(config)
+        names = [w.name for w in queue_status(load_config(config)).workers]
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGTERM)  # unshare waits; its pid 1, the worker, stops
+        for process in started:
+            process.wait(timeout=60)
+    assert len(names) == 2 and len(set(names)) == 2, names
+    assert all(name.startswith(f"{socket.gethostname()} pid 1 ") for name in names), names
+    assert "Workers: 2 seen" in status and all(f"  {name}, 1 thread" in status for name in names), status
+    assert all(p.returncode == 0 for p in started), [log.read_text() for log in logs]
+
+
 def run_status(config: Path) -> str:
     code, out, err = cli(config, "status")
     assert code == 0, out + err
