@@ -20,6 +20,9 @@ daemon's digest job, or ``feeds digest --send``), which also writes their web co
 wait in Redis for the workers. A worker makes an edition itself only when Redis no longer
 keeps it (Redis restarted, or an older edition retried past its expiry), from its own
 records; a worker that cannot read them leaves the batch to the queue (SendingHalted).
+Such an edition is neither written to the worker's ``out/`` nor archived (nobody serves a
+worker's ``out/``): its email links to the planner's web copy if the archive has one, else
+to none.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from feeds.api.sending import DigestReport
+    from feeds.digest import Edition
 
 log = logging.getLogger(__name__)
 
@@ -378,18 +382,30 @@ class BatchSender:
 
 class _SharedEditions(EditionMaker):
     """A worker's editions: the planner's, from Redis; any Redis no longer keeps made
-    here, from this machine's records, read only then (its web copy goes to this
-    machine's ``out/``)."""
+    here, from this machine's records, read only then.
+
+    A worker publishes nothing: web copies and the archive are the planner's, on the
+    machine whose ``feeds serve`` shows them. An edition made here links to its web copy
+    only if the archive has it (the planner published it); else to none, as its copy
+    would be in this machine's ``out/`` alone, which nobody serves."""
 
     def __init__(self, config: Config, engine: Engine, client: redis.Redis) -> None:
         from feeds.api.builds import Corpus
         from feeds.taxonomy import build_taxonomy
 
         # No records until one is needed: a worker with the planner's editions needs none.
-        super().__init__(config, Corpus((), (), build_taxonomy(config.topics, ())), config.out, engine)
+        # No engine: nothing made here is written to out/ or recorded in the archive.
+        super().__init__(config, Corpus((), (), build_taxonomy(config.topics, ())), config.out, None)
+        self.archive = engine
         self.client = client
         self.shared: dict[str, RenderedEdition] = {}
         self.read_records = False
+        self.published: set[str] | None = None  # the archive's paths, read when first needed
+
+    def web_url(self, edition: Edition) -> str | None:
+        if self.published is None:
+            self.published = {e.path for e in state.list_editions(self.archive)}
+        return super().web_url(edition) if edition.web_path in self.published else None
 
     def make_rendered(self, topics: tuple[str, ...], cadence: str, start: datetime,
                       end: datetime) -> RenderedEdition | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,11 +144,39 @@ def test_a_digest_through_a_worker_goes_once_and_4xx_come_back_through_the_queue
     assert statuses["reader07@example.org"] == "bounced"
 
 
+def worker_site(config: Path, *, seeds: Path | None = None) -> Path:
+    """``config`` as a worker on another machine has it: the same queue, state database and
+    SMTP server, but an ``out/`` of its own (and, given ``seeds``, records of its own)."""
+    machine = config.parent / "worker-machine"
+    machine.mkdir()
+    text = config.read_text().replace(f"out: {config.parent / 'out'}", f"out: {machine / 'out'}")
+    if seeds is not None:
+        text = text.replace(f"seeds: {config.parent / 'seeds'}", f"seeds: {seeds}")
+    (machine / "feeds.yaml").write_text(text)
+    return machine / "feeds.yaml"
+
+
+def text_of(message: object) -> str:
+    import email.message
+
+    assert isinstance(message, email.message.Message)
+    text = next(part for part in message.walk() if part.get_content_type() == "text/plain")
+    body = text.get_payload(decode=True)
+    assert isinstance(body, bytes)
+    return body.decode()
+
+
+def web_links(message: object) -> set[str]:
+    """Every link to a web copy of the edition (under /newsletter/) in a message's text part."""
+    return set(re.findall(r"https://news\.example\.org/newsletter/\S+", text_of(message)))
+
+
 def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records(
         tmp_path: Path, redis_url: str) -> None:
     """The planner's editions wait in Redis; one that is not there (expired, or never
     planned: a catch-up period, an older edition's retry) is made by the worker itself,
-    the same edition."""
+    the same edition. The worker, on a machine of its own, publishes nothing: its message
+    links to the web copy the planner wrote and archived, which the serving machine has."""
     with smtp_server() as (server, port):
         config = queue_site(tmp_path, port, redis_url)
         import_people(config, ["ada@example.org", "bob@example.org"])
@@ -158,10 +187,45 @@ def test_a_worker_makes_an_edition_the_planner_did_not_keep_from_its_own_records
         assert len(planned) == 1
         subject = json.loads(client.get(planned[0]) or "{}")["subject"]
         client.delete(*planned)
-        with workers(config, 1):
+        archived = state.list_editions(engine_of(tmp_path))
+        elsewhere = worker_site(config)
+        with workers(elsewhere, 1):
             wait_for(lambda: len(server.received()) == 2 and queue_empty(config), what="2 messages")
     assert sorted(recipients(server)) == ["ada@example.org", "bob@example.org"]
     assert {str(m["Subject"]) for m in server.received()} == {subject}
+    [path] = [e.path for e in archived]
+    assert all(web_links(m) == {f"https://news.example.org/{path}"} for m in server.received())
+    assert (tmp_path / "out" / path / "index.html").is_file()  # the planner's, on the serving machine
+    assert not (elsewhere.parent / "out").exists()  # the worker wrote nothing of its own
+    assert state.list_editions(engine_of(tmp_path)) == archived
+
+
+def test_an_edition_only_a_worker_could_make_is_sent_without_a_web_copy_or_archive_entry(
+        tmp_path: Path, redis_url: str) -> None:
+    """The planner's records have no story for the period, so it planned and published no
+    edition; a worker whose records have one makes it and sends it. Its web copy would be
+    on the worker's machine alone, which `feeds serve` on the scheduler does not have: the
+    worker writes none and archives none, and the message does not link to one."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url)
+        worker_seeds = tmp_path / "worker-seeds"
+        shutil.copytree(tmp_path / "seeds", worker_seeds)
+        (tmp_path / "seeds" / "a.md").unlink()  # the planner lacks the 17th's story
+        import_people(config, ["ada@example.org"])
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Queued 1 subscriber in 1 batch " in out, out + err
+        assert "Web copies:" not in out, out
+        elsewhere = worker_site(config, seeds=worker_seeds)
+        with workers(elsewhere, 1):
+            wait_for(lambda: len(server.received()) == 1 and queue_empty(config), what="the message")
+    [message] = server.received()
+    assert "Robots learn to fold laundry" in text_of(message)  # the worker's edition
+    assert web_links(message) == set()
+    assert not (elsewhere.parent / "out").exists()
+    assert state.list_editions(engine_of(tmp_path)) == []
+    code, out, err = cli(config, "digest", "--date", DATE, "--send")  # the archive links to nothing missing
+    assert code == 0, out + err
+    assert "newsletter/2020" not in (tmp_path / "out" / "newsletter" / "atom.xml").read_text()
 
 
 def test_a_worker_mails_who_is_still_active_with_their_own_preferences_and_unsubscribe_links(

@@ -131,7 +131,7 @@ class EditionMaker:
         (it clips longer HTML, hiding the footer and its unsubscribe link). A trimmed
         email says how many stories it left out and links to the web copy, which has
         them all."""
-        web_url = self.config.base_url + full.web_path
+        web_url = self.web_url(full)
         edition, per_topic = full, self.config.digest_items_per_topic
         while True:
             personal = self.render(edition, web_url, personal=True, left_out=stories_left_out(full, edition))
@@ -139,6 +139,12 @@ class EditionMaker:
                 return edition, personal
             per_topic -= 1
             edition = self.plan(full.topics, full.cadence, full.start, full.end, per_topic)
+
+    def web_url(self, edition: Edition) -> str | None:
+        """Where the email links to ``edition``'s web copy (None: it links to none). Here,
+        where the web copy is published: by :meth:`make` with an engine, or by the run that
+        queued it."""
+        return self.config.base_url + edition.web_path
 
     def template(self, rendered: RenderedEdition, *, list_id: str) -> MessageTemplate:
         """The edition's email, composed once for everyone who gets it."""
