@@ -75,6 +75,12 @@ class QueueError(FeedsError):
     """The queue cannot be used: no ``queue.url``, or Redis refuses or is unreachable."""
 
 
+class WaitStopped(SendingHalted):
+    """The worker was told to stop (SIGTERM) while a message waited for a shared rate
+    limit: that message is deferred, as are the batch's others, and the batch goes back
+    to the queue (see :meth:`BatchSender.send_batch`)."""
+
+
 class QueueLost(QueueError, SendingHalted):
     """Redis went away after we had connected: a worker stops with it (see
     :func:`run_worker`), as does a batch in hand, whose unsent messages stay owed."""
@@ -239,7 +245,8 @@ class SharedLimits:
     ``queue.domain_rate_per_second`` per recipient domain, kept in Redis by the ``limits``
     library (moving windows, checked and counted in one Lua call)."""
 
-    def __init__(self, config: Config, sleep: Callable[[float], None]) -> None:
+    def __init__(self, config: Config, sleep: Callable[[float], object],
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         from limits.storage import RedisStorage
         from limits.strategies import MovingWindowRateLimiter
 
@@ -250,12 +257,13 @@ class SharedLimits:
         self.total = _per_second(config.smtp.rate_per_second)
         rate = config.queue.domain_rate_per_second
         self.per_domain = _per_second(rate) if rate else None
-        self.sleep = sleep
+        self.sleep, self.should_stop = sleep, should_stop
 
     def wait(self, recipient: str) -> None:
         """Return once one more message to ``recipient`` keeps within both limits; the
         domain's first, so that a slot of the total is not held while its domain waits.
-        QueueLost if Redis cannot be asked: no message may leave without counting."""
+        QueueLost if Redis cannot be asked: no message may leave without counting;
+        WaitStopped if ``should_stop`` says so meanwhile (a window may last a minute)."""
         import redis
 
         try:
@@ -269,6 +277,8 @@ class SharedLimits:
         import time
 
         while not self.limiter.hit(item, NAMESPACE, *key):
+            if self.should_stop():
+                raise WaitStopped("stopped while waiting for the rate limit: the rest stay owed")
             reset = self.limiter.get_window_stats(item, NAMESPACE, *key).reset_time
             self.sleep(min(max(reset - time.time(), 0.001), 1.0))
 
@@ -288,12 +298,11 @@ class BatchSender:
     connection per batch, within the shared limits."""
 
     def __init__(self, config: Config, queue: Queue) -> None:
-        import time
-
         self.config, self.queue = config, queue
         self.engine = state.open_state(config.state_db)
-        self.limits = SharedLimits(config, time.sleep)
         self.stopping = threading.Event()
+        # A wait for a limit's window (up to a minute) ends at once when the worker stops.
+        self.limits = SharedLimits(config, self.stopping.wait, self.stopping.is_set)
         self.lost: QueueLost | None = None  # Redis went away: the worker stops (see run_worker)
         self.on_lost: Callable[[], None] = lambda: None
         self.lock = threading.Lock()
@@ -375,8 +384,9 @@ class BatchSender:
         log.info("batch done", extra={"end": end.isoformat(), "subscribers": len(ids), "sent": len(report.sent),
                                       "deferred": len(report.deferred), "failed": len(report.failed),
                                       "elsewhere": len(report.elsewhere), "already": len(report.already)})
-        if report.stop_reason:
-            log.error("batch stopped", extra={"reason": report.stop_reason})
+        if report.stop_reason:  # asked to (SIGTERM in a limit's wait) is no error
+            asked = self.stopping.is_set() and self.lost is None
+            (log.info if asked else log.error)("batch stopped", extra={"reason": report.stop_reason})
         return report
 
 

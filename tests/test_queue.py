@@ -403,6 +403,42 @@ def test_two_workers_keep_the_global_and_per_domain_rates_together(tmp_path: Pat
     assert arrivals[-1][0] - arrivals[0][0] >= 2.5  # 12 slow ones at 4 a second, 48 at 12 a second
 
 
+def test_sigterm_interrupts_a_wait_on_a_slow_domain_limit(tmp_path: Path, redis_url: str) -> None:
+    """A domain limit of 3 a minute (a moving window of 60 s): the worker sends 3 and waits
+    for the window. SIGTERM stops it at once, not once the window has passed; the message
+    in hand is deferred (nobody failed), its batch goes back to the queue, and a worker
+    without that limit then sends the rest, each once."""
+    with smtp_server() as (server, port):
+        config = queue_site(tmp_path, port, redis_url, domain_rate=0.05, backoff_seconds=0.2)
+        addresses = [f"reader{i}@slow.example.org" for i in range(6)]
+        import_people(config, addresses)
+        code, out, err = cli(config, "digest", "--date", DATE, "--send")
+        assert code == 0 and "Queued 6 subscribers in 1 batch " in out, out + err
+        worker, log = start_worker(config, "limited")
+        try:
+            wait_for(lambda: len(server.received()) == 3, what="the window's 3 messages", processes=[worker])
+            time.sleep(1)  # the worker now waits for the window
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=20)  # without the interrupt: when the 60 s window ends
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+        stderr = log.read_text()
+        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+        assert len(server.received()) == 3
+        statuses = Counter(state.delivered_editions(engine_of(tmp_path), "daily-2020-06-18").values())
+        assert statuses == {"sent": 3, "deferred": 1}, statuses
+
+        unlimited = tmp_path / "unlimited"
+        unlimited.mkdir()
+        (unlimited / "feeds.yaml").write_text(
+            "\n".join(line for line in config.read_text().splitlines() if "domain_rate" not in line) + "\n")
+        with workers(unlimited / "feeds.yaml", 1):
+            wait_for(lambda: len(server.received()) == 6 and queue_empty(config), what="the rest")
+        received = by_address(server)
+    assert sorted(received) == addresses and all(len(ids) == 1 for ids in received.values()), received
+
+
 def most_in_a_second(arrivals: list[tuple[float, str]]) -> int:
     times = sorted(t for t, _ in arrivals)
     return max((sum(1 for u in times if t <= u < t + 1.0) for t in times), default=0)
