@@ -326,6 +326,17 @@ def absolute_state_db(url: str, base: Path | None = None) -> str:
     return f"{sqlite[1]}{(base or Path()).absolute() / Path(sqlite[2]).expanduser()}{sqlite[3]}"
 
 
+def missing_state_db(url: str) -> Path | None:
+    """The SQLite file ``url`` names, absolute, if there is none yet; else None (it exists,
+    or it is a server's database, which the operator makes). Read-only commands ask this
+    first: opening the state database creates the file and its tables."""
+    sqlite = _SQLITE_URL.fullmatch(url)
+    if sqlite is None or sqlite[2] in ("", ":memory:") or sqlite[2].startswith("file:"):
+        return None
+    path = Path(sqlite[2]).expanduser().absolute()
+    return None if path.exists() else path
+
+
 def _topics(value: Any, at: _Key) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
     return _topic_definitions(value, at.here, at.fail)
 
