@@ -61,6 +61,7 @@ KEPT = {
     "kept-link-as-provider.md": ("provider.name: 'https://www.example.com/news' is a link, not a name; "
                                  "using the domain",
                                  "An outlet named by a link"),
+    "kept-title-twice.md": ("title: given more than once; the last one is used", "A title given twice"),
 }
 
 
