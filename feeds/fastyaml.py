@@ -297,12 +297,18 @@ class _Noting:
 
 
 @functools.cache
-def noting_loader() -> Any:
-    """PyYAML's safe loader (libyaml's when there is one), noting duplicate keys."""
+def noting_loader(libyaml: bool = True) -> Any:
+    """PyYAML's safe loader, noting duplicate keys: libyaml's (when there is one), or
+    PyYAML's own, which reads what libyaml refuses (a "\\uD800" escape)."""
     import yaml
 
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if libyaml else yaml.SafeLoader
     return type("NotingSafeLoader", (_Noting, base), {})
+
+
+def duplicate_notes(keys: list[str]) -> tuple[str, ...]:
+    """One note per key given twice (a record's or a topic file's): the last value is used."""
+    return tuple(f"{key}: given more than once; the last one is used" for key in keys)
 
 
 def load_noting(text: str) -> tuple[Any, list[str]]:
@@ -312,6 +318,20 @@ def load_noting(text: str) -> tuple[Any, list[str]]:
     loader.duplicates = []
     try:
         return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()
+
+
+def load_all_noting(text: str) -> tuple[list[Any], list[str]]:
+    """Every YAML document in ``text`` as ``yaml.safe_load_all`` reads them (PyYAML's own
+    reader), and the keys some mapping in them gives twice."""
+    loader = noting_loader(libyaml=False)(text)
+    loader.duplicates = []
+    try:
+        documents = []
+        while loader.check_data():
+            documents.append(loader.get_data())
+        return documents, loader.duplicates
     finally:
         loader.dispose()
 

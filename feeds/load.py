@@ -129,12 +129,7 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
     problem = alias_problem(raw, max(len(text), MAX_EXPANDED_CHARACTERS))
     if problem:
         raise RecordError(path, problem)
-    return raw, notes + duplicate_notes(duplicates)
-
-
-def duplicate_notes(keys: Sequence[str]) -> tuple[str, ...]:
-    """One note per key given twice in the front matter: the last value is the one used."""
-    return tuple(f"{key}: given more than once; the last one is used" for key in keys)
+    return raw, notes + fastyaml.duplicate_notes(duplicates)
 
 
 def _value_problem(e: Exception) -> str:

@@ -67,7 +67,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], culprit: str) -> st
 
 
 def test_the_config_key_table_covers_every_config_field() -> None:
-    assert set(VALIDATORS) == {f.name for f in fields(Config)} - {"source", "topic_errors"}
+    assert set(VALIDATORS) == {f.name for f in fields(Config)} - {"source", "topic_errors", "topic_notes"}
 
 
 def test_lookup_order_is_flag_then_environment_then_current_folder(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_init_writes_a_starter_that_loads_back_to_the_defaults(tmp_path: Path) -
 
 def test_the_starter_names_every_key() -> None:
     raw = yaml.safe_load(STARTER)
-    assert set(raw) == {f.name for f in fields(Config)} - {"source", "topic_errors"}
+    assert set(raw) == {f.name for f in fields(Config)} - {"source", "topic_errors", "topic_notes"}
     for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig),
                          ("queue", QueueConfig)):
         assert set(raw[section]) == {f.name for f in fields(cls)} - {"password"}, section

@@ -247,7 +247,7 @@ def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked
         skipped=(*misnamed(scanned),
                  *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
-        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes)
+        notes=config.topic_notes + tuple(note for e in index.entries if e.notes for note in e.record_notes)
         + folded_notices(index, ranked.folded),
         topics=tuple(ranked.taxonomy.topics),
         written=tuple(written.written),
