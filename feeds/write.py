@@ -227,6 +227,11 @@ def _copies_current(target: Path, suffixes: tuple[str, ...]) -> bool:
         return False
 
 
+def copies_of(relative: str) -> list[str]:
+    """The compressed copies written beside ``relative`` (``x.xml.gz``, ``x.xml.br``)."""
+    return [relative + suffix for suffix in _suffixes(relative)]
+
+
 def _suffixes(relative: str) -> tuple[str, ...]:
     if not relative.endswith(COMPRESSIBLE):
         return ()
