@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from feeds import __version__
-from feeds.config import CADENCES, Config, find_config, load_config
+from feeds.config import CADENCES, CONFIG_NAME, Config, find_config, load_config, missing_state_db
 from feeds.errors import FeedsError
 from feeds.report import BuildReport
 
@@ -229,7 +229,8 @@ def subscribers_list(history: bool, config_path: Path | None) -> None:
     """List every subscriber: address, cadence, topics and status (active, paused, or how
     they left).  Example: feeds subscribers list --history"""
     from feeds import api
-    people = api.list_histories(_config(config_path))
+    config = _config(config_path)
+    people = api.list_histories(config)
     for person, changes in people:
         click.echo(f"{person.email}\t{person.cadence}\t{','.join(person.topics)}  ({api.describe_status(person)})")
         for change in changes if history else ():
@@ -237,7 +238,9 @@ def subscribers_list(history: bool, config_path: Path | None) -> None:
             click.echo(f"  {change.at:%Y-%m-%dT%H:%M:%SZ}  {change.status} ({change.source}){reason}")
     counts = Counter(person.status for person, _ in people)
     others = "".join(f", {counts[status]} {status}" for status in sorted(counts) if status != "active")
-    click.echo(f"{_plural(len(people), 'subscriber')}, {counts['active']} active{others}.", err=True)
+    missing = missing_state_db(config.state_db)
+    none_yet = f" (no state database yet at {missing})" if missing else ""
+    click.echo(f"{_plural(len(people), 'subscriber')}, {counts['active']} active{others}{none_yet}.", err=True)
 
 
 @subscribers.command("export")
@@ -556,8 +559,13 @@ def status(config_path: Path | None) -> None:
     from feeds import api
 
     found = api.service_status(_config(config_path))
+    if found.config is None and found.state_missing:  # most likely the wrong folder
+        raise click.ClickException(
+            f"no config file (no --config, $FEEDS_CONFIG or ./{CONFIG_NAME}) and no state database at "
+            f"{found.state_missing}: nothing has run here; give --config or run from the config's folder")
+    none_yet = " (none yet: nothing has been recorded)" if found.state_missing else ""
     click.echo(f"Config:         {found.config or 'none (the defaults, in the current folder)'}")
-    click.echo(f"State database: {found.state_db}")
+    click.echo(f"State database: {found.state_db}{none_yet}")
     click.echo(f"Cache:          {found.cache_db}")
     click.echo(f"Output folder:  {found.out}")
     now = utc_now()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from feeds import fastyaml
-from feeds.errors import ConfigError, RecordError
+from feeds.errors import ConfigError, RecordError, RecordNotice
 
 if TYPE_CHECKING:  # imported where Topics are made: a rebuild with nothing to do never needs it
     from feeds.model import Topic
@@ -129,6 +129,8 @@ class Config:
     # Topic files of a ``topics`` folder that could not be used: each is skipped like a bad
     # record (reported by the build, fatal under --strict), and the other topics stand.
     topic_errors: tuple[RecordError, ...] = ()
+    # What a topics folder's files gave that was used with a note (a key given twice).
+    topic_notes: tuple[RecordNotice, ...] = ()
     state_db: str = "sqlite:///feeds.db"
     cache_db: Path = Path("feeds-cache.db")
     timezone: str = "UTC"
@@ -188,7 +190,7 @@ def load_config(path: Path | None) -> Config:
     for key, default in DEFAULT_PATHS.items():  # beside the file, not wherever it was run from
         values.setdefault(key, _parse(key, default, path))
     if "topics" in values:
-        values["topics"], values["topic_errors"] = values["topics"]
+        values["topics"], values["topic_errors"], values["topic_notes"] = values["topics"]
     return with_environment(Config(source=path, **values))
 
 
@@ -326,7 +328,21 @@ def absolute_state_db(url: str, base: Path | None = None) -> str:
     return f"{sqlite[1]}{(base or Path()).absolute() / Path(sqlite[2]).expanduser()}{sqlite[3]}"
 
 
-def _topics(value: Any, at: _Key) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
+def missing_state_db(url: str) -> Path | None:
+    """The SQLite file ``url`` names, absolute, if there is none yet; else None (it exists,
+    or it is a server's database, which the operator makes). Read-only commands ask this
+    first: opening the state database creates the file and its tables."""
+    sqlite = _SQLITE_URL.fullmatch(url)
+    if sqlite is None or sqlite[2] in ("", ":memory:") or sqlite[2].startswith("file:"):
+        return None
+    path = Path(sqlite[2]).expanduser().absolute()
+    return None if path.exists() else path
+
+
+_TopicsFound = tuple[tuple["Topic", ...], tuple[RecordError, ...], tuple[RecordNotice, ...]]
+
+
+def _topics(value: Any, at: _Key) -> _TopicsFound:
     return _topic_definitions(value, at.here, at.fail)
 
 
@@ -523,14 +539,15 @@ def _is_mailbox(value: str) -> bool:
     return bool(_MAILBOX.fullmatch(value.strip()))
 
 
-def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, ...], tuple[RecordError, ...]]:
+def _topic_definitions(value: Any, here: Path, fail: Any) -> _TopicsFound:
     """``topics:`` is a folder or file of definitions (Smartable's ``topics/*.yaml``), or a
-    list of definitions and paths. Returns the definitions and the files of a folder that
-    were skipped; anything else wrong (a missing path, a bad inline definition, a file
-    named on its own) is the config's error."""
+    list of definitions and paths. Returns the definitions, the files of a folder that
+    were skipped, and notes on the files (a key given twice); anything else wrong (a
+    missing path, a bad inline definition, a file named on its own) is the config's error."""
     entries = value if isinstance(value, list) else [value]
     topics: list[Topic] = []
     skipped: list[RecordError] = []
+    notes: list[RecordNotice] = []
     defined: dict[str, Path | None] = {}  # slug -> the file defining it (None: the config itself)
     for entry in entries:
         defined.update((t.slug, defined.get(t.slug)) for t in topics)
@@ -539,12 +556,12 @@ def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, 
         elif isinstance(entry, str):
             path = here / Path(entry).expanduser()
             if path.is_dir():
-                found, errors = _topics_from_folder(path, fail, defined)
+                found, errors = _topics_from_folder(path, fail, defined, notes)
                 topics.extend(found)
                 skipped.extend(errors)
             else:
                 try:
-                    topics.extend(topics_from_file(path))
+                    topics.extend(topics_from_file(path, notes))
                 except RecordError as e:  # named on its own: the config's error
                     raise fail(str(e)) from e
         else:
@@ -553,11 +570,11 @@ def _topic_definitions(value: Any, here: Path, fail: Any) -> tuple[tuple[Topic, 
     dupes = sorted({s for s in slugs if slugs.count(s) > 1})
     if dupes:
         raise fail(f"topic {dupes[0]!r} is defined more than once")
-    return tuple(topics), tuple(skipped)
+    return tuple(topics), tuple(skipped), tuple(notes)
 
 
 def _topics_from_folder(
-    folder: Path, fail: Any, defined: dict[str, Path | None]
+    folder: Path, fail: Any, defined: dict[str, Path | None], notes: list[RecordNotice]
 ) -> tuple[list[Topic], list[RecordError]]:
     """Every ``*.yaml``/``*.yml`` file of ``folder``, in name order. One file that cannot
     be used costs its own topics only: it is skipped with the reason, as a bad record is.
@@ -575,12 +592,14 @@ def _topics_from_folder(
         try:
             if file.exists() and not file.is_file():  # a FIFO would block the build for good
                 raise RecordError(file, "cannot read: not a regular file")
-            found = topics_from_file(file)
+            noted: list[RecordNotice] = []
+            found = topics_from_file(file, noted)
             _check_new(file, found, defined)
         except RecordError as e:
             skipped.append(e)
             continue
         topics.extend(found)
+        notes.extend(noted)
         defined.update((t.slug, file) for t in found)
     return topics, skipped
 
@@ -598,15 +617,18 @@ def _check_new(file: Path, found: list[Topic], defined: dict[str, Path | None]) 
             raise RecordError(file, f"topic {topic.slug!r} is already defined {where}")
 
 
-def topics_from_file(file: Path) -> list[Topic]:
+def topics_from_file(file: Path, notes: list[RecordNotice] | None = None) -> list[Topic]:
     """The definitions in one topic file: a mapping, or a list of them. Raises RecordError
-    naming the file for anything it cannot use."""
+    naming the file for anything it cannot use; adds to ``notes`` what it used with a note
+    (a key given twice: the last value stands, as for a record)."""
     try:
-        raw = read_yaml(file.read_text(encoding="utf-8"))
+        raw, duplicates = read_yaml_noting(file.read_text(encoding="utf-8"))
     except OSError as e:
         raise RecordError(file, f"cannot read: {e.strerror or e}") from e
     except ValueError as e:  # not YAML, not UTF-8, or more than one document
         raise RecordError(file, f"not valid YAML: {_first_line(e)}") from e
+    if notes is not None:
+        notes.extend(RecordNotice(file, note) for note in fastyaml.duplicate_notes(duplicates))
     topics: list[Topic] = []
     for entry in raw if isinstance(raw, list) else [raw]:
         if not isinstance(entry, Mapping):
@@ -655,19 +677,25 @@ def read_yaml(text: str) -> Any:
     Empty documents are no documents: Smartable's own topic files often end with a ``---``
     line, which starts an empty second one. A second document that holds anything is an
     error, since one of the two would be silently ignored."""
+    return read_yaml_noting(text)[0]
+
+
+def read_yaml_noting(text: str) -> tuple[Any, list[str]]:
+    """:func:`read_yaml`, and the keys the document gives twice (the last value stands)."""
     try:
-        return fastyaml.load(text)
+        return fastyaml.load(text), []  # it steps aside on a key given twice
     except fastyaml.Unsupported:
         pass
     import yaml
 
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        found, duplicates = fastyaml.load_all_noting(text)
     except yaml.YAMLError as e:
         raise ValueError(str(e)) from e
+    documents = [d for d in found if d is not None]
     if len(documents) > 1:
         raise ValueError(f"holds {len(documents)} YAML documents (separated by '---' lines); expected one")
-    return documents[0] if documents else None
+    return (documents[0] if documents else None), duplicates
 
 
 def _first_line(error: Exception) -> str:

@@ -7,7 +7,7 @@ spaces, double-quoted or plain one-line scalars. :func:`load` reads exactly that
 line by line and resolves every plain scalar with PyYAML's own resolver and constructor
 (so ``yes``, ``1_000``, ``2020-06-17T12:00:00Z`` and ``~`` mean what PyYAML says they
 mean). Anything outside the subset (flow collections, anchors and aliases, tags, block
-scalars, comments, multi-line scalars, single quotes, tabs, complex keys) raises
+scalars, comments, multi-line scalars, single quotes, tabs, complex keys, a key given twice) raises
 :class:`Unsupported`, and the caller uses PyYAML. Tests check that the two agree on every
 real record and on generated documents.
 
@@ -218,6 +218,8 @@ def _mapping(items: list[tuple[int, str]], pos: int, indent: int,
         key = _KEYS.get(head, _MISSING)
         if key is _MISSING:
             key = _key(head)
+        if key in result:  # YAML forbids it; PyYAML keeps the last: it decides, and notes it
+            raise Unsupported("duplicate key")
         rest = rest.lstrip(" ")  # YAML allows more than one space after the colon
         if rest:
             # scalar()'s two commonest cases inline: a quoted value with nothing to unescape,
@@ -274,6 +276,64 @@ def _sequence(items: list[tuple[int, str]], pos: int, indent: int) -> tuple[list
             result.append(value)
         else:
             result.append(scalar(stripped))
+
+
+class _Noting:
+    """Mixed into a PyYAML safe loader: ``duplicates`` holds each key a mapping gives more
+    than once (YAML forbids it; PyYAML keeps the last value, silently). Only plain keys
+    count, and a merge (``<<``) may override keys: that is what it is for."""
+
+    duplicates: list[str]
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            tag, value = key_node.tag, key_node.value
+            if isinstance(value, str) and tag != "tag:yaml.org,2002:merge":
+                if (tag, value) in seen and value not in self.duplicates:
+                    self.duplicates.append(value)
+                seen.add((tag, value))
+        return super().construct_mapping(node, deep)  # type: ignore[misc]
+
+
+@functools.cache
+def noting_loader(libyaml: bool = True) -> Any:
+    """PyYAML's safe loader, noting duplicate keys: libyaml's (when there is one), or
+    PyYAML's own, which reads what libyaml refuses (a "\\uD800" escape)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader) if libyaml else yaml.SafeLoader
+    return type("NotingSafeLoader", (_Noting, base), {})
+
+
+def duplicate_notes(keys: list[str]) -> tuple[str, ...]:
+    """One note per key given twice (a record's or a topic file's): the last value is used."""
+    return tuple(f"{key}: given more than once; the last one is used" for key in keys)
+
+
+def load_noting(text: str) -> tuple[Any, list[str]]:
+    """The first YAML document in ``text`` as PyYAML's safe loader reads it (errors and
+    all), and the keys some mapping in it gives twice."""
+    loader = noting_loader()(text)
+    loader.duplicates = []
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()
+
+
+def load_all_noting(text: str) -> tuple[list[Any], list[str]]:
+    """Every YAML document in ``text`` as ``yaml.safe_load_all`` reads them (PyYAML's own
+    reader), and the keys some mapping in them gives twice."""
+    loader = noting_loader(libyaml=False)(text)
+    loader.duplicates = []
+    try:
+        documents = []
+        while loader.check_data():
+            documents.append(loader.get_data())
+        return documents, loader.duplicates
+    finally:
+        loader.dispose()
 
 
 def load(text: str) -> Any:

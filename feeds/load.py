@@ -115,7 +115,7 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
     import yaml
 
     try:
-        raw = _pyyaml_load(text)
+        raw, duplicates = _pyyaml_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 2}: " if mark is not None else ""  # YAML starts on line 2
@@ -129,7 +129,7 @@ def parse_front_matter(path: Path, text: str, usual: bool | None = None) -> tupl
     problem = alias_problem(raw, max(len(text), MAX_EXPANDED_CHARACTERS))
     if problem:
         raise RecordError(path, problem)
-    return raw, notes
+    return raw, notes + fastyaml.duplicate_notes(duplicates)
 
 
 def _value_problem(e: Exception) -> str:
@@ -227,18 +227,18 @@ def without_raw_controls(text: str) -> str:
     return _YAML_REFUSES.sub("", _REFUSED_AFTER_TEXT.sub(" ", text))
 
 
-def _pyyaml_load(text: str) -> Any:
+def _pyyaml_load(text: str) -> tuple[Any, list[str]]:
+    """The document and the keys given twice in it, by a safe loader."""
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # a safe loader
     try:
-        return yaml.load(text, Loader=loader)
+        return fastyaml.load_noting(text)
     except yaml.MarkedYAMLError as e:
         if e.problem != _LIBYAML_SURROGATE:
             raise
     # libyaml refuses "\uD800", a valid YAML escape that PyYAML's own reader takes for a
     # lone surrogate (which cleaning replaces); fastyaml steps aside to let this decide.
-    return yaml.load(_SURROGATE_ESCAPE.sub(_surrogate_escape, text), Loader=loader)
+    return fastyaml.load_noting(_SURROGATE_ESCAPE.sub(_surrogate_escape, text))
 
 
 # libyaml's complaint about a surrogate escape, and such escapes. A high-low pair becomes

@@ -379,6 +379,7 @@ def check(inputs: str, out: Path, now: datetime, manifest: dict[str, Any] | None
         valid_until = datetime.fromisoformat(manifest["valid_until"]) if manifest["valid_until"] else None
         outputs: dict[str, int] = manifest["outputs"]
         last: dict[str, Any] = manifest["report"]
+        copies: list[str] = manifest.get("copies", [])
     except (KeyError, TypeError, ValueError):
         return None
     if now < valid_from or (valid_until is not None and now >= valid_until):
@@ -387,6 +388,12 @@ def check(inputs: str, out: Path, now: datetime, manifest: dict[str, Any] | None
         try:
             if (out / relative).stat().st_size != size:
                 return None  # a file was deleted or edited by hand: build it again
+        except OSError:
+            return None
+    root = str(out)
+    for copy in copies:  # a .gz/.br copy deleted by hand: one stat each (~0.3 ms at 10k records)
+        try:
+            os.stat(f"{root}/{copy}")
         except OSError:
             return None
     return BuildReport(
@@ -409,7 +416,7 @@ def check(inputs: str, out: Path, now: datetime, manifest: dict[str, Any] | None
 def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime | None,
          report: BuildReport, outputs: dict[str, int], contents: dict[str, str]) -> None:
     """Record what the build that just finished depended on (atomically, like every file)."""
-    from feeds.write import write_if_changed
+    from feeds.write import copies_of, write_if_changed
 
     data = {
         "version": VERSION,
@@ -432,4 +439,5 @@ def save(out: Path, *, inputs: str, valid_from: datetime, valid_until: datetime 
             "similar": report.similar,
         },
     }
+    data["copies"] = [copy for relative in sorted(outputs) for copy in copies_of(relative)]
     write_if_changed(out, NAME, (json.dumps(data, indent=1) + "\n").encode())

@@ -227,6 +227,11 @@ def _copies_current(target: Path, suffixes: tuple[str, ...]) -> bool:
         return False
 
 
+def copies_of(relative: str) -> list[str]:
+    """The compressed copies written beside ``relative`` (``x.xml.gz``, ``x.xml.br``)."""
+    return [relative + suffix for suffix in _suffixes(relative)]
+
+
 def _suffixes(relative: str) -> tuple[str, ...]:
     if not relative.endswith(COMPRESSIBLE):
         return ()
@@ -293,6 +298,40 @@ def remove_leftovers(root: Path, parents: Iterable[str] = ()) -> list[str]:
     return removed
 
 
+def remove_leftovers_below(root: Path, folder: str, depth: int, before: float) -> list[str]:
+    """Delete the temporary files a killed run left in ``root/folder`` and in the folders
+    up to ``depth`` levels below it (the digest's ``outbox/<date>/``, ``newsletter/<date>/
+    <topics>/``); the paths removed, relative to ``root``. As :func:`remove_leftovers`:
+    only names of the temporary pattern, of a process that is gone, never through a
+    symlink; and only files last changed before ``before`` (the run's start, in
+    ``time.time()`` seconds), so nothing this run or a newer one writes is touched."""
+    try:
+        top = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return []
+    try:
+        start = _open_below(top, folder)
+    finally:
+        os.close(top)
+    return [] if start is None else _sweep_tree(start, folder, depth, before)
+
+
+def _sweep_tree(fd: int, relative: str, depth: int, before: float) -> list[str]:
+    """:func:`_sweep` the open folder ``fd`` and its folders ``depth`` levels down; closes ``fd``."""
+    try:
+        removed = _sweep(fd, relative, before)
+        if depth > 0:
+            with os.scandir(fd) as entries:
+                names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+            for name in names:
+                inner = _open_below(fd, name)
+                if inner is not None:
+                    removed += _sweep_tree(inner, f"{relative}/{name}", depth - 1, before)
+    finally:
+        os.close(fd)
+    return removed
+
+
 def _open_below(fd: int, relative: str) -> int | None:
     """A descriptor of the folder ``relative`` below the open folder ``fd``, reached
     without following a symlink; None if there is no such folder."""
@@ -313,15 +352,17 @@ def _open_below(fd: int, relative: str) -> int | None:
     return current
 
 
-def _sweep(fd: int, relative: str) -> list[str]:
-    """Remove the leftovers of dead processes in the open folder ``fd``."""
+def _sweep(fd: int, relative: str, before: float | None = None) -> list[str]:
+    """Remove the leftovers of dead processes in the open folder ``fd`` (last changed
+    before ``before``, if given)."""
     removed = []
     for name in os.listdir(fd):
         pid = _writer(name)
         if pid is None or _is_running(pid):
             continue
         try:
-            if not S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+            found = os.lstat(name, dir_fd=fd)
+            if not S_ISREG(found.st_mode) or (before is not None and found.st_mtime >= before):
                 continue
             os.unlink(name, dir_fd=fd)
         except FileNotFoundError:  # another run took it first

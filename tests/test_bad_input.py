@@ -61,6 +61,7 @@ KEPT = {
     "kept-link-as-provider.md": ("provider.name: 'https://www.example.com/news' is a link, not a name; "
                                  "using the domain",
                                  "An outlet named by a link"),
+    "kept-title-twice.md": ("title: given more than once; the last one is used", "A title given twice"),
 }
 
 
@@ -458,3 +459,29 @@ def test_bidi_controls_are_removed_from_every_text_a_reader_sees(tmp_path: Path)
     assert entry.title == "Safe gnp.exe story 👩\u200d💻 ❤\ufe0f"
     assert lxml.html.fromstring(entry.summary).text_content() == "An excerpt here"
     assert [t.term for t in entry.tags] == ["AI"]
+
+
+@pytest.mark.parametrize("flow", [False, True], ids=["block (fastyaml)", "flow (PyYAML)"])
+def test_a_key_given_twice_is_kept_last_with_a_note(tmp_path: Path, flow: bool) -> None:
+    """YAML forbids a repeated key and PyYAML keeps the last value without a word: an edited
+    record with two title lines would publish the one its editor may not have meant."""
+    front = _front(flow=flow, title="First title", webUrl="https://example.com/twice",
+                   provider={"name": "One", "domain": "one.example"})
+    front = front.replace('title: "First title"\n', 'title: "First title"\ntitle: "Second title"\n')
+    provider = 'provider: {"name": "One", "name": "Two", ' if flow else 'provider:\n  name: "One"\n  name: "Two"\n'
+    front = front.replace('provider: {"name": "One", ' if flow else 'provider:\n  name: "One"\n', provider)
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    (seeds / "twice.md").write_text(front, encoding="utf-8")
+    write_record(seeds / "once.md", webUrl="https://example.com/once")
+
+    result = _build(seeds, tmp_path / "out")
+
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note ")]
+    assert notes == [f"note    {seeds / 'twice.md'}: title: given more than once; the last one is used",
+                     f"note    {seeds / 'twice.md'}: name: given more than once; the last one is used"]
+    feed = feedparser.parse((tmp_path / "out/topics/ai/rss.xml").read_bytes())
+    twice = next(e for e in feed.entries if e.link == "https://example.com/twice")
+    assert twice.title == "Second title"
+    assert "2 articles, 0 skipped" in result.stdout

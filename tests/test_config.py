@@ -246,3 +246,21 @@ def test_a_topic_file_with_a_huge_name_is_skipped_with_the_reason(tmp_path: Path
     assert "is longer than 100 characters" in line and len(line) < 300
     assert "x" * 101 not in (tmp_path / "out/feeds.opml").read_text(encoding="utf-8")
     assert "x" * 101 not in (tmp_path / "out/index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("text", [
+    "_id: portals\nname: Portal pages\ndescription: Sites\nname: Portals\n",  # fastyaml's subset
+    "_id: portals\nname: Portal pages  # first\ndescription: Sites\nname: Portals\n",  # PyYAML's
+], ids=["plain", "with a comment"])
+def test_a_key_given_twice_in_a_topic_file_is_noted_and_the_build_goes_on(tmp_path: Path, text: str) -> None:
+    topics = tmp_path / "conf/topics"
+    topics.mkdir(parents=True)
+    (topics / "portals.yaml").write_text(text, encoding="utf-8")
+    write_record(tmp_path / "conf/seeds/a.md", topics=["portals"])
+    config = write(tmp_path, "topics: topics\n")
+    result = run_cli("build", "--config", str(config), "--now", "2020-06-18T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note ")]
+    assert notes == [f"note    {topics / 'portals.yaml'}: name: given more than once; the last one is used"]
+    feed = feedparser.parse((tmp_path / "conf/out/topics/portals/rss.xml").read_bytes())
+    assert not feed.bozo and feed.feed.title.endswith("Portals")

@@ -4,6 +4,7 @@ real SMTP server on loopback and the stdlib email parser reading what arrived.""
 from __future__ import annotations
 
 import email
+import os
 import re
 import shutil
 import signal
@@ -222,6 +223,42 @@ def test_web_copy_and_archive_feed(tmp_path: Path) -> None:
     assert not archive.bozo
     assert [e.link for e in archive.entries] == ["https://news.example.org/newsletter/2020-06-18/ai-weekly/"]
     assert archive.entries[0].title.startswith("AI Digest · 18 Jun 2020: Amazon is banning cops")
+
+
+def test_a_digest_sweeps_the_temporary_files_a_killed_digest_left(tmp_path: Path) -> None:
+    """A digest killed mid-write leaves a hidden ``.<name>.<pid>.<n>.tmp`` beside the file
+    it was writing; the next digest deletes those of dead processes in its own folders
+    (outbox, sign-up confirmations, web copies), and nothing else, nor through a link."""
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    config = write_config(tmp_path)
+    subscribe(config, "ada@example.org", "ai")
+    assert cli(config, "digest", "--date", DATE)[0] == 0
+    killed = {"outbox/2020-06-18": "ada-at-example.org.eml", "outbox/confirmations": "bob-at-example.org.eml",
+              "newsletter": "atom.xml", "newsletter/2020-06-18/ai-weekly": "index.html"}
+    stays = [f"outbox/2020-06-18/.x.eml.{os.getpid()}.0.tmp",  # a live process's, mid-write
+             "outbox/2020-06-18/.notes.tmp", "outbox/2020-06-18/keep.eml",  # not the pattern
+             f"topics/ai/.rss.xml.{dead}.0.tmp",  # the build's folder: the build sweeps it
+             f"outbox/2020-06-18/a/b/.deep.eml.{dead}.0.tmp"]  # deeper than the digest writes
+    for folder, name in killed.items():
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / folder / f".{name}.{dead}.3.tmp").write_bytes(b"half a mess")
+    for path in stays:
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(b"kept")
+    elsewhere.mkdir()
+    (elsewhere / f".x.eml.{dead}.0.tmp").write_bytes(b"not ours")
+    (out / "outbox/linked").symlink_to(elsewhere)
+
+    code, stdout, stderr = cli(config, "digest", "--date", DATE)
+
+    assert code == 0, stdout + stderr
+    left = {str(p.relative_to(out)) for p in out.rglob(".*.tmp")}
+    assert left == {path for path in stays if path.endswith(".tmp")}
+    assert (out / "outbox/2020-06-18/keep.eml").read_bytes() == b"kept"
+    assert (elsewhere / f".x.eml.{dead}.0.tmp").read_bytes() == b"not ours"
+    assert (out / "newsletter/2020-06-18/ai-weekly/index.html").is_file()
 
 
 def test_preview_renders_without_a_subscriber(tmp_path: Path) -> None:

@@ -635,3 +635,24 @@ def test_a_build_collects_garbage_less_often_and_leaves_the_collector_as_it_was(
     with pytest.raises(FeedsError):
         api.build(config, now=NOW, seeds=records, out=tmp_path / "blocked")
     assert gc.get_threshold() == before
+
+
+def test_a_compressed_copy_deleted_by_hand_comes_back_on_a_no_change_rebuild(tmp_path: Path) -> None:
+    """The .gz/.br copies are what nginx serves to most readers: one deleted by hand must
+    not wait for its feed to change to come back."""
+    import gzip
+
+    from tests.conftest import run_cli, write_record
+
+    write_record(tmp_path / "seeds/a.md", topics=["AI"])
+    args = ["build", "--seeds", str(tmp_path / "seeds"), "--out", str(tmp_path / "out"),
+            "--now", "2020-06-18T00:00:00Z"]
+    assert run_cli(*args).exit_code == 0
+    out = tmp_path / "out"
+    copy = out / "topics/ai/rss.xml.gz"
+    copy.unlink()
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert gzip.decompress(copy.read_bytes()) == (out / "topics/ai/rss.xml").read_bytes()
+    again = run_cli(*args)  # and then nothing is missing: the no-change shortcut holds
+    assert "Wrote 0 files" in again.stdout and "unchanged" in again.stdout, again.stdout

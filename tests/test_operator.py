@@ -67,7 +67,7 @@ def one_error_line(result: subprocess.CompletedProcess[str], culprit: str) -> st
 
 
 def test_the_config_key_table_covers_every_config_field() -> None:
-    assert set(VALIDATORS) == {f.name for f in fields(Config)} - {"source", "topic_errors"}
+    assert set(VALIDATORS) == {f.name for f in fields(Config)} - {"source", "topic_errors", "topic_notes"}
 
 
 def test_lookup_order_is_flag_then_environment_then_current_folder(tmp_path: Path) -> None:
@@ -90,7 +90,30 @@ def test_commands_use_feeds_config_then_the_current_folders_feeds_yaml(tmp_path:
     assert f"State database: sqlite:///{etc / 'feeds.db'}" in by_env.stdout
     by_folder = feeds("status", cwd=here, env={"FEEDS_CONFIG": ""})
     assert f"Config:         {here / CONFIG_NAME}" in by_folder.stdout
-    assert (here / "feeds.db").is_file()  # beside ./feeds.yaml, which is here
+    # beside ./feeds.yaml, which is here; status only looks, so it is not made
+    assert f"State database: sqlite:///{here / 'feeds.db'} (none yet" in by_folder.stdout
+    assert not (here / "feeds.db").exists()
+
+
+def test_read_only_commands_never_create_the_state_database(tmp_path: Path) -> None:
+    nowhere = folder(tmp_path / "nowhere")  # no config, no feeds.db: most likely the wrong folder
+    lost = feeds("status", cwd=nowhere, env={"FEEDS_CONFIG": ""})
+    assert "no config file" in one_error_line(lost, str(nowhere / "feeds.db"))
+    listed = feeds("subscribers", "list", cwd=nowhere, env={"FEEDS_CONFIG": ""})
+    assert listed.returncode == 0 and listed.stdout == "", listed.stderr
+    assert listed.stderr.strip() == f"0 subscribers, 0 active (no state database yet at {nowhere / 'feeds.db'})."
+    for command in ("export", "erase", "remove"):
+        asked = feeds("subscribers", command, "ada@example.org", cwd=nowhere, env={"FEEDS_CONFIG": ""})
+        one_error_line(asked, "ada@example.org is not a subscriber")
+    assert list(nowhere.iterdir()) == []
+    # A config but nothing run yet (a fresh install): status says so and succeeds.
+    etc = folder(tmp_path / "etc")
+    (etc / CONFIG_NAME).write_text("title: Fresh\n")
+    fresh = feeds("status", "--config", str(etc / CONFIG_NAME), cwd=nowhere)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"State database: sqlite:///{etc / 'feeds.db'} (none yet: nothing has been recorded)" in fresh.stdout
+    assert "Daemon: not running" in fresh.stdout and "No jobs scheduled yet" in fresh.stdout
+    assert sorted(p.name for p in etc.iterdir()) == [CONFIG_NAME] and list(nowhere.iterdir()) == []
 
 
 def test_default_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
@@ -137,7 +160,7 @@ def test_init_writes_a_starter_that_loads_back_to_the_defaults(tmp_path: Path) -
 
 def test_the_starter_names_every_key() -> None:
     raw = yaml.safe_load(STARTER)
-    assert set(raw) == {f.name for f in fields(Config)} - {"source", "topic_errors"}
+    assert set(raw) == {f.name for f in fields(Config)} - {"source", "topic_errors", "topic_notes"}
     for section, cls in (("smtp", SmtpConfig), ("schedule", ScheduleConfig), ("serve", ServeConfig),
                          ("queue", QueueConfig)):
         assert set(raw[section]) == {f.name for f in fields(cls)} - {"password"}, section

@@ -69,6 +69,22 @@ def status(engine: object, address: str) -> str | None:
     return person.status if person else None
 
 
+def test_the_first_confirmation_written_sweeps_a_killed_writers_leftovers(site: tuple, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    config, engine = site
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    folder = tmp_path / "out/outbox/confirmations"
+    folder.mkdir(parents=True)
+    names = [f".bob-at-example.org.eml.{dead}.0.tmp", ".notes.tmp", "cy-at-example.org.eml"]
+    for name in names:
+        (folder / name).write_bytes(b"half")
+    done = signup.sign_up(config, engine, "ada@example.org", ["ai"], "weekly", NOW)
+    assert done.written == "outbox/confirmations/ada-at-example.org.eml"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*names[1:], "ada-at-example.org.eml"])
+
+
 def test_a_sign_up_is_unconfirmed_until_the_link_is_confirmed(site: tuple, tmp_path: Path) -> None:
     config, engine = site
     done = signup.sign_up(config, engine, "Ada@Example.org", ["ai", "computer-vision"], "weekly", NOW)

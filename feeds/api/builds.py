@@ -33,7 +33,7 @@ from feeds.select import (
     rank_stories,
 )
 from feeds.taxonomy import ALL, Taxonomy, build_taxonomy
-from feeds.write import Writes, remove_leftovers, remove_output
+from feeds.write import Writes, copies_of, remove_leftovers, remove_output
 
 # The renderers (Jinja, feedgen, lxml: ~50 ms of imports) are imported where a feed or
 # page is rendered: a rebuild whose feeds all stand unchanged renders nothing.
@@ -182,10 +182,10 @@ def content_digests(config: Config, plans: Sequence[FeedPlan[Summary]], index: I
 
 
 def current_outputs(out: Path, contents: Mapping[str, str], before: Mapping[str, str]) -> set[str]:
-    """The outputs whose digest is the last build's (``before``) and whose files are all
-    still there: the files from the last build are these already."""
+    """The outputs whose digest is the last build's (``before``) and whose files, and their
+    compressed copies, are all still there: the files from the last build are these already."""
     return {name for name, digest in contents.items() if before.get(name) == digest
-            and all((out / path).is_file() for path in outputs_of(name))}
+            and all((out / file).is_file() for path in outputs_of(name) for file in (path, *copies_of(path)))}
 
 
 def sources_to_render(plans: Sequence[FeedPlan[Summary]], same: Set[str]) -> set[str]:
@@ -247,7 +247,7 @@ def build_report(config: Config, scanned: manifest.Scanned, index: Index, ranked
         skipped=(*misnamed(scanned),
                  *(RecordError(e.path, e.error) for e in index.entries if e.error is not None),
                  *unrenderable(dropped, {e.key: e.path for e in index.entries} if dropped else {})),
-        notes=tuple(note for e in index.entries if e.notes for note in e.record_notes)
+        notes=config.topic_notes + tuple(note for e in index.entries if e.notes for note in e.record_notes)
         + folded_notices(index, ranked.folded),
         topics=tuple(ranked.taxonomy.topics),
         written=tuple(written.written),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -48,7 +49,7 @@ from feeds.render.feeds import (
     render_archive,
 )
 from feeds.taxonomy import ALL
-from feeds.write import write_if_changed
+from feeds.write import remove_leftovers_below, write_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def digest(
     out = out or config.out
     end = date or now
     engine = state.open_state(config.state_db)
+    sweep_leftovers(out)
     maker = EditionMaker(config, load_corpus(config), out, engine)
     letters = Letters(config, maker, digest_secret(config, engine), now)
     # A pause ends when the run meets it (the run is the one that would mail them), so
@@ -222,6 +224,20 @@ def digest(
     report.web_copies = maker.web_copies
     write_archive(config, engine, out)
     return report
+
+
+# The digest's folders below out/, and how deep its files sit in each: outbox/<date>/x.eml
+# (and outbox/confirmations/, the sign-up's), newsletter/<date>/<topics>/index.html.
+DIGEST_FOLDERS = {"outbox": 1, "newsletter": 2}
+
+
+def sweep_leftovers(out: Path) -> None:
+    """Delete the temporary files a killed digest (or sign-up) left in its folders: a
+    write is atomic, but a run killed mid-write leaves its hidden ``.x.<pid>.<n>.tmp``."""
+    started = time.time()
+    for folder, depth in DIGEST_FOLDERS.items():
+        for leftover in remove_leftovers_below(out, folder, depth, before=started):
+            log.info("removed a killed run's temporary file", extra={"path": str(out / leftover)})
 
 
 def _recipients(subscribers: Sequence[state.Subscriber],

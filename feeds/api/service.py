@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from feeds.config import Config, absolute_state_db
+from feeds.config import Config, absolute_state_db, missing_state_db
 
 if TYPE_CHECKING:  # the scheduler and the database toolkit load only when status is asked
     from feeds.queue import QueueStatus
@@ -59,13 +59,21 @@ class ServiceStatus:
     queue: QueueStatus | None = None  # None: no queue.url, digests are sent inline (or queue_error)
     queue_error: str | None = None  # queue.url set and its Redis not answering: why, as one line
     editions: list[EditionProgress] = field(default_factory=list)  # the latest editions' deliveries
+    state_missing: Path | None = None  # the SQLite file state_db names, when there is none yet
 
 
 def service_status(config: Config) -> ServiceStatus:
+    """What :class:`ServiceStatus` says. Reads only: a state database that is not there yet
+    is reported (``state_missing``), not created, and has no jobs, lease or editions."""
     from feeds import state
-    from feeds.scheduler import status
 
-    jobs, lease = status(config)
+    missing = missing_state_db(config.state_db)
+    jobs: list[JobStatus] = []
+    lease: Lease | None = None
+    if missing is None:
+        from feeds.scheduler import status
+
+        jobs, lease = status(config)
     queue, queue_error = None, None
     if config.queue.url:
         from feeds.queue import QueueError, queue_status
@@ -83,6 +91,7 @@ def service_status(config: Config) -> ServiceStatus:
         lease=lease,
         queue=queue,
         queue_error=queue_error,
-        editions=state.edition_progress(state.open_state(config.state_db)),
+        editions=[] if missing else state.edition_progress(state.open_state(config.state_db)),
+        state_missing=missing,
     )
 

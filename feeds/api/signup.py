@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from feeds.signup import (
     read_confirmation,
     verify_confirmation,
 )
+from feeds.write import remove_leftovers_below
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +171,27 @@ def smtp_configured(config: Config) -> bool:
     return config.smtp != SmtpConfig()
 
 
+_SWEPT: set[Path] = set()  # the out/ folders whose confirmations this process swept
+
+
+def _sweep_confirmations(out: Path) -> None:
+    """Delete the temporary files a killed process (a server stopped mid-write) left in
+    ``out/outbox/confirmations/``: once a process, since the folder grows by a file a
+    sign-up (each digest run sweeps it too)."""
+    if out in _SWEPT:
+        return
+    _SWEPT.add(out)
+    for leftover in remove_leftovers_below(out, "outbox/confirmations", 0, before=time.time()):
+        log.info("removed a killed run's temporary file", extra={"path": str(out / leftover)})
+
+
 def deliver(config: Config, message: Outgoing, now: datetime,
             sender: Callable[[SmtpConfig], SmtpSender] = SmtpSender) -> str | None:
     """Through the digests' own delivery: SMTP when the config has a server, else a file
     in ``out/outbox/confirmations/`` (never served). Returns the file, or None once sent;
     raises DeliveryError when the server would not take it."""
     if not smtp_configured(config):
+        _sweep_confirmations(config.out)
         return write_outbox(config.out, "confirmations", message)
     with sender(config.smtp) as smtp:
         outcome = smtp.send(message)

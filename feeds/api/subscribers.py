@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from feeds import state
 from feeds.api.builds import Corpus, load_corpus
-from feeds.config import CADENCES, Config
+from feeds.config import CADENCES, Config, missing_state_db
 from feeds.errors import SubscriberError as SubscriberError  # defined there; exported here too
 from feeds.normalise import slugify
 from feeds.taxonomy import ALL
@@ -224,6 +224,8 @@ def import_subscribers(config: Config, path: Path, *, now: datetime, reactivate:
 
 
 def remove_subscriber(config: Config, email: str) -> bool:
+    if missing_state_db(config.state_db):  # nobody to remove, and no database to make
+        return False
     return state.remove_subscriber(state.open_state(config.state_db), email.strip().lower())
 
 
@@ -232,7 +234,10 @@ def list_subscribers(config: Config) -> list[state.Subscriber]:
 
 
 def list_histories(config: Config) -> list[tuple[state.Subscriber, list[state.StatusChange]]]:
-    """Every subscriber, by address, with their status history, oldest change first."""
+    """Every subscriber, by address, with their status history, oldest change first. No
+    state database yet: nobody (and none is created by looking)."""
+    if missing_state_db(config.state_db):
+        return []
     engine = state.open_state(config.state_db)
     return [(person, state.status_history(engine, person.id)) for person in state.list_subscribers(engine)]
 
@@ -279,6 +284,15 @@ def _address(email: str) -> str:
         return email.strip().lower()
 
 
+def _existing_state(config: Config, email: str) -> Engine:
+    """The state database, to look ``email`` up in; SubscriberError, naming the file looked
+    for, if there is none yet: looking someone up must not create it."""
+    missing = missing_state_db(config.state_db)
+    if missing:
+        raise SubscriberError(f"{email.strip()} is not a subscriber: no state database yet at {missing}", email)
+    return state.open_state(config.state_db)
+
+
 def _person(config: Config, engine: Engine, email: str) -> state.Subscriber:
     person = find_person(config, engine, _address(email))
     if person is None:
@@ -290,7 +304,7 @@ def export_subscriber(config: Config, email: str) -> dict[str, Any]:
     """Everything held about one person, as JSON-ready data: their row, its status history
     and every ledger row (under their table names), anything else any table keys to them,
     and the digest files in ``out/outbox/`` addressed to them. SubscriberError if unknown."""
-    engine = state.open_state(config.state_db)
+    engine = _existing_state(config, email)
     person = _person(config, engine, email)
     held = state.held_about(engine, person.id, person.email)
     return {
@@ -308,7 +322,7 @@ def erase_subscriber(config: Config, email: str, *, now: datetime) -> state.Subs
     """Erase one person (see :func:`feeds.state.erase_subscriber` for what is kept) and
     delete the digest files in ``out/outbox/`` addressed to them; the row as it now is.
     SubscriberError if unknown. Erasing again changes nothing."""
-    engine = state.open_state(config.state_db)
+    engine = _existing_state(config, email)
     person = _person(config, engine, email)
     address = _address(email)
     if person.email == address:
