@@ -21,8 +21,6 @@ from limits.errors import ConfigurationError as LimitsConfigurationError
 from sqlalchemy.engine import Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -33,13 +31,12 @@ from feeds.api.preferences import TopicChoices
 from feeds.config import Config
 from feeds.digest import preferences_token
 from feeds.errors import ConfigError
+from feeds.forms import first, read_form
 from feeds.signup import SignUpForm
 from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
 
 log = logging.getLogger(__name__)
 
-FORM_LIMITS = {"max_files": 0, "max_fields": 200, "max_part_size": 4096}
-MAX_FORM_BYTES = 64 << 10  # a sign-up form is well under 1 KiB, even with every topic ticked
 HONEYPOT = "website"  # a field people never see; bots that fill every field fill it
 
 
@@ -107,15 +104,14 @@ class SignupPages:
                                 "This form did not come from our own page. Open the sign-up page and try again.")
         if not self.limits.hit_ip(client_address(request)):
             return self.limited()
-        form = SignUpForm(email=_text(form_data, "email")[:320],
-                          topics=tuple(v for v in form_data.getlist("topics") if isinstance(v, str))[:100],
-                          cadence=_text(form_data, "cadence") or "daily")
-        if _text(form_data, HONEYPOT):
+        form = SignUpForm(email=first(form_data, "email")[:320], topics=tuple(form_data.get("topics", ()))[:100],
+                          cadence=first(form_data, "cadence") or "daily")
+        if first(form_data, HONEYPOT):
             log.info("sign-up ignored", extra={"reason": "honeypot"})
             return self.sent(form.email)
         address, slugs, errors = signup.check_form(form, self.topics())
         if errors:
-            page = _text(form_data, "page")
+            page = first(form_data, "page")
             return self.form_page(request, form, status=400, errors=errors, page_topic=page or None)
         if not self.limits.hit_email(address):
             return self.limited()
@@ -167,7 +163,7 @@ class SignupPages:
         if form_data is None or not self.csrf.allows(request, form_data):
             return self.message(403, "Nothing was changed",
                                 "This form did not come from our own page. Open the link in the mail again.")
-        found = await run_in_threadpool(signup.confirm, self.config, self.engine, _text(form_data, "token"),
+        found = await run_in_threadpool(signup.confirm, self.config, self.engine, first(form_data, "token"),
                                         self.now())
         return self.invalid() if found is None else self.done(found)
 
@@ -182,27 +178,6 @@ class SignupPages:
             "confirm.html", 400, step="invalid", heading="This link is not valid",
             message="This confirmation link has expired, was replaced by a newer one, or was not issued by us. "
                     "Sign up again to get a new one.")
-
-
-async def read_form(request: Request) -> FormData | None:
-    """A small urlencoded or multipart form; None for anything else (files, other types,
-    a malformed body)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return None
-    length = request.headers.get("content-length", "0")
-    if not length.isdigit() or int(length) > MAX_FORM_BYTES:  # read whole before parsing: refuse big ones first
-        return None
-    try:
-        async with request.form(**FORM_LIMITS) as form:
-            return form
-    except HTTPException:
-        return None
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def routes(handlers: SignupPages) -> list[Route]:

@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -38,6 +37,7 @@ from feeds.api import preferences as prefs
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
 from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
+from feeds.forms import FORM_TYPES, form_type, read_form
 from feeds.pages import Pages, SignupPages
 from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
@@ -290,26 +290,16 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
 async def one_click_values(request: Request) -> list[str]:
     """The ``List-Unsubscribe`` values of a one-click POST. RFC 8058 section 3.1: the body
-    SHOULD be multipart/form-data and MAY be urlencoded; a body with no (or another) type
-    is read as urlencoded, as the old endpoint did. Files are refused and the form is tiny,
-    so a large upload cannot cost memory."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in FORM_TYPES:
-        async with request.form(max_files=0, max_fields=16, max_part_size=4096) as form:
-            return [value for value in form.getlist("List-Unsubscribe") if isinstance(value, str)]
+    SHOULD be multipart/form-data and MAY be urlencoded (both read by :func:`read_form`,
+    with its limits); a body with no (or another) type is read as urlencoded, as the old
+    endpoint did."""
+    if form_type(request) in FORM_TYPES:
+        form = await read_form(request)
+        return (form or {}).get("List-Unsubscribe", [])
     body = await request.body()
     return parse_qs(body[:4096].decode("utf-8", "replace")).get("List-Unsubscribe", [])
-
-
-async def form_values(request: Request) -> dict[str, list[str]]:
-    """A small form's text fields by name (files refused, sizes capped)."""
-    async with request.form(max_files=0, max_fields=512, max_part_size=4096) as form:
-        return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
 
 
 def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
@@ -341,10 +331,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             if person.status not in (state.ACTIVE, state.PAUSED):  # a paused subscriber may still leave
                 return page(200, step="done", heading="You are unsubscribed", email=person.email)
             return page(200, step="confirm", heading="Unsubscribe", email=person.email, cadence=person.cadence)
-        try:
-            values = await one_click_values(request)
-        except HTTPException:  # a malformed multipart body (Starlette's 400, made ours)
-            values = []
+        values = await one_click_values(request)  # [] for a malformed body
         if values != ["One-Click"]:
             return page(400, step="invalid", heading="Nothing was changed",
                         message="An unsubscribe request must carry List-Unsubscribe=One-Click.")
@@ -367,10 +354,12 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
                 log.warning("preferences refused", extra={"reason": "cross-site form"})
                 return preferences_page(403, "Nothing was changed", step="invalid",
                                         message="This form was sent from another site.")
-            try:
-                form = await form_values(request)
-            except HTTPException:
-                form = {}
+            read = await read_form(request)
+            if read is None:  # not a form, a file, too big: the same limits as every form here
+                log.info("preferences refused", extra={"reason": "unreadable form"})
+                return preferences_page(400, "Nothing was changed", step="invalid",
+                                        message="This form could not be read. Open the preferences link again.")
+            form = read
         token = (form.get("token") or [request.query_params.get("token", "")])[0]
         person = prefs.token_holder(engine, secret, token)
         if person is None:
