@@ -1,5 +1,6 @@
-"""The pages ``feeds serve`` renders itself: sign-up (``/subscribe``, ``/subscribe/<topic>``)
-and its confirmation (``/confirm``), on the shared base ``templates/page.html``.
+"""The pages ``feeds serve`` renders itself: sign-up (``/subscribe``, ``/subscribe/<topic>``),
+its confirmation (``/confirm``) and the preferences page (``/preferences``), on the shared
+base ``templates/page.html``.
 
 Thin over :mod:`feeds.api.signup`: a handler checks the request (same origin and CSRF,
 rate limits, the honeypot, the form), calls the library and renders a page. What a
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
 from limits.errors import ConfigurationError as LimitsConfigurationError
@@ -25,15 +27,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from feeds.api import preferences as prefs
 from feeds.api import signup
 from feeds.api.digests import preferences_url
 from feeds.api.preferences import TopicChoices
 from feeds.config import Config
 from feeds.digest import preferences_token
 from feeds.errors import ConfigError
-from feeds.forms import first, read_form
+from feeds.forms import Form, first, read_form
 from feeds.signup import SignUpForm
-from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
+from feeds.websecurity import Csrf, RateLimits, client_address, page_policy, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +181,60 @@ class SignupPages:
             "confirm.html", 400, step="invalid", heading="This link is not valid",
             message="This confirmation link has expired, was replaced by a newer one, or was not issued by us. "
                     "Sign up again to get a new one.")
+
+
+class PreferencesPages:
+    """The handler of ``/preferences`` (GET shows, POST changes), thin over
+    :mod:`feeds.api.preferences`. The token is the login and, being unforgeable, the CSRF
+    defence too; the same-origin check comes first all the same."""
+
+    def __init__(self, config: Config, engine: Engine, secret: str, pages: Pages, choices: TopicChoices,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config, self.engine, self.secret, self.pages, self.choices = config, engine, secret, pages, choices
+        self.now, self.zone = now, ZoneInfo(config.timezone)
+
+    def page(self, status: int, heading: str, **context: Any) -> HTMLResponse:
+        return self.pages.render("preferences.html", status, heading=heading,
+                                 **{"step": "page", "notice": None, **context})
+
+    def invalid(self, status: int, heading: str, message: str) -> HTMLResponse:
+        return self.page(status, heading, step="invalid", message=message)
+
+    async def preferences(self, request: Request) -> Response:
+        """GET /preferences?token= and POST /preferences (the form, carrying the token)."""
+        form: Form = {}
+        if request.method == "POST":
+            if not same_origin(request, self.config.base_url):
+                log.warning("preferences refused", extra={"reason": "cross-site form"})
+                return self.invalid(403, "Nothing was changed", "This form was sent from another site.")
+            read = await read_form(request)
+            if read is None:  # not a form, a file, too big: the same limits as every form here
+                log.info("preferences refused", extra={"reason": "unreadable form"})
+                return self.invalid(400, "Nothing was changed",
+                                    "This form could not be read. Open the preferences link again.")
+            form = read
+        token = (form.get("token") or [request.query_params.get("token", "")])[0]
+        return await run_in_threadpool(self.answer, request.method == "POST", token, form)
+
+    def answer(self, posted: bool, token: str, form: Form) -> Response:
+        """The page for ``token``'s holder: shown, or after doing what ``form`` asks."""
+        person = prefs.token_holder(self.engine, self.secret, token)
+        if person is None:
+            log.info("preferences refused", extra={"reason": "bad token"})
+            return self.invalid(403 if token else 400, "This link is not valid",
+                                "Use the preferences link at the foot of a digest.")
+        known, names = self.choices.get()
+        if not known:  # no build has published a topic yet: nothing to choose from
+            log.error("preferences unavailable", extra={"reason": f"no topics in {self.config.out / 'feeds.opml'}"})
+            return self.invalid(503, "Preferences are unavailable",
+                                "The list of topics cannot be read just now. Please try again later.")
+        now = self.now()
+        today = now.astimezone(self.zone).date()
+        if posted:
+            page = prefs.submit(self.engine, person, token, form, known, names, today=today, now=now)
+        else:
+            page = prefs.show(self.engine, person, token, known, today=today)
+        return self.page(400 if page.errors else 200, "Your digest preferences", page=page, notice=page.notice)
 
 
 def routes(handlers: SignupPages) -> list[Route]:

@@ -157,55 +157,67 @@ def _pause_date(text: str, today: date) -> tuple[date | None, str | None]:
     return day, None
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One press of a button on the page: whose page, the form as sent, the topics one may
+    choose (slug -> name; casefolded name -> slug) and the clock's two readings."""
+
+    engine: Engine
+    person: state.Subscriber
+    token: str
+    form: Mapping[str, Sequence[str]]
+    topics: Mapping[str, str]
+    names: Mapping[str, str]
+    today: date
+    now: datetime
+
+    def page(self, notice: str | None = None, *, reread: bool = False) -> Page:
+        """The page that follows; ``reread``: from the row as a change just left it."""
+        person = _now(self.engine, self.person) if reread else self.person
+        return show(self.engine, person, self.token, self.topics, today=self.today, notice=notice)
+
+
 def submit(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
            topics: Mapping[str, str], names: Mapping[str, str], *, today: date, now: datetime) -> Page:
     """Do what the pressed button asks and return the page that follows. A form with errors
     changes nothing and comes back with them."""
     action = (form.get("action") or [SAVE])[0]
     handler = _HANDLERS.get(action, _save)
-    return handler(engine, person, token, form, topics, names, today, now)
+    return handler(Submission(engine, person, token, form, topics, names, today, now))
 
 
-Handler = Callable[[Engine, state.Subscriber, str, Mapping[str, Sequence[str]], Mapping[str, str],
-                    Mapping[str, str], date, datetime], Page]
-
-
-def _save(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-          topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
+def _save(sent: Submission) -> Page:
+    person, engine, now = sent.person, sent.engine, sent.now
     if person.status not in (state.ACTIVE, state.PAUSED):
-        # Saving is no way back in: resubscribing is its own, explicit button.
-        return show(engine, person, token, topics, today=today, notice="Nothing was changed.")
-    choices, errors = read_choices(form, person, topics, names, today=today)
+        return sent.page("Nothing was changed.")  # saving is no way back in: resubscribing is its own button
+    choices, errors = read_choices(sent.form, person, sent.topics, sent.names, today=sent.today)
     if errors:
-        return replace(show(engine, person, token, topics, today=today), choices=choices, errors=errors,
-                       pause_text=(form.get("paused_until") or [""])[0][:40])
+        return replace(sent.page(), choices=choices, errors=errors,
+                       pause_text=(sent.form.get("paused_until") or [""])[0][:40])
     state.update_choices(engine, person.id, choices.topics, choices.cadence)
     if choices.paused_until is not None:
         state.pause(engine, person.id, choices.paused_until, now=now)
     elif person.status == state.PAUSED:
         state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now, reason="pause cancelled",
                          only_from=(state.PAUSED,))
-    return show(engine, _now(engine, person), token, topics, today=today, notice=_saved(choices))
+    return sent.page(_saved(choices), reread=True)
 
 
-def _unsubscribe(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-                 topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
-    state.unsubscribe(engine, person.id, now, source="preferences", reason="preferences page")
-    return show(engine, _now(engine, person), token, topics, today=today,
-                notice="You are unsubscribed: no more digests will be sent to this address.")
+def _unsubscribe(sent: Submission) -> Page:
+    state.unsubscribe(sent.engine, sent.person.id, sent.now, source="preferences", reason="preferences page")
+    return sent.page("You are unsubscribed: no more digests will be sent to this address.", reread=True)
 
 
-def _resubscribe(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-                 topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
-    if not may_resubscribe(engine, person):
-        return show(engine, person, token, topics, today=today, notice="Nothing was changed.")
-    state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now,
+def _resubscribe(sent: Submission) -> Page:
+    if not may_resubscribe(sent.engine, sent.person):
+        return sent.page("Nothing was changed.")
+    state.set_status(sent.engine, sent.person.id, state.ACTIVE, source="preferences", now=sent.now,
                      reason="resubscribed on the preferences page", only_from=(state.UNSUBSCRIBED,))
-    return show(engine, _now(engine, person), token, topics, today=today,
-                notice="Welcome back: digests start again with the next edition.")
+    return sent.page("Welcome back: digests start again with the next edition.", reread=True)
 
 
-_HANDLERS: dict[str, Handler] = {SAVE: _save, UNSUBSCRIBE: _unsubscribe, RESUBSCRIBE: _resubscribe}
+_HANDLERS: dict[str, Callable[[Submission], Page]] = {SAVE: _save, UNSUBSCRIBE: _unsubscribe,
+                                                      RESUBSCRIBE: _resubscribe}
 
 
 def _saved(choices: Choices) -> str:
