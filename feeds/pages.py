@@ -230,6 +230,11 @@ class PreferencesPages:
                                 "The list of topics cannot be read just now. Please try again later.")
         now = self.now()
         today = now.astimezone(self.zone).date()
+        if posted and prefs.pressed(form) is None:
+            log.info("preferences refused", extra={"reason": "unknown action"})
+            return self.invalid(400, "Nothing was changed",
+                                "This form asked for something the page does not offer. Open the preferences "
+                                "link again.")
         if posted:
             page = prefs.submit(self.engine, person, token, form, known, names, today=today, now=now)
         else:

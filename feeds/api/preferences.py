@@ -9,6 +9,7 @@ day it is where the digests are made (``today``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -29,6 +30,7 @@ ACTIONS = (SAVE, UNSUBSCRIBE, RESUBSCRIBE)
 # Unsubscribed by these, a person may resubscribe on the page: they left by their own act.
 # Left any other way (the operator, a bounce, a complaint), only the operator brings them back.
 OWN_LEAVING = frozenset({"one-click", "mailto", "preferences"})
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)  # YYYY-MM-DD, as <input type="date"> sends it
 LONGEST_PAUSE = timedelta(days=366)  # a pause, not a quiet way to leave for ever
 
 
@@ -147,8 +149,11 @@ def _pause_date(text: str, today: date) -> tuple[date | None, str | None]:
     if not text:
         return None, None
     try:
-        day = date.fromisoformat(text)
+        # Only what the date input sends: fromisoformat alone also takes 20261231 and 2026-W50-1.
+        day = date.fromisoformat(text) if ISO_DAY.fullmatch(text) else None
     except ValueError:
+        day = None
+    if day is None:
         return None, "Give the date as year-month-day, for example 2026-01-31."
     if day <= today:
         return None, "Choose a day after today."
@@ -181,9 +186,18 @@ def submit(engine: Engine, person: state.Subscriber, token: str, form: Mapping[s
            topics: Mapping[str, str], names: Mapping[str, str], *, today: date, now: datetime) -> Page:
     """Do what the pressed button asks and return the page that follows. A form with errors
     changes nothing and comes back with them."""
+    action = pressed(form)
+    if action is None:
+        raise ValueError(f"no button {form.get('action')!r} on the preferences page: check pressed() first")
+    return _HANDLERS[action](Submission(engine, person, token, form, topics, names, today, now))
+
+
+def pressed(form: Mapping[str, Sequence[str]]) -> str | None:
+    """The button the form was sent with: Save when it names none (a client that sends the
+    form on Enter may leave the button out); None for one the page does not have, which
+    must change nothing (it was once taken for Save)."""
     action = (form.get("action") or [SAVE])[0]
-    handler = _HANDLERS.get(action, _save)
-    return handler(Submission(engine, person, token, form, topics, names, today, now))
+    return action if action in ACTIONS else None
 
 
 def _save(sent: Submission) -> Page:
