@@ -91,7 +91,7 @@ class SignupConfig:
 
     confirm_within_hours: float = 48.0  # a confirmation link works this long
     resend_after_hours: float = 12.0  # at most one confirmation mail per address per this
-    purge_after_hours: float = 168.0  # unconfirmed addresses are deleted this long after their request
+    purge_after_hours: float = 168.0  # unconfirmed addresses are deleted this long after their first request
     rate_per_ip: str = "10/hour"  # sign-up requests per client address
     rate_per_email: str = "5/hour"  # sign-up requests per e-mail address
     rate_limit_storage: str = "memory://"  # a limits storage URI: memory://, redis://host:6379, ...

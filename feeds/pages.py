@@ -1,5 +1,6 @@
-"""The pages ``feeds serve`` renders itself: sign-up (``/subscribe``, ``/subscribe/<topic>``)
-and its confirmation (``/confirm``), on the shared base ``templates/page.html``.
+"""The pages ``feeds serve`` renders itself: sign-up (``/subscribe``, ``/subscribe/<topic>``),
+its confirmation (``/confirm``) and the preferences page (``/preferences``), on the shared
+base ``templates/page.html``.
 
 Thin over :mod:`feeds.api.signup`: a handler checks the request (same origin and CSRF,
 rate limits, the honeypot, the form), calls the library and renders a page. What a
@@ -15,31 +16,30 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import jinja2
 from limits.errors import ConfigurationError as LimitsConfigurationError
 from sqlalchemy.engine import Engine
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from feeds.api import preferences as prefs
 from feeds.api import signup
 from feeds.api.digests import preferences_url
 from feeds.api.preferences import TopicChoices
 from feeds.config import Config
 from feeds.digest import preferences_token
 from feeds.errors import ConfigError
+from feeds.forms import Form, first, read_form
 from feeds.signup import SignUpForm
-from feeds.websecurity import Csrf, RateLimits, client_address, page_policy
+from feeds.websecurity import Csrf, RateLimits, client_address, page_policy, same_origin
 
 log = logging.getLogger(__name__)
 
-FORM_LIMITS = {"max_files": 0, "max_fields": 200, "max_part_size": 4096}
-MAX_FORM_BYTES = 64 << 10  # a sign-up form is well under 1 KiB, even with every topic ticked
 HONEYPOT = "website"  # a field people never see; bots that fill every field fill it
 
 
@@ -107,15 +107,14 @@ class SignupPages:
                                 "This form did not come from our own page. Open the sign-up page and try again.")
         if not self.limits.hit_ip(client_address(request)):
             return self.limited()
-        form = SignUpForm(email=_text(form_data, "email")[:320],
-                          topics=tuple(v for v in form_data.getlist("topics") if isinstance(v, str))[:100],
-                          cadence=_text(form_data, "cadence") or "daily")
-        if _text(form_data, HONEYPOT):
+        form = SignUpForm(email=first(form_data, "email")[:320], topics=tuple(form_data.get("topics", ()))[:100],
+                          cadence=first(form_data, "cadence") or "daily")
+        if first(form_data, HONEYPOT):
             log.info("sign-up ignored", extra={"reason": "honeypot"})
             return self.sent(form.email)
         address, slugs, errors = signup.check_form(form, self.topics())
         if errors:
-            page = _text(form_data, "page")
+            page = first(form_data, "page")
             return self.form_page(request, form, status=400, errors=errors, page_topic=page or None)
         if not self.limits.hit_email(address):
             return self.limited()
@@ -167,7 +166,7 @@ class SignupPages:
         if form_data is None or not self.csrf.allows(request, form_data):
             return self.message(403, "Nothing was changed",
                                 "This form did not come from our own page. Open the link in the mail again.")
-        found = await run_in_threadpool(signup.confirm, self.config, self.engine, _text(form_data, "token"),
+        found = await run_in_threadpool(signup.confirm, self.config, self.engine, first(form_data, "token"),
                                         self.now())
         return self.invalid() if found is None else self.done(found)
 
@@ -184,25 +183,63 @@ class SignupPages:
                     "Sign up again to get a new one.")
 
 
-async def read_form(request: Request) -> FormData | None:
-    """A small urlencoded or multipart form; None for anything else (files, other types,
-    a malformed body)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return None
-    length = request.headers.get("content-length", "0")
-    if not length.isdigit() or int(length) > MAX_FORM_BYTES:  # read whole before parsing: refuse big ones first
-        return None
-    try:
-        async with request.form(**FORM_LIMITS) as form:
-            return form
-    except HTTPException:
-        return None
+class PreferencesPages:
+    """The handler of ``/preferences`` (GET shows, POST changes), thin over
+    :mod:`feeds.api.preferences`. The token is the login and, being unforgeable, the CSRF
+    defence too; the same-origin check comes first all the same."""
 
+    def __init__(self, config: Config, engine: Engine, secret: str, pages: Pages, choices: TopicChoices,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.config, self.engine, self.secret, self.pages, self.choices = config, engine, secret, pages, choices
+        self.now, self.zone = now, ZoneInfo(config.timezone)
 
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
+    def page(self, status: int, heading: str, **context: Any) -> HTMLResponse:
+        return self.pages.render("preferences.html", status, heading=heading,
+                                 **{"step": "page", "notice": None, **context})
+
+    def invalid(self, status: int, heading: str, message: str) -> HTMLResponse:
+        return self.page(status, heading, step="invalid", message=message)
+
+    async def preferences(self, request: Request) -> Response:
+        """GET /preferences?token= and POST /preferences (the form, carrying the token)."""
+        form: Form = {}
+        if request.method == "POST":
+            if not same_origin(request, self.config.base_url):
+                log.warning("preferences refused", extra={"reason": "cross-site form"})
+                return self.invalid(403, "Nothing was changed", "This form was sent from another site.")
+            read = await read_form(request)
+            if read is None:  # not a form, a file, too big: the same limits as every form here
+                log.info("preferences refused", extra={"reason": "unreadable form"})
+                return self.invalid(400, "Nothing was changed",
+                                    "This form could not be read. Open the preferences link again.")
+            form = read
+        token = (form.get("token") or [request.query_params.get("token", "")])[0]
+        return await run_in_threadpool(self.answer, request.method == "POST", token, form)
+
+    def answer(self, posted: bool, token: str, form: Form) -> Response:
+        """The page for ``token``'s holder: shown, or after doing what ``form`` asks."""
+        person = prefs.token_holder(self.engine, self.secret, token)
+        if person is None:
+            log.info("preferences refused", extra={"reason": "bad token"})
+            return self.invalid(403 if token else 400, "This link is not valid",
+                                "Use the preferences link at the foot of a digest.")
+        known, names = self.choices.get()
+        if not known:  # no build has published a topic yet: nothing to choose from
+            log.error("preferences unavailable", extra={"reason": f"no topics in {self.config.out / 'feeds.opml'}"})
+            return self.invalid(503, "Preferences are unavailable",
+                                "The list of topics cannot be read just now. Please try again later.")
+        now = self.now()
+        today = now.astimezone(self.zone).date()
+        if posted and prefs.pressed(form) is None:
+            log.info("preferences refused", extra={"reason": "unknown action"})
+            return self.invalid(400, "Nothing was changed",
+                                "This form asked for something the page does not offer. Open the preferences "
+                                "link again.")
+        if posted:
+            page = prefs.submit(self.engine, person, token, form, known, names, today=today, now=now)
+        else:
+            page = prefs.show(self.engine, person, token, known, today=today)
+        return self.page(400 if page.errors else 200, "Your digest preferences", page=page, notice=page.notice)
 
 
 def routes(handlers: SignupPages) -> list[Route]:

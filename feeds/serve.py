@@ -21,12 +21,10 @@ from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
@@ -34,14 +32,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feeds import state
 from feeds.api import digest_secret
-from feeds.api import preferences as prefs
+from feeds.api.preferences import TopicChoices
 from feeds.config import Config
 from feeds.digest import token_subscriber, verify_token
 from feeds.errors import AddressInUse, OutputFolderError, ServerStopped
-from feeds.pages import Pages, SignupPages
+from feeds.forms import FORM_TYPES, form_type, read_form
+from feeds.pages import Pages, PreferencesPages, SignupPages
 from feeds.pages import routes as signup_routes
 from feeds.render import jinja_env
-from feeds.websecurity import SecurityHeaders, same_origin
+from feeds.websecurity import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -290,26 +289,16 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
 async def one_click_values(request: Request) -> list[str]:
     """The ``List-Unsubscribe`` values of a one-click POST. RFC 8058 section 3.1: the body
-    SHOULD be multipart/form-data and MAY be urlencoded; a body with no (or another) type
-    is read as urlencoded, as the old endpoint did. Files are refused and the form is tiny,
-    so a large upload cannot cost memory."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind in FORM_TYPES:
-        async with request.form(max_files=0, max_fields=16, max_part_size=4096) as form:
-            return [value for value in form.getlist("List-Unsubscribe") if isinstance(value, str)]
+    SHOULD be multipart/form-data and MAY be urlencoded (both read by :func:`read_form`,
+    with its limits); a body with no (or another) type is read as urlencoded, as the old
+    endpoint did."""
+    if form_type(request) in FORM_TYPES:
+        form = await read_form(request)
+        return (form or {}).get("List-Unsubscribe", [])
     body = await request.body()
     return parse_qs(body[:4096].decode("utf-8", "replace")).get("List-Unsubscribe", [])
-
-
-async def form_values(request: Request) -> dict[str, list[str]]:
-    """A small form's text fields by name (files refused, sizes capped)."""
-    async with request.form(max_files=0, max_fields=512, max_part_size=4096) as form:
-        return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form}
 
 
 def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
@@ -341,10 +330,7 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             if person.status not in (state.ACTIVE, state.PAUSED):  # a paused subscriber may still leave
                 return page(200, step="done", heading="You are unsubscribed", email=person.email)
             return page(200, step="confirm", heading="Unsubscribe", email=person.email, cadence=person.cadence)
-        try:
-            values = await one_click_values(request)
-        except HTTPException:  # a malformed multipart body (Starlette's 400, made ours)
-            values = []
+        values = await one_click_values(request)  # [] for a malformed body
         if values != ["One-Click"]:
             return page(400, step="invalid", heading="Nothing was changed",
                         message="An unsubscribe request must carry List-Unsubscribe=One-Click.")
@@ -352,48 +338,12 @@ def create_app(config: Config, engine: Engine | None = None) -> ASGIApp:
             log.info("unsubscribed", extra={"subscriber": person.id})
         return page(200, step="done", heading="You are unsubscribed", email=person.email)
 
-    topics = prefs.TopicChoices(config.out)  # the sign-up pages offer the same list
-    zone = ZoneInfo(config.timezone)
-
-    def preferences_page(status: int, heading: str, **context: Any) -> HTMLResponse:
-        return pages.render("preferences.html", status, heading=heading, **{"step": "page", "notice": None, **context})
-
-    async def preferences(request: Request) -> Response:
-        """GET shows the page of the token's subscriber; POST (the form, carrying the token)
-        changes it. The token is the login and, being unforgeable, the CSRF defence too."""
-        form: dict[str, list[str]] = {}
-        if request.method == "POST":
-            if not same_origin(request, config.base_url):
-                log.warning("preferences refused", extra={"reason": "cross-site form"})
-                return preferences_page(403, "Nothing was changed", step="invalid",
-                                        message="This form was sent from another site.")
-            try:
-                form = await form_values(request)
-            except HTTPException:
-                form = {}
-        token = (form.get("token") or [request.query_params.get("token", "")])[0]
-        person = prefs.token_holder(engine, secret, token)
-        if person is None:
-            log.info("preferences refused", extra={"reason": "bad token"})
-            return preferences_page(403 if token else 400, "This link is not valid", step="invalid",
-                                    message="Use the preferences link at the foot of a digest.")
-        known, names = topics.get()
-        if not known:  # no build has published a topic yet: nothing to choose from
-            log.error("preferences unavailable", extra={"reason": f"no topics in {config.out / 'feeds.opml'}"})
-            return preferences_page(503, "Preferences are unavailable", step="invalid",
-                                    message="The list of topics cannot be read just now. Please try again later.")
-        now = datetime.now(UTC)
-        if request.method != "POST":
-            page = prefs.show(engine, person, token, known, today=now.astimezone(zone).date())
-        else:
-            page = prefs.submit(engine, person, token, form, known, names, today=now.astimezone(zone).date(), now=now)
-        return preferences_page(400 if page.errors else 200, "Your digest preferences", page=page,
-                                notice=page.notice)
-
+    topics = TopicChoices(config.out)  # the sign-up and preferences pages offer the same list
     app = Starlette(
         routes=[
             Route("/unsubscribe", unsubscribe, methods=["GET", "POST"]),
-            Route("/preferences", preferences, methods=["GET", "POST"]),
+            Route("/preferences", PreferencesPages(config, engine, secret, pages, topics).preferences,
+                  methods=["GET", "POST"]),
             *signup_routes(SignupPages(config, engine, secret, pages, topics)),
             Mount("/", OutFiles(directory=config.out, cache_seconds=config.serve.cache_seconds)),
         ],

@@ -71,7 +71,7 @@ serve:                          # the HTTP server of feeds serve and feeds run
 signup:                         # readers' own sign-up on feeds serve (double opt-in)
   confirm_within_hours: 48      # a confirmation link works this long
   resend_after_hours: 12        # at most one confirmation mail per address per this
-  purge_after_hours: 168        # unconfirmed sign-ups are deleted this long after their request
+  purge_after_hours: 168        # unconfirmed sign-ups are deleted this long after their first request
   rate_per_ip: 10/hour          # sign-up requests per client address
   rate_per_email: 5/hour        # sign-up requests per e-mail address
   rate_limit_storage: memory:// # where rate limits count: memory://, redis://host:6379, ...

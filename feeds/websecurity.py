@@ -30,7 +30,7 @@ import hmac
 import ipaddress
 import secrets
 from base64 import b64encode
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -125,7 +125,7 @@ class Csrf:
         cookie = request.cookies.get(CSRF_COOKIE, "")
         return bool(cookie) and hmac.compare_digest(field, self.field_for(cookie))
 
-    def allows(self, request: Request, form: Mapping[str, object]) -> bool:
+    def allows(self, request: Request, form: Mapping[str, Sequence[str]]) -> bool:
         """Whether a POST may be acted on (the four rules of the module's doc)."""
         fetch_site = request.headers.get("sec-fetch-site")
         if fetch_site is not None and fetch_site not in ("same-origin", "none"):
@@ -133,8 +133,8 @@ class Csrf:
         origin = request.headers.get("origin")
         if origin is not None and not self.our_origin(origin, request.headers.get("host", "")):
             return False
-        field = form.get(CSRF_FIELD)
-        if isinstance(field, str) and field:
+        field = (form.get(CSRF_FIELD) or [""])[0]
+        if field:
             return self.token_ok(request, field)
         return fetch_site == "same-origin" or origin is not None
 

@@ -376,3 +376,42 @@ def test_the_page_offers_what_the_build_published_without_reading_the_records(tm
     topics, names = TopicChoices(config.out).get()
     assert topics == published_topics(config.out) == {"all": "All topics", "ai": "AI"}
     assert names == {"all topics": "all", "ai": "ai"}
+
+
+@pytest.mark.parametrize("padding", [
+    [("topics", "ai")] * 300,  # more fields than any form here takes (the sign-up form's limit)
+    [("note", "x" * 70_000)],  # more bytes than any form here takes
+])
+def test_a_form_past_the_limits_of_every_form_changes_nothing(site: Site, padding: list[tuple[str, str]]) -> None:
+    """The preferences form is read with the sign-up form's limits, not laxer ones."""
+    link = page_link(site, "ada@example.org")
+    form = form_of(request(link))
+    reply = post(link, [*fields_of(form, topics=[], cadence="daily"), *padding])
+    assert reply.status == 400
+    assert "Nothing was changed" in lxml_html.fromstring(reply.body).xpath("string(//h1)")
+    assert person(site, "ada@example.org").cadence == "weekly"
+
+
+def test_a_button_the_page_does_not_have_changes_nothing(site: Site) -> None:
+    """An unknown action was once taken for Save."""
+    link = page_link(site, "ada@example.org")
+    form = form_of(request(link))
+    reply = post(link, fields_of(form, cadence="daily", action="erase-everything"))
+    assert reply.status == 400
+    assert "Nothing was changed" in lxml_html.fromstring(reply.body).xpath("string(//h1)")
+    assert person(site, "ada@example.org").cadence == "weekly"
+
+
+def test_a_pause_date_is_only_the_date_inputs_year_month_day(site: Site) -> None:
+    """date.fromisoformat also takes 20261231 and 2026-W50-1; the date input sends neither."""
+    day = datetime.now(UTC).date() + timedelta(days=10)
+    link = page_link(site, "ada@example.org")
+    form = form_of(request(link))
+    year, week, weekday = day.isocalendar()
+    for text in (day.strftime("%Y%m%d"), f"{year}-W{week:02d}-{weekday}"):
+        reply = post(link, fields_of(form, paused_until=text))
+        assert reply.status == 400, text
+        assert lxml_html.fromstring(reply.body).xpath("string(//*[@id='paused_until-error'])")
+        assert person(site, "ada@example.org").paused_until is None
+    assert post(link, fields_of(form, paused_until=day.isoformat())).status == 200
+    assert person(site, "ada@example.org").paused_until == day

@@ -453,3 +453,57 @@ def test_a_link_mailed_before_someone_left_does_not_bring_them_back(site: tuple,
     assert signup.pending(config, engine, token, NOW + timedelta(hours=2)) is None
     assert signup.confirm(config, engine, token, NOW + timedelta(hours=2)) is None
     assert status(engine, "ada@example.org") == state.UNSUBSCRIBED
+
+
+def test_asking_again_does_not_keep_an_unconfirmed_address(site: tuple, tmp_path: Path) -> None:
+    """The purge counts from the first unconfirmed request: a stranger who sends the form
+    for someone's address every few days cannot keep it stored. A link mailed shortly
+    before the purge works only until then, and a request after the purge starts afresh."""
+    config, engine = site
+    config_path = str(tmp_path / "feeds.yaml")
+    signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    for days in (2, 4, 6):
+        assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily",
+                              NOW + timedelta(days=days)).outcome == signup.MAILED
+    late = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW + timedelta(days=7, hours=-1))
+    assert late.outcome == signup.MAILED and late.written is not None
+    message = read_eml(tmp_path / "out" / late.written)
+    assert "works for 1 hour." in " ".join(message.get_body(("plain",)).get_content().split())  # type: ignore[union-attr]
+    token = link_token(message)
+    # Within the 48 hours of confirm_within_hours, but past the wait: not good, even before the purge runs.
+    assert signup.pending(config, engine, token, NOW + timedelta(days=7, seconds=1)) is None
+    assert signup.pending(config, engine, token, NOW + timedelta(days=7, seconds=-1)) is not None
+    result = run_cli("subscribers", "purge", "--now", "2020-06-25T09:00:01Z", "--config", config_path)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "Purged 1 unconfirmed sign-up."
+    assert state.find_subscriber(engine, "ada@example.org") is None
+    # Afresh after the purge: a new wait of its own.
+    again = NOW + timedelta(days=7, hours=2)
+    assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", again).outcome == signup.MAILED
+    assert run_cli("subscribers", "purge", "--now", "2020-07-02T09:00:00Z", "--config", config_path).output.strip() \
+        == "Purged 0 unconfirmed sign-ups."
+    assert status(engine, "ada@example.org") == state.UNCONFIRMED
+
+
+def test_a_wait_the_purge_missed_starts_afresh_but_keeps_the_resend_period(site: tuple) -> None:
+    """Without a purge run, a request after the wait is over starts a new wait (as it would
+    after the purge), the resend period still holds across it, and the old wait's link
+    stays dead."""
+    check_a_missed_wait(*site)
+
+
+def test_a_missed_wait_on_postgres(database: str, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, f"state_db: {database}"))
+    check_a_missed_wait(config, state.open_state(config.state_db))
+
+
+def check_a_missed_wait(config: Any, engine: Any) -> None:
+    signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW)
+    old = signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", NOW + timedelta(days=6, hours=23))
+    token = link_token(read_eml(config.out / old.written))
+    after = NOW + timedelta(days=7, hours=1)
+    assert signup.sign_up(config, engine, "ada@example.org", ["ai"], "daily", after).outcome \
+        == signup.RECENTLY_MAILED
+    assert signup.pending(config, engine, token, after) is None
+    assert signup.purge_unconfirmed(config, NOW + timedelta(days=7, hours=2), engine) == []
+    assert signup.purge_unconfirmed(config, after + timedelta(days=7, seconds=1), engine) == ["ada@example.org"]

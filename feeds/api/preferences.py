@@ -9,6 +9,7 @@ day it is where the digests are made (``today``).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -29,6 +30,7 @@ ACTIONS = (SAVE, UNSUBSCRIBE, RESUBSCRIBE)
 # Unsubscribed by these, a person may resubscribe on the page: they left by their own act.
 # Left any other way (the operator, a bounce, a complaint), only the operator brings them back.
 OWN_LEAVING = frozenset({"one-click", "mailto", "preferences"})
+ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)  # YYYY-MM-DD, as <input type="date"> sends it
 LONGEST_PAUSE = timedelta(days=366)  # a pause, not a quiet way to leave for ever
 
 
@@ -147,8 +149,11 @@ def _pause_date(text: str, today: date) -> tuple[date | None, str | None]:
     if not text:
         return None, None
     try:
-        day = date.fromisoformat(text)
+        # Only what the date input sends: fromisoformat alone also takes 20261231 and 2026-W50-1.
+        day = date.fromisoformat(text) if ISO_DAY.fullmatch(text) else None
     except ValueError:
+        day = None
+    if day is None:
         return None, "Give the date as year-month-day, for example 2026-01-31."
     if day <= today:
         return None, "Choose a day after today."
@@ -157,55 +162,76 @@ def _pause_date(text: str, today: date) -> tuple[date | None, str | None]:
     return day, None
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One press of a button on the page: whose page, the form as sent, the topics one may
+    choose (slug -> name; casefolded name -> slug) and the clock's two readings."""
+
+    engine: Engine
+    person: state.Subscriber
+    token: str
+    form: Mapping[str, Sequence[str]]
+    topics: Mapping[str, str]
+    names: Mapping[str, str]
+    today: date
+    now: datetime
+
+    def page(self, notice: str | None = None, *, reread: bool = False) -> Page:
+        """The page that follows; ``reread``: from the row as a change just left it."""
+        person = _now(self.engine, self.person) if reread else self.person
+        return show(self.engine, person, self.token, self.topics, today=self.today, notice=notice)
+
+
 def submit(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
            topics: Mapping[str, str], names: Mapping[str, str], *, today: date, now: datetime) -> Page:
     """Do what the pressed button asks and return the page that follows. A form with errors
     changes nothing and comes back with them."""
+    action = pressed(form)
+    if action is None:
+        raise ValueError(f"no button {form.get('action')!r} on the preferences page: check pressed() first")
+    return _HANDLERS[action](Submission(engine, person, token, form, topics, names, today, now))
+
+
+def pressed(form: Mapping[str, Sequence[str]]) -> str | None:
+    """The button the form was sent with: Save when it names none (a client that sends the
+    form on Enter may leave the button out); None for one the page does not have, which
+    must change nothing (it was once taken for Save)."""
     action = (form.get("action") or [SAVE])[0]
-    handler = _HANDLERS.get(action, _save)
-    return handler(engine, person, token, form, topics, names, today, now)
+    return action if action in ACTIONS else None
 
 
-Handler = Callable[[Engine, state.Subscriber, str, Mapping[str, Sequence[str]], Mapping[str, str],
-                    Mapping[str, str], date, datetime], Page]
-
-
-def _save(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-          topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
+def _save(sent: Submission) -> Page:
+    person, engine, now = sent.person, sent.engine, sent.now
     if person.status not in (state.ACTIVE, state.PAUSED):
-        # Saving is no way back in: resubscribing is its own, explicit button.
-        return show(engine, person, token, topics, today=today, notice="Nothing was changed.")
-    choices, errors = read_choices(form, person, topics, names, today=today)
+        return sent.page("Nothing was changed.")  # saving is no way back in: resubscribing is its own button
+    choices, errors = read_choices(sent.form, person, sent.topics, sent.names, today=sent.today)
     if errors:
-        return replace(show(engine, person, token, topics, today=today), choices=choices, errors=errors,
-                       pause_text=(form.get("paused_until") or [""])[0][:40])
+        return replace(sent.page(), choices=choices, errors=errors,
+                       pause_text=(sent.form.get("paused_until") or [""])[0][:40])
     state.update_choices(engine, person.id, choices.topics, choices.cadence)
     if choices.paused_until is not None:
         state.pause(engine, person.id, choices.paused_until, now=now)
     elif person.status == state.PAUSED:
         state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now, reason="pause cancelled",
                          only_from=(state.PAUSED,))
-    return show(engine, _now(engine, person), token, topics, today=today, notice=_saved(choices))
+    return sent.page(_saved(choices), reread=True)
 
 
-def _unsubscribe(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-                 topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
-    state.unsubscribe(engine, person.id, now, source="preferences", reason="preferences page")
-    return show(engine, _now(engine, person), token, topics, today=today,
-                notice="You are unsubscribed: no more digests will be sent to this address.")
+def _unsubscribe(sent: Submission) -> Page:
+    state.unsubscribe(sent.engine, sent.person.id, sent.now, source="preferences", reason="preferences page")
+    return sent.page("You are unsubscribed: no more digests will be sent to this address.", reread=True)
 
 
-def _resubscribe(engine: Engine, person: state.Subscriber, token: str, form: Mapping[str, Sequence[str]],
-                 topics: Mapping[str, str], names: Mapping[str, str], today: date, now: datetime) -> Page:
-    if not may_resubscribe(engine, person):
-        return show(engine, person, token, topics, today=today, notice="Nothing was changed.")
-    state.set_status(engine, person.id, state.ACTIVE, source="preferences", now=now,
+def _resubscribe(sent: Submission) -> Page:
+    if not may_resubscribe(sent.engine, sent.person):
+        return sent.page("Nothing was changed.")
+    state.set_status(sent.engine, sent.person.id, state.ACTIVE, source="preferences", now=sent.now,
                      reason="resubscribed on the preferences page", only_from=(state.UNSUBSCRIBED,))
-    return show(engine, _now(engine, person), token, topics, today=today,
-                notice="Welcome back: digests start again with the next edition.")
+    return sent.page("Welcome back: digests start again with the next edition.", reread=True)
 
 
-_HANDLERS: dict[str, Handler] = {SAVE: _save, UNSUBSCRIBE: _unsubscribe, RESUBSCRIBE: _resubscribe}
+_HANDLERS: dict[str, Callable[[Submission], Page]] = {SAVE: _save, UNSUBSCRIBE: _unsubscribe,
+                                                      RESUBSCRIBE: _resubscribe}
 
 
 def _saved(choices: Choices) -> str:

@@ -116,7 +116,8 @@ def sign_up(config: Config, engine: Engine, email: str, topics: Sequence[str], c
         if erased.status in (state.BOUNCED, state.COMPLAINED):
             return SignUpResult(address, LEFT_FOR_GOOD)
         state.reclaim_erased(engine, erased.id, address, now)
-    person = state.request_signup(engine, address, slugs, cadence, now)
+    wait = timedelta(hours=config.signup.purge_after_hours)
+    person = state.request_signup(engine, address, slugs, cadence, now, wait)
     if person.status in (state.BOUNCED, state.COMPLAINED):
         return SignUpResult(address, LEFT_FOR_GOOD)
     if person.status in RECEIVING:
@@ -126,8 +127,9 @@ def sign_up(config: Config, engine: Engine, email: str, topics: Sequence[str], c
     if not state.claim_confirmation_mail(engine, person.id, now, every):
         return SignUpResult(address, RECENTLY_MAILED)
     token = confirmation_token(digest_secret(config, engine), person.id, address, slugs, cadence, now)
+    hours = link_hours(config, before.requested_at if before else now, now)
     try:
-        message = confirmation_message(config, address, slugs, cadence, token, now, known)
+        message = confirmation_message(config, address, slugs, cadence, token, now, known, hours)
         written = deliver(config, message, now, sender)
     except (FeedsError, AddressError, OSError) as e:
         # Given back, so that the reader's next try may send it; they are shown the same page.
@@ -137,17 +139,34 @@ def sign_up(config: Config, engine: Engine, email: str, topics: Sequence[str], c
     return SignUpResult(address, MAILED, written)
 
 
+def wait_ends(config: Config, began: datetime) -> datetime:
+    """When a wait for confirmation that began at ``began`` is over: the purge deletes the
+    row then, and no link of it works after (see :func:`pending`)."""
+    return began + timedelta(hours=config.signup.purge_after_hours)
+
+
+def link_hours(config: Config, began: datetime, now: datetime) -> float:
+    """How long a link mailed ``now`` works: ``signup.confirm_within_hours``, but never past
+    the end of its wait (a resend shortly before the purge must not outlive the row).
+    Whole hours, rounded down, unless less than one is left."""
+    left = (wait_ends(config, began) - now) / timedelta(hours=1)
+    if left >= config.signup.confirm_within_hours:
+        return config.signup.confirm_within_hours
+    return float(int(left)) if left >= 1 else round(left, 2)
+
+
 def confirm_url(config: Config, token: str) -> str:
     return f"{config.base_url}confirm?token={token}"
 
 
 def confirmation_message(config: Config, address: str, topics: Sequence[str], cadence: str, token: str,
-                         now: datetime, known: Mapping[str, str]) -> Outgoing:
-    """The confirmation mail: plain text, one link, no tracking; From is the digests'."""
+                         now: datetime, known: Mapping[str, str], hours: float | None = None) -> Outgoing:
+    """The confirmation mail: plain text, one link, no tracking; From is the digests'.
+    ``hours``: how long its link works (default ``signup.confirm_within_hours``)."""
     sender = mailbox(config.mail_from)
     recipient, utf8 = envelope_address(address)
     utf8 = utf8 or not sender.addr_spec.isascii()
-    hours = config.signup.confirm_within_hours
+    hours = config.signup.confirm_within_hours if hours is None else hours
     text = jinja_env().get_template("confirm.txt").render(
         site_title=config.title, url=confirm_url(config, token), cadence=cadence,
         topics=[known.get(t, t) for t in topics], hours=f"{hours:g}")
@@ -204,8 +223,9 @@ def deliver(config: Config, message: Outgoing, now: datetime,
 def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pending | None:
     """The sign-up a confirmation link stands for, if it may still be confirmed: signed by
     us for this subscriber's address, not expired, the latest one mailed to them, neither
-    used already nor older than their leaving. None otherwise (the page says the link is
-    not valid)."""
+    used already nor older than their leaving, and within the wait it was mailed in (no
+    link outlives its unconfirmed row, purged or not). None otherwise (the page says the
+    link is not valid)."""
     claim = read_confirmation(token)
     if claim is None:
         return None
@@ -218,6 +238,10 @@ def pending(config: Config, engine: Engine, token: str, now: datetime) -> Pendin
     record = state.get_signup(engine, person.id)
     if record is None or record.mailed_at is None or int(record.mailed_at.timestamp()) != int(claim.issued.timestamp()):
         return None  # an older link than the latest mailed: only one is ever good
+    if person.status not in RECEIVING and (
+            int(claim.issued.timestamp()) < int(record.requested_at.timestamp())
+            or now > wait_ends(config, record.requested_at)):
+        return None  # mailed in a wait that is over: the purge deletes (or deleted) what it stood for
     if person.status not in RECEIVING and (
             (record.confirmed_at is not None and record.confirmed_at >= claim.issued)
             or left_since(engine, person.id, record.mailed_at)):

@@ -42,13 +42,14 @@ subscriber_events = sa.Table(
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
 
-# A reader's own sign-up (issue 14): when they asked, when a confirmation was last mailed
-# (at most one per signup.resend_after_hours, whoever asks how often) and when they
-# confirmed. One row per subscriber; no IP address or browser detail is kept.
+# A reader's own sign-up (issue 14): when their wait for confirmation began (the first
+# request since; the purge counts from it), when a confirmation was last mailed (at most
+# one per signup.resend_after_hours, whoever asks how often) and when they confirmed.
+# One row per subscriber; no IP address or browser detail is kept.
 signups = sa.Table(
     "signups", metadata,
     sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), primary_key=True),
-    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),  # the latest request
+    sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),  # the first of this wait
     sa.Column("mailed_at", sa.DateTime(timezone=True)),  # the latest confirmation mailed
     sa.Column("confirmed_at", sa.DateTime(timezone=True)),
 )

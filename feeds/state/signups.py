@@ -42,18 +42,21 @@ class SignUpRecord:
     confirmed_at: datetime | None
 
 
-def request_signup(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime) -> Subscriber:
+def request_signup(engine: Engine, email: str, topics: Sequence[str], cadence: str, now: datetime,
+                   wait: timedelta) -> Subscriber:
     """The subscriber with ``email``, made ``unconfirmed`` (with these topics and cadence,
     and a ``sign-up`` event) if the address is new; an existing one is left as they are,
-    whatever their status: what they asked for takes effect only when they confirm. The
-    request's time is kept either way."""
+    whatever their status: what they asked for takes effect only when they confirm.
+
+    ``requested_at`` keeps when the current wait for confirmation began (see
+    :func:`_start_wait`), not the latest request: asking again never pushes the purge back."""
     for _ in range(2):  # a concurrent request may insert the same address first: then read theirs
         try:
             with transaction(engine) as db:
                 row = db.execute(sa.select(subscribers).where(subscribers.c.email == email)).first()
                 if row is None:
                     row = _insert_unconfirmed(db, email, topics, cadence, now)
-                _touch(db, row.id, now)
+                _start_wait(db, row.id, now, wait)
                 return _subscriber(row)
         except sa.exc.IntegrityError:
             continue
@@ -92,10 +95,21 @@ def reclaim_erased(engine: Engine, subscriber_id: int, email: str, now: datetime
         db.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(**values))
 
 
-def _touch(db: Connection, subscriber_id: int, now: datetime) -> None:
-    updated = db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id).values(requested_at=now))
-    if updated.rowcount == 0:
+def _start_wait(db: Connection, subscriber_id: int, now: datetime, wait: timedelta) -> None:
+    """Start a wait for confirmation at ``now`` unless one is going on: the first request
+    of an address starts it, and later ones leave it be, so that a stranger sending the form
+    again and again cannot keep an unconfirmed address stored (the purge counts from here).
+    A new wait starts only after the last one was confirmed, or is over (``wait``, the
+    purge's delay, has passed: the purge has not run yet, and would have deleted the row).
+    ``mailed_at`` is kept, so the resend period holds across a new wait."""
+    row = db.execute(sa.select(signups.c.requested_at, signups.c.confirmed_at)
+                     .where(signups.c.subscriber_id == subscriber_id)).first()
+    if row is None:
         db.execute(signups.insert().values(subscriber_id=subscriber_id, requested_at=now))
+        return
+    began, confirmed = utc(row.requested_at), utc(row.confirmed_at)
+    if (confirmed is not None and confirmed >= began) or began + wait <= now:  # type: ignore[operator]
+        db.execute(signups.update().where(signups.c.subscriber_id == subscriber_id).values(requested_at=now))
 
 
 def claim_confirmation_mail(engine: Engine, subscriber_id: int, now: datetime, every: timedelta) -> bool:
@@ -143,7 +157,7 @@ def confirm_signup(engine: Engine, subscriber_id: int, topics: Sequence[str], ca
 
 
 def stale_unconfirmed(engine: Engine, before: datetime) -> list[tuple[int, str, bool]]:
-    """Every sign-up nobody confirmed whose latest request is older than ``before``:
+    """Every sign-up nobody confirmed whose wait began before ``before``:
     (id, address, whether to erase it rather than delete it), by address.
 
     Two kinds: subscribers still ``unconfirmed``, erased only if the ledger has deliveries
