@@ -125,6 +125,33 @@ def http_server(config: Path, port: int) -> list[str]:
             "--directory", str(config.parent / "out")]
 
 
+def nginx_main_conf(folder: Path, *, workers: str, connections: int) -> str:
+    """The nginx.conf around a server block in ``folder/feeds.conf`` (the shipped one, edited
+    by the caller): root's own worker (a tmp folder is private to root), every file nginx
+    writes kept in ``folder``, and the brotli_static module where Debian's package is there.
+    The benchmark and tests/test_nginx.py run nginx from this one wrapper."""
+    return f"""
+user root;
+worker_processes {workers};
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+{f"load_module {BROTLI};" if BROTLI.exists() else ""}
+events {{ worker_connections {connections}; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    sendfile on;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    include {folder}/feeds.conf;
+}}
+"""
+
+
 def nginx(config: Path, port: int) -> list[str]:
     """Debian's nginx with the shipped server block, its root and port replaced."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -137,25 +164,7 @@ def nginx(config: Path, port: int) -> list[str]:
              .replace("listen 80;", f"listen 127.0.0.1:{port} reuseport;")
              .replace("server 127.0.0.1:8000;", f"server 127.0.0.1:{free_port()};"))
     (folder / "feeds.conf").write_text(block)
-    (folder / "nginx.conf").write_text(f"""
-user root;
-worker_processes auto;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-{f"load_module {BROTLI};" if BROTLI.exists() else ""}
-events {{ worker_connections 1024; }}
-http {{
-    include /etc/nginx/mime.types;
-    access_log off;
-    sendfile on;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
-    include {folder}/feeds.conf;
-}}
-""")
+    (folder / "nginx.conf").write_text(nginx_main_conf(folder, workers="auto", connections=1024))
     return [binary, "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"]
 
 

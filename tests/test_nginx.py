@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 import feedparser
 import pytest
 
+from benchmarks.serve import BROTLI, nginx_main_conf
 from feeds import state
 from feeds.config import load_config
 from feeds.digest import preferences_token
@@ -25,7 +26,6 @@ from tests.test_serve import MEDIA_TYPES, SECRET, Site, active, request, token_f
 from tests.test_serve import site as site  # the fixture: a built site and its feeds serve
 
 CONFIG = ROOT / "deploy" / "nginx" / "feeds.conf"
-BROTLI = Path("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so")  # libnginx-mod-http-brotli-static
 
 
 @dataclass
@@ -68,27 +68,7 @@ def proxy(site: Site, tmp_path: Path) -> Iterator[Proxy]:
     folder = tmp_path / "nginx"
     folder.mkdir()
     (folder / "feeds.conf").write_text(server_block(out, port, upstream))
-    modules = f"load_module {BROTLI};" if BROTLI.exists() else ""
-    # Root's own worker (not www-data): pytest's tmp_path is private to root.
-    (folder / "nginx.conf").write_text(f"""
-user root;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-{modules}
-events {{ worker_connections 64; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log off;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    fastcgi_temp_path {folder}/fastcgi;
-    uwsgi_temp_path {folder}/uwsgi;
-    scgi_temp_path {folder}/scgi;
-    include {folder}/feeds.conf;
-}}
-""")
+    (folder / "nginx.conf").write_text(nginx_main_conf(folder, workers="1", connections=64))
     checked = subprocess.run([nginx, "-t", "-p", str(folder), "-c", str(folder / "nginx.conf")],
                              capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
