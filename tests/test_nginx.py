@@ -22,7 +22,7 @@ from feeds.digest import preferences_token
 from tests.conftest import ROOT
 from tests.mail import free_port
 from tests.test_daemon import wait_for
-from tests.test_serve import MEDIA_TYPES, SECRET, Site, active, request, token_for
+from tests.test_serve import MEDIA_TYPES, SECRET, Site, active, request, token_for, wait_until_serving
 from tests.test_serve import site as site  # the fixture: a built site and its feeds serve
 
 CONFIG = ROOT / "deploy" / "nginx" / "feeds.conf"
@@ -76,15 +76,8 @@ def proxy(site: Site, tmp_path: Path) -> Iterator[Proxy]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}/"
 
-    def up() -> bool:
-        try:
-            return request(base).status == 200
-        except OSError:
-            return process.poll() is not None  # died: stop waiting, and say why below
-
     try:
-        wait_for(up, what="nginx")
-        assert process.poll() is None, (folder / "error.log").read_text()
+        wait_until_serving(base, process, what="nginx", log=folder / "error.log")
         yield Proxy(base, out, site)
     finally:
         process.terminate()

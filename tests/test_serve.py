@@ -72,18 +72,27 @@ serve:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/"
 
-    def up() -> bool:
-        try:
-            return request(base).status == 200
-        except OSError:
-            return False
-
     try:
-        wait_for(up, what="the server")
+        wait_until_serving(base, process, what="feeds serve")
         yield Site(base, config, tmp_path)
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_until_serving(base: str, process: subprocess.Popen[bytes], *, what: str, log: Path | None = None) -> None:
+    """Wait until ``base`` answers 200, or ``process`` dies (then fail at once, with its
+    ``log`` or what it said on stderr when that is piped, rather than wait out the timeout)."""
+    def up() -> bool:
+        try:
+            return request(base).status == 200
+        except OSError:
+            return process.poll() is not None
+
+    wait_for(up, what=what)
+    if process.poll() is not None:
+        said = log.read_text() if log else process.stderr.read().decode(errors="replace") if process.stderr else ""
+        pytest.fail(f"{what} stopped: {said}")
 
 
 def token_for(site: Site, address: str) -> tuple[int, str]:

@@ -24,7 +24,7 @@ from feeds.config import load_config
 from tests.conftest import SEEDS, run_cli
 from tests.mail import free_port
 from tests.test_daemon import wait_for
-from tests.test_serve import SECRET, Reply, request
+from tests.test_serve import SECRET, Reply, request, wait_until_serving
 from tests.test_signup import link_token, read_eml
 
 pytestmark = pytest.mark.slow  # a server process per test
@@ -70,15 +70,8 @@ def start_server(tmp_path: Path, *extra: str) -> Iterator[Server]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}/"
 
-    def up() -> bool:
-        try:
-            return request(base).status == 200
-        except OSError:
-            return process.poll() is not None
-
     try:
-        wait_for(up, what="the server")
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        wait_until_serving(base, process, what="feeds serve")
         yield Server(base, config, tmp_path)
     finally:
         process.terminate()
